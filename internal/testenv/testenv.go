@@ -1,0 +1,75 @@
+// Package testenv holds helpers shared by the project's tests: confining a
+// test to a loopback-only network namespace, and finding external tools.
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// envInNetns marks a re-executed test binary that runs inside `unshare -n`.
+const envInNetns = "ICEY_TEST_IN_NETNS"
+
+// LoopbackOnly makes sure the calling test runs where only the loopback
+// interface exists, so that a bug can never send a packet off the machine
+// (TURN relay probes, browsers). If the process is already confined (make
+// test runs the whole suite under `unshare -n`), it returns at once.
+// Otherwise, as root with unshare available, it re-runs just this test in a
+// fresh network namespace and reports that run's result; else it fails.
+func LoopbackOnly(t *testing.T) {
+	t.Helper()
+	if onlyLoopback() {
+		return
+	}
+	if os.Getenv(envInNetns) != "" {
+		t.Fatal("testenv: inside the namespace but a non-loopback interface is up")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Fatalf("testenv: %s needs a loopback-only network namespace; run it via `make test` (unshare -n as root)", t.Name())
+	}
+	args := []string{"-n", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", os.Args[0],
+		"-test.run", "^" + strings.ReplaceAll(t.Name(), "/", "$/^") + "$", "-test.v"}
+	cmd := exec.Command(unshare, args...)
+	cmd.Env = append(os.Environ(), envInNetns+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("re-ran %s in a loopback-only network namespace:\n%s", t.Name(), out)
+	if err != nil {
+		t.Fatalf("confined run failed: %v", err)
+	}
+	t.SkipNow() // the real assertions ran (and passed) in the confined child
+}
+
+func onlyLoopback() bool {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return false
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		if ifc.Flags&net.FlagLoopback == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Confined reports whether the process runs with only loopback interfaces up.
+func Confined() bool { return onlyLoopback() }
+
+// RequireTool returns the path of an external tool. In CI (CI=true) a missing
+// tool fails the test: CI must have installed it. Elsewhere it also fails,
+// with the install hint, because `make test` installs it.
+func RequireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: run `make deps` (apt-get install -y chromium ffmpeg) or `make test`, which installs it", name)
+	}
+	return p
+}

@@ -1,0 +1,181 @@
+// Package media is the hub between sources and viewers: one Stream per source,
+// normalized once (H.264 packetized to <=1200-byte RTP payloads with SPS/PPS in
+// front of every IDR, continuous RTP timestamps and sequence numbers across
+// source restarts and file loops), fanned out without blocking to a bounded
+// queue per subscriber, with a GOP cache so a new subscriber starts at the
+// latest keyframe.
+//
+// THIS FILE IS THE CONTRACT other packages code against (sources in media/*,
+// the WebRTC session layer in signaling). Keep the exported names and
+// semantics; the implementation lives in the other files of this package.
+package media
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// Sentinel errors.
+var (
+	// ErrClosed is returned by Subscriber.Read after the subscriber or its stream closed.
+	ErrClosed = errors.New("media: closed")
+	// ErrSourceUnavailable wraps failures to reach or read a source.
+	ErrSourceUnavailable = errors.New("media: source unavailable")
+	// ErrUnsupportedCodec is returned when a source offers a codec the hub cannot carry.
+	ErrUnsupportedCodec = errors.New("media: unsupported codec")
+	// ErrNoTracks is returned when a viewer asks for a stream whose source has
+	// not yet declared its tracks (e.g. an RTSP camera never reached).
+	ErrNoTracks = errors.New("media: stream has no tracks yet")
+)
+
+// Kind of a track.
+type Kind uint8
+
+const (
+	KindVideo Kind = iota
+	KindAudio
+)
+
+func (k Kind) String() string {
+	if k == KindVideo {
+		return "video"
+	}
+	return "audio"
+}
+
+// Audio codec names used in AudioParams.Codec (WebRTC MIME subtypes).
+const (
+	CodecH264 = "H264"
+	CodecOpus = "opus"
+	CodecPCMU = "PCMU"
+	CodecPCMA = "PCMA"
+)
+
+// VideoParams describes the stream's video track. Only H.264 is carried.
+type VideoParams struct {
+	// SPS and PPS as known at setup (may be nil; the hub learns them in-band).
+	SPS, PPS []byte
+}
+
+// AudioParams describes the stream's audio track.
+type AudioParams struct {
+	Codec     string // CodecOpus, CodecPCMU or CodecPCMA
+	ClockRate uint32 // 48000 for Opus, 8000 for G.711
+	Channels  uint16 // 2 for Opus (per RFC 7587 SDP), 1 for G.711
+}
+
+// Tracks is what a stream carries; nil members are absent.
+type Tracks struct {
+	Video *VideoParams
+	Audio *AudioParams
+}
+
+// Packet is one normalized RTP packet as sent to every subscriber. It is
+// shared and immutable once published: subscribers must copy the header
+// before changing it (per-viewer SSRC and sequence numbers are the session
+// layer's business).
+type Packet struct {
+	Kind Kind
+	RTP  rtp.Packet
+	// Keyframe is true on the first packet of an IDR access unit (which
+	// carries SPS/PPS in front of the IDR).
+	Keyframe bool
+	// FromCache is true for packets replayed from the GOP cache at subscribe time.
+	FromCache bool
+}
+
+// SubscribeOptions tune one subscriber.
+type SubscribeOptions struct {
+	// QueuePackets bounds the live queue (default 1024). The cached GOP burst
+	// is queued in front and does not count against it.
+	QueuePackets int
+	// NoCache starts at the next live keyframe instead of the cached GOP.
+	NoCache bool
+	// VideoOnly / AudioOnly filter tracks.
+	VideoOnly, AudioOnly bool
+}
+
+// SourceState is the supervision state of a stream's source.
+type SourceState string
+
+const (
+	SourceStarting     SourceState = "starting"
+	SourceUp           SourceState = "up"           // media flowing
+	SourceReconnecting SourceState = "reconnecting" // failed, retrying
+	SourceEnded        SourceState = "ended"        // a finite file without loop finished
+	SourceStopped      SourceState = "stopped"      // closed
+)
+
+// Source is one kind of input (builtin, file, rtsp, ffmpeg transcode, ...).
+// Run connects and writes media into the stream until ctx is done (return
+// ctx.Err()), the media ends (return nil; a file without loop), or the source
+// fails (return an error wrapping ErrSourceUnavailable or ErrUnsupportedCodec).
+// A Source must call st.SetTracks before the first Write* call of each run;
+// the supervisor calls Run again after a failure with backoff, and the Stream
+// keeps timestamps continuous across runs.
+type Source interface {
+	Run(ctx context.Context, st *Stream) error
+	// Kind is builtin | file | rtsp | device | url.
+	Kind() string
+	// String is a log- and API-safe description (credentials removed).
+	String() string
+}
+
+// StreamStats is a snapshot for /api/status and metrics.
+type StreamStats struct {
+	State       SourceState
+	StateSince  time.Time
+	LastError   string // credentials stripped
+	Reconnects  uint64
+	FPS         float64 // measured video access units per second (last ~2 s)
+	Tracks      Tracks
+	Subscribers int
+	PacketsIn   uint64 // normalized packets published
+	BytesIn     uint64
+	LastMediaAt time.Time
+	Viewers     []SubscriberStats
+}
+
+// SubscriberStats is one subscriber's counters.
+type SubscriberStats struct {
+	ID        string
+	Sent      uint64 // packets handed to the reader
+	Dropped   uint64 // packets dropped on queue overflow or while skipping to a keyframe
+	Overflows uint64 // times the queue overflowed
+}
+
+// The Stream and Supervisor API (implemented in stream.go, subscriber.go,
+// supervisor.go of this package):
+//
+//	func NewStream(cfg StreamConfig, log *slog.Logger) *Stream
+//	type StreamConfig struct {
+//	    Name             string
+//	    MaxPayload       int // RTP payload bound, default 1200
+//	    GOPCacheMaxBytes int // bound on the cached GOP, default 8 MiB
+//	}
+//	func (s *Stream) SetTracks(t Tracks)                        // source declares tracks (each run)
+//	func (s *Stream) Tracks() Tracks                            // zero Tracks until declared
+//	func (s *Stream) WaitTracks(ctx context.Context) (Tracks, error)
+//	func (s *Stream) WriteH264(pts time.Duration, au [][]byte)  // one access unit, NALUs without start codes
+//	func (s *Stream) WriteAudio(pts time.Duration, frame []byte) // one encoded audio frame
+//	func (s *Stream) Discontinuity()                            // source restarted / file looped: rebase timestamps
+//	func (s *Stream) Subscribe(id string, o SubscribeOptions) (*Subscriber, error) // ErrNoTracks, ErrClosed
+//	func (s *Stream) Stats() StreamStats
+//	func (s *Stream) Close()
+//
+//	func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) // blocks for >=1; ErrClosed
+//	func (sub *Subscriber) Stats() SubscriberStats
+//	func (sub *Subscriber) Close()
+//
+//	func NewSupervisor(src Source, st *Stream, cfg SupervisorConfig, log *slog.Logger) *Supervisor
+//	type SupervisorConfig struct {
+//	    MinBackoff, MaxBackoff time.Duration // defaults 500ms, 10s; jittered
+//	    GracePeriod            time.Duration // default 10s: Reconnecting longer than this = failed
+//	    OnStateChange          func(SourceState, error) // optional, called without locks held
+//	}
+//	func (sv *Supervisor) Run(ctx context.Context) error // until ctx done
+//	func (sv *Supervisor) Status() SupervisorStatus       // non-blocking snapshot
+//	type SupervisorStatus struct { State SourceState; Since time.Time; LastError string; Reconnects uint64; Failed bool /* reconnecting past grace */ }
