@@ -1,0 +1,386 @@
+// Package api is the operations HTTP surface: /api/health, /api/ready,
+// /api/status and /api/config (contract: shared/spec/ops-api.md and
+// shared/seeds/icey-health-and-monitoring.txt). It reads other components
+// through the small interfaces declared here and never blocks on I/O.
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/icey/icey-server/preflight"
+)
+
+// Product identity fields present in every body.
+const (
+	Product = "icey"
+	Service = "icey-server"
+)
+
+// ReportSource yields the live preflight report.
+type ReportSource interface{ Report() preflight.Report }
+
+// SessionCounter counts WebRTC sessions: active = connected now, total =
+// created since start.
+type SessionCounter interface{ Counts() (active, total int64) }
+
+// StreamInfo yields the live additive fields of the status "stream" section.
+type StreamInfo interface{ StreamDetails() StreamDetails }
+
+// TURNInfo mints browser credentials and reports allocation counters.
+type TURNInfo interface {
+	Credentials() (username, credential string)
+	TURNStats() TURNStats
+}
+
+// StreamDetails are the live, additive fields of the status stream section.
+type StreamDetails struct {
+	State      string         `json:"state,omitempty"` // starting|up|reconnecting|ended|stopped
+	StateSince *time.Time     `json:"stateSince,omitempty"`
+	LastError  string         `json:"lastError,omitempty"`
+	Reconnects uint64         `json:"reconnects"`
+	FPS        float64        `json:"fps"`
+	Video      string         `json:"video,omitempty"` // codec
+	Audio      string         `json:"audio,omitempty"`
+	Viewers    int            `json:"viewers"`
+	Packets    uint64         `json:"packets"`
+	Bytes      uint64         `json:"bytes"`
+	Drops      []ViewerDrops  `json:"drops,omitempty"`
+	Warnings   []string       `json:"warnings,omitempty"`
+	Extra      map[string]any `json:"extra,omitempty"`
+}
+
+// ViewerDrops is one viewer's drop counter.
+type ViewerDrops struct {
+	ID      string `json:"id"`
+	Sent    uint64 `json:"sent"`
+	Dropped uint64 `json:"dropped"`
+}
+
+// TURNStats are TURN allocation counters for /api/status.
+type TURNStats struct {
+	Allocations      int               `json:"allocations"`
+	AllocationsTotal uint64            `json:"allocationsTotal"`
+	Refusals         map[string]uint64 `json:"refusals"`
+}
+
+// Config is what the handlers need; zero interface values mean "absent".
+type Config struct {
+	Version string
+	Mode    string
+	// Token protects /api/status and /api/config when non-empty.
+	Token   string
+	Started time.Time
+	Now     func() time.Time // default time.Now
+
+	Preflight ReportSource
+	Sessions  SessionCounter
+	Stream    StreamInfo
+	TURN      TURNInfo
+	// RuntimeState returns starting | running | draining.
+	RuntimeState func() string
+
+	// Static facts for status and config.
+	Source, SourceKind string // Source with credentials stripped
+	Loop               bool
+	RecordDir          string
+	Vision, Speech     bool
+	HTTPHost           string
+	TLS                bool
+	TURNEnabled        bool
+	TURNHost           string
+	TURNPort           int
+	STUNURLs           []string
+}
+
+// Handler serves /api/*.
+type Handler struct {
+	c   Config
+	mux *http.ServeMux
+}
+
+// New builds the /api/ handler.
+func New(c Config) *Handler {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	h := &Handler{c: c, mux: http.NewServeMux()}
+	h.route("/api/health", false, h.health)
+	h.route("/api/ready", false, h.ready)
+	h.route("/api/status", true, h.status)
+	h.route("/api/config", true, h.config)
+	return h
+}
+
+func (h *Handler) route(path string, protected bool, f http.HandlerFunc) {
+	var next http.Handler = f
+	if protected {
+		next = RequireToken(h.c.Token, next)
+	}
+	h.mux.Handle(path, onlyGET(next))
+}
+
+// ServeHTTP routes on the path only (the query string is ignored).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		WriteError(w, http.StatusNotFound, "not_found")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+func onlyGET(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// RequireToken enforces the API token (constant-time) given as
+// "Authorization: Bearer <t>" or "X-Icey-Token: <t>". An empty token leaves
+// the handler open.
+func RequireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !TokenOK(token, RequestToken(r)) {
+			WriteError(w, http.StatusUnauthorized, "unauthorized")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// RequestToken extracts the token from the Authorization or X-Icey-Token header.
+func RequestToken(r *http.Request) string {
+	if v := r.Header.Get("Authorization"); v != "" {
+		if scheme, t, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(t)
+		}
+	}
+	return r.Header.Get("X-Icey-Token")
+}
+
+// TokenOK compares in constant time (the length check leaks only the length).
+func TokenOK(want, got string) bool {
+	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
+}
+
+// WriteJSON writes v with the API's headers.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes {"status":"error","error":code}.
+func WriteError(w http.ResponseWriter, status int, code string) {
+	WriteJSON(w, status, map[string]string{"status": "error", "error": code})
+}
+
+func requestHost(r *http.Request) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.Trim(host, "[]")
+}
+
+func hostForURL(h string) string {
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+type healthBody struct {
+	Status  string `json:"status"`
+	Product string `json:"product"`
+	Service string `json:"service"`
+	Version string `json:"version"`
+}
+
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, healthBody{"ok", Product, Service, h.c.Version})
+}
+
+func (h *Handler) report() preflight.Report {
+	if h.c.Preflight == nil {
+		return preflight.Report{Status: "ok", Ready: true, Product: Product, Service: Service,
+			Mode: h.c.Mode, Checks: []preflight.Check{}, Warnings: []string{}}
+	}
+	return h.c.Preflight.Report()
+}
+
+func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
+	rep := h.report()
+	code := http.StatusOK
+	if !rep.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	WriteJSON(w, code, rep)
+}
+
+// StatusBody is the /api/status document.
+type StatusBody struct {
+	Status       string            `json:"status"`
+	Ready        bool              `json:"ready"`
+	Product      string            `json:"product"`
+	Service      string            `json:"service"`
+	Mode         string            `json:"mode"`
+	Version      string            `json:"version"`
+	Peer         Peer              `json:"peer"`
+	Runtime      Runtime           `json:"runtime"`
+	UptimeSec    int64             `json:"uptimeSec"`
+	Sessions     Sessions          `json:"sessions"`
+	Stream       StreamSection     `json:"stream"`
+	Record       Record            `json:"record"`
+	Intelligence Intelligence      `json:"intelligence"`
+	TURN         *TURNSection      `json:"turn,omitempty"`
+	Checks       []preflight.Check `json:"checks"`
+	Warnings     []string          `json:"warnings"`
+}
+
+// Peer is the server's signalling identity.
+type Peer struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// ServerPeer is the server's virtual signalling peer.
+var ServerPeer = Peer{ID: "server", Name: "Icey Server", Type: "server"}
+
+// Runtime holds the lifecycle state.
+type Runtime struct {
+	State string `json:"state"`
+}
+
+// Sessions counts WebRTC sessions.
+type Sessions struct {
+	Active int64 `json:"active"`
+	Total  int64 `json:"total"`
+}
+
+// StreamSection is the stream part of the status.
+type StreamSection struct {
+	Source     string `json:"source"`
+	SourceKind string `json:"sourceKind"`
+	Loop       bool   `json:"loop"`
+	StreamDetails
+}
+
+// Record is the record part of the status.
+type Record struct {
+	Dir string `json:"dir"`
+}
+
+// Intelligence reports the analysers' state.
+type Intelligence struct {
+	Vision bool `json:"vision"`
+	Speech bool `json:"speech"`
+}
+
+// TURNSection is the additive TURN part of the status.
+type TURNSection struct {
+	Enabled bool `json:"enabled"`
+	TURNStats
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	rep := h.report()
+	b := StatusBody{
+		Status: rep.Status, Ready: rep.Ready, Product: Product, Service: Service,
+		Mode: h.c.Mode, Version: h.c.Version, Peer: ServerPeer,
+		Runtime:      Runtime{State: "running"},
+		UptimeSec:    int64(h.c.Now().Sub(h.c.Started) / time.Second),
+		Stream:       StreamSection{Source: h.c.Source, SourceKind: h.c.SourceKind, Loop: h.c.Loop},
+		Record:       Record{Dir: h.c.RecordDir},
+		Intelligence: Intelligence{Vision: h.c.Vision, Speech: h.c.Speech},
+		Checks:       rep.Checks,
+		Warnings:     rep.Warnings,
+	}
+	if h.c.RuntimeState != nil {
+		b.Runtime.State = h.c.RuntimeState()
+	}
+	if h.c.Sessions != nil {
+		b.Sessions.Active, b.Sessions.Total = h.c.Sessions.Counts()
+	}
+	if h.c.Stream != nil {
+		b.Stream.StreamDetails = h.c.Stream.StreamDetails()
+	}
+	if h.c.TURNEnabled && h.c.TURN != nil {
+		b.TURN = &TURNSection{Enabled: true, TURNStats: h.c.TURN.TURNStats()}
+	}
+	WriteJSON(w, http.StatusOK, b)
+}
+
+// ConfigBody is the browser-facing /api/config document.
+type ConfigBody struct {
+	Status  string     `json:"status"`
+	Mode    string     `json:"mode"`
+	Product string     `json:"product"`
+	Service string     `json:"service"`
+	Version string     `json:"version"`
+	HTTP    HTTPInfo   `json:"http"`
+	TURN    TURNConfig `json:"turn"`
+	STUN    STUNConfig `json:"stun"`
+}
+
+// HTTPInfo describes the HTTP listener.
+type HTTPInfo struct {
+	Host   string `json:"host"`
+	Scheme string `json:"scheme"`
+	TLS    bool   `json:"tls"`
+}
+
+// TURNConfig carries freshly minted TURN credentials.
+type TURNConfig struct {
+	Enabled    bool   `json:"enabled"`
+	Host       string `json:"host"`
+	Port       int    `json:"port"`
+	Username   string `json:"username"`
+	Credential string `json:"credential"`
+}
+
+// STUNConfig lists STUN URLs for browsers.
+type STUNConfig struct {
+	URLs []string `json:"urls"`
+}
+
+func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
+	scheme := "http"
+	if h.c.TLS {
+		scheme = "https"
+	}
+	b := ConfigBody{
+		Status: "ok", Mode: h.c.Mode, Product: Product, Service: Service, Version: h.c.Version,
+		HTTP: HTTPInfo{Host: h.c.HTTPHost, Scheme: scheme, TLS: h.c.TLS},
+		TURN: TURNConfig{Enabled: h.c.TURNEnabled, Host: h.c.TURNHost, Port: h.c.TURNPort},
+		STUN: STUNConfig{URLs: append([]string{}, h.c.STUNURLs...)},
+	}
+	if b.TURN.Host == "" {
+		// Wildcard bind without externalIp: the host the browser reached us
+		// by is the best address to hand back.
+		b.TURN.Host = requestHost(r)
+	}
+	if h.c.TURNEnabled && h.c.TURN != nil {
+		b.TURN.Username, b.TURN.Credential = h.c.TURN.Credentials()
+	}
+	if len(b.STUN.URLs) == 0 && h.c.TURNEnabled {
+		b.STUN.URLs = []string{"stun:" + hostForURL(b.TURN.Host) + ":" + strconv.Itoa(h.c.TURNPort)}
+	}
+	WriteJSON(w, http.StatusOK, b)
+}

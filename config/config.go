@@ -1,0 +1,306 @@
+// Package config loads icey-server's configuration: built-in defaults <
+// config file (JSON, compatible with existing icey config.json files) <
+// ICEY_* environment < command-line flags, validated once and immutable
+// afterwards. Contract: shared/spec/config.md.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/icey/icey-server/internal/redact"
+)
+
+// Defaults that are not zero values.
+const (
+	DefaultHost                 = "0.0.0.0"
+	DefaultPort                 = 4500
+	DefaultTURNPort             = 3478
+	DefaultRealm                = "icey"
+	DefaultCredentialTTLSeconds = 3600
+	MaxCredentialTTLSeconds     = 86400
+	DefaultMaxSessions          = 200
+	DefaultRecordDir            = "./recordings"
+	DefaultSourceGraceSeconds   = 10
+	DefaultConfigFile           = "config.json"
+)
+
+// ErrInvalid marks configuration errors (exit code 3); ErrUsage marks bad
+// flags or flag values (exit code 2).
+var (
+	ErrInvalid = errors.New("invalid configuration")
+	ErrUsage   = errors.New("usage error")
+)
+
+// Config is the whole server configuration. JSON tags are the file keys.
+type Config struct {
+	HTTP    HTTP    `json:"http"`
+	WebRTC  WebRTC  `json:"webrtc"`
+	TLS     TLS     `json:"tls"`
+	Auth    Auth    `json:"auth"`
+	TURN    TURN    `json:"turn"`
+	STUN    STUN    `json:"stun"`
+	Media   Media   `json:"media"`
+	Metrics Metrics `json:"metrics"`
+	// WebRoot serves the UI from a directory instead of the embedded copy.
+	WebRoot string `json:"webRoot"`
+
+	// Not file keys: log settings (env and flags only) and where the
+	// config came from.
+	LogLevel  string `json:"-"` // debug|info|warn|error, default info
+	LogFormat string `json:"-"` // text|json, default text
+	// Path is the config file that was loaded ("" when none).
+	Path string `json:"-"`
+	// Warnings collected while loading (unknown keys, clamped values).
+	Warnings []string `json:"-"`
+	// HealthCheckURL is the outbound healthchecks.io-style ping URL (env/flag only: it may embed a key).
+	HealthCheckURL string `json:"-"`
+}
+
+// HTTP is the listener for the API, UI, WebSocket and WHEP.
+type HTTP struct {
+	Host string `json:"host"` // default 0.0.0.0
+	Port int    `json:"port"` // default 4500
+	// DrainSeconds: after SIGTERM, how long /api/ready answers 503 (while
+	// everything keeps serving) before sessions are hung up, so load
+	// balancers stop sending new viewers first. Default 1; a second signal
+	// skips the wait.
+	DrainSeconds int `json:"drainSeconds"`
+}
+
+// WebRTC holds the media transport settings.
+type WebRTC struct {
+	Port        int      `json:"port"`        // UDP; default: the HTTP port number
+	PublicIPs   []string `json:"publicIps"`   // NAT 1:1 addresses; default turn.externalIp
+	MaxSessions int      `json:"maxSessions"` // default 200
+}
+
+// TLS enables HTTPS when both files are set.
+type TLS struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// Auth protects the API, WebSocket, WHEP and artifacts.
+type Auth struct {
+	Token          string   `json:"token"` // secret: file or env only
+	AllowedOrigins []string `json:"allowedOrigins"`
+}
+
+// TURN configures the embedded TURN/STUN server.
+type TURN struct {
+	Enabled              bool   `json:"enabled"` // default true
+	Port                 int    `json:"port"`    // default 3478 (UDP+TCP)
+	Realm                string `json:"realm"`   // default icey
+	ExternalIP           string `json:"externalIp"`
+	Secret               string `json:"secret"`   // secret: file or env only
+	Username             string `json:"username"` // optional suffix of minted REST usernames
+	CredentialTTLSeconds int    `json:"credentialTtlSeconds"`
+	AllowLocalRelay      bool   `json:"allowLocalRelay"`
+}
+
+// STUN lists the STUN URLs handed to browsers (default: the embedded server).
+type STUN struct {
+	URLs []string `json:"urls"`
+}
+
+// Media selects the mode and source.
+type Media struct {
+	Mode      string `json:"mode"`   // stream|record|relay
+	Source    string `json:"source"` // empty = built-in test stream
+	RecordDir string `json:"recordDir"`
+	Loop      bool   `json:"loop"` // default true (files only)
+	// SourceGraceSeconds: how long a live source may be reconnecting before
+	// the source check fails (default 10).
+	SourceGraceSeconds int `json:"sourceGraceSeconds"`
+	// Transcode targets and analysers of existing icey configs; kept as-is.
+	Video        json.RawMessage `json:"video,omitempty"`
+	Audio        json.RawMessage `json:"audio,omitempty"`
+	Intelligence Intelligence    `json:"intelligence"`
+}
+
+// Intelligence mirrors existing icey configs; analysers are not built in yet.
+type Intelligence struct {
+	Vision Analyser `json:"vision"`
+	Speech Analyser `json:"speech"`
+}
+
+// Analyser keeps the enabled flag; other keys are accepted and preserved.
+type Analyser struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen      string `json:"listen"`      // optional separate listener host:port
+	BearerToken string `json:"bearerToken"` // secret: required when exposed beyond loopback
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		HTTP:   HTTP{Host: DefaultHost, Port: DefaultPort, DrainSeconds: 1},
+		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions},
+		TURN: TURN{Enabled: true, Port: DefaultTURNPort, Realm: DefaultRealm,
+			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
+		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
+			SourceGraceSeconds: DefaultSourceGraceSeconds},
+		LogLevel:  "info",
+		LogFormat: "text",
+	}
+}
+
+// SourceKind classifies Media.Source: builtin, file, rtsp, device or url.
+func (c *Config) SourceKind() string { return SourceKind(c.Media.Source) }
+
+// SourceKind classifies a source string.
+func SourceKind(src string) string {
+	s := strings.TrimSpace(src)
+	low := strings.ToLower(s)
+	switch {
+	case s == "":
+		return "builtin"
+	case strings.HasPrefix(low, "rtsp://"), strings.HasPrefix(low, "rtsps://"):
+		return "rtsp"
+	case strings.HasPrefix(low, "v4l2:"), strings.HasPrefix(low, "/dev/video"):
+		return "device"
+	case strings.Contains(low, "://"):
+		return "url"
+	default:
+		return "file"
+	}
+}
+
+// RedactURL removes user:pass@ from a URL-looking string (and from every URL
+// inside a longer string).
+func RedactURL(s string) string { return redact.URL(s) }
+
+// PublicSource is the source as shown in logs and the API.
+func (c *Config) PublicSource() string { return RedactURL(c.Media.Source) }
+
+// Secrets returns the secret values in use, so that loggers can scrub them.
+func (c *Config) Secrets() []string {
+	var out []string
+	for _, s := range []string{c.Auth.Token, c.TURN.Secret, c.Metrics.BearerToken, sourcePassword(c.Media.Source)} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func sourcePassword(src string) string {
+	u, err := url.Parse(src)
+	if err != nil || u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	if len(p) < 3 { // too short to scrub safely from arbitrary text
+		return ""
+	}
+	return p
+}
+
+// Redacted returns a copy safe to print: secrets masked, URL credentials removed.
+func (c Config) Redacted() Config {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "[redacted]"
+	}
+	c.Auth.Token = mask(c.Auth.Token)
+	c.TURN.Secret = mask(c.TURN.Secret)
+	c.Metrics.BearerToken = mask(c.Metrics.BearerToken)
+	c.Media.Source = RedactURL(c.Media.Source)
+	c.HealthCheckURL = mask(c.HealthCheckURL)
+	return c
+}
+
+// IsLoopbackHost reports whether host is a loopback address or "localhost".
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// IsWildcardHost reports whether host binds every interface.
+func IsWildcardHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// Validate checks ranges and enumerations; errors name the key.
+func (c *Config) Validate() error {
+	var errs []string
+	add := func(key, format string, a ...any) {
+		errs = append(errs, key+": "+fmt.Sprintf(format, a...))
+	}
+	port := func(key string, p int) {
+		if p < 1 || p > 65535 {
+			add(key, "port %d out of range (1-65535)", p)
+		}
+	}
+	port("http.port", c.HTTP.Port)
+	port("webrtc.port", c.WebRTC.Port)
+	port("turn.port", c.TURN.Port)
+	if c.HTTP.DrainSeconds < 0 || c.HTTP.DrainSeconds > 300 {
+		add("http.drainSeconds", "%d out of range (0-300)", c.HTTP.DrainSeconds)
+	}
+	if c.HTTP.Host != "" && c.HTTP.Host != "localhost" && net.ParseIP(c.HTTP.Host) == nil {
+		add("http.host", "%q is not an IP address (use 0.0.0.0, ::, 127.0.0.1 or an interface address)", c.HTTP.Host)
+	}
+	switch c.Media.Mode {
+	case "stream", "record", "relay":
+	default:
+		add("media.mode", "unknown mode %q (want stream, record or relay)", c.Media.Mode)
+	}
+	if c.WebRTC.MaxSessions < 1 || c.WebRTC.MaxSessions > 100000 {
+		add("webrtc.maxSessions", "%d out of range (1-100000)", c.WebRTC.MaxSessions)
+	}
+	for _, ip := range c.WebRTC.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			add("webrtc.publicIps", "%q is not an IP address", ip)
+		}
+	}
+	if c.TURN.ExternalIP != "" && net.ParseIP(c.TURN.ExternalIP) == nil {
+		add("turn.externalIp", "%q is not an IP address", c.TURN.ExternalIP)
+	}
+	if c.TURN.CredentialTTLSeconds < 1 {
+		add("turn.credentialTtlSeconds", "must be positive, got %d", c.TURN.CredentialTTLSeconds)
+	}
+	if strings.TrimSpace(c.TURN.Realm) == "" {
+		add("turn.realm", "must not be empty")
+	}
+	for _, u := range c.STUN.URLs {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
+			add("stun.urls", "%q is not a stun: or stuns: URL", u)
+		}
+	}
+	if c.Media.SourceGraceSeconds < 1 || c.Media.SourceGraceSeconds > 3600 {
+		add("media.sourceGraceSeconds", "%d out of range (1-3600)", c.Media.SourceGraceSeconds)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log level", "unknown level %q (want debug, info, warn or error)", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		add("log format", "unknown format %q (want text or json)", c.LogFormat)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	return nil
+}

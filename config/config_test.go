@@ -1,0 +1,218 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) Getenv {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsWithoutFile(t *testing.T) {
+	t.Chdir(t.TempDir()) // no ./config.json here
+	o, err := Parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.Config
+	if c.HTTP.Host != "0.0.0.0" || c.HTTP.Port != 4500 || c.WebRTC.Port != 4500 || c.TURN.Port != 3478 ||
+		!c.TURN.Enabled || c.Media.Mode != "stream" || c.SourceKind() != "builtin" || !c.Media.Loop ||
+		c.TURN.Realm != "icey" || c.TURN.CredentialTTLSeconds != 3600 || c.Path != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.json", `{"http":{"host":"127.0.0.1","port":5000},"turn":{"port":5001,"realm":"file"},
+		"media":{"mode":"record","source":"clip.mp4","recordDir":"rec"},"auth":{"token":"filetoken"}}`)
+	o, err := Parse([]string{"-c", p, "--port", "7000"}, env(map[string]string{
+		"ICEY_PORT": "6000", "ICEY_TURN_PORT": "6001", "ICEY_MODE": "relay", "ICEY_AUTH_TOKEN": "",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.Config
+	if c.HTTP.Port != 7000 { // flag > env > file
+		t.Errorf("http.port = %d, want flag 7000", c.HTTP.Port)
+	}
+	if c.WebRTC.Port != 7000 {
+		t.Errorf("webrtc.port = %d, want the HTTP port 7000", c.WebRTC.Port)
+	}
+	if c.TURN.Port != 6001 { // env > file
+		t.Errorf("turn.port = %d, want env 6001", c.TURN.Port)
+	}
+	if c.Media.Mode != "relay" || c.HTTP.Host != "127.0.0.1" || c.TURN.Realm != "file" {
+		t.Errorf("mode/host/realm = %s %s %s", c.Media.Mode, c.HTTP.Host, c.TURN.Realm)
+	}
+	if c.Auth.Token != "filetoken" {
+		t.Errorf("empty ICEY_AUTH_TOKEN wiped the file token")
+	}
+	if c.Media.Source != filepath.Join(dir, "clip.mp4") || c.Media.RecordDir != filepath.Join(dir, "rec") {
+		t.Errorf("relative paths not resolved against the file's dir: %s %s", c.Media.Source, c.Media.RecordDir)
+	}
+	if !strings.HasSuffix(c.Path, "c.json") {
+		t.Errorf("path %q", c.Path)
+	}
+	// ICEY_CONFIG names the file when no flag does; env token beats file.
+	o, err = Parse(nil, env(map[string]string{"ICEY_CONFIG": p, "ICEY_AUTH_TOKEN": "envtoken", "ICEY_LOOP": "false"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.HTTP.Port != 5000 || o.Config.Auth.Token != "envtoken" || o.Config.Media.Loop {
+		t.Errorf("ICEY_CONFIG: %+v", o.Config)
+	}
+}
+
+func TestDefaultConfigFileInWorkingDir(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	writeFile(t, dir, "config.json", `{"http":{"port":4600}}`)
+	o, err := Parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.HTTP.Port != 4600 || o.Config.Path == "" {
+		t.Fatalf("./config.json not used: %+v", o.Config.HTTP)
+	}
+}
+
+func TestUnknownKeysWarn(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "c.json", `{"http":{"port":4500,"bogus":1},"extra":true,
+		"media":{"video":{"codec":"h264","whatever":1},"intelligence":{"vision":{"enabled":false,"fps":2}}}}`)
+	o, err := Parse([]string{"--config", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(o.Config.Warnings, "\n")
+	if !strings.Contains(w, `"http.bogus"`) || !strings.Contains(w, `"extra"`) {
+		t.Fatalf("warnings: %q", w)
+	}
+	if strings.Contains(w, "whatever") || strings.Contains(w, "fps") {
+		t.Fatalf("kept-as-is sections must not warn: %q", w)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name    string
+		file    string // config body; "" = no file
+		args    []string
+		env     map[string]string
+		wantErr error
+		key     string // the message must name this
+	}{
+		{"port out of range in file", `{"http":{"port":70000}}`, nil, nil, ErrInvalid, "http.port"},
+		{"zero webrtc port", `{"webrtc":{"port":0,"maxSessions":5},"http":{"port":0}}`, nil, nil, ErrInvalid, "http.port"},
+		{"turn port negative", `{"turn":{"port":-1}}`, nil, nil, ErrInvalid, "turn.port"},
+		{"unknown mode", `{"media":{"mode":"broadcast"}}`, nil, nil, ErrInvalid, "media.mode"},
+		{"wrong type", `{"http":{"port":"4500"}}`, nil, nil, ErrInvalid, "http.port"},
+		{"wrong type bool", `{"turn":{"enabled":"yes"}}`, nil, nil, ErrInvalid, "turn.enabled"},
+		{"wrong type array", `{"webrtc":{"publicIps":"1.2.3.4"}}`, nil, nil, ErrInvalid, "webrtc.publicIps"},
+		{"syntax error", `{"http": {"port": 4500,}}`, nil, nil, ErrInvalid, "line 1"},
+		{"not an object", `[1,2]`, nil, nil, ErrInvalid, "config file"},
+		{"empty file", ``, nil, nil, ErrInvalid, "empty file"},
+		{"bad external ip", `{"turn":{"externalIp":"my.host"}}`, nil, nil, ErrInvalid, "turn.externalIp"},
+		{"bad public ip", `{"webrtc":{"publicIps":["nope"]}}`, nil, nil, ErrInvalid, "webrtc.publicIps"},
+		{"bad ttl", `{"turn":{"credentialTtlSeconds":0}}`, nil, nil, ErrInvalid, "turn.credentialTtlSeconds"},
+		{"bad stun url", `{"stun":{"urls":["http://x"]}}`, nil, nil, ErrInvalid, "stun.urls"},
+		{"bad host", `{"http":{"host":"example.com"}}`, nil, nil, ErrInvalid, "http.host"},
+		{"env not a number", "", nil, map[string]string{"ICEY_PORT": "abc"}, ErrInvalid, "ICEY_PORT"},
+		{"env port out of range", "", nil, map[string]string{"ICEY_PORT": "99999"}, ErrInvalid, "http.port"},
+		{"env bad bool", "", nil, map[string]string{"ICEY_TURN": "maybe"}, ErrInvalid, "ICEY_TURN"},
+		{"env bad loop", "", nil, map[string]string{"ICEY_LOOP": "sometimes"}, ErrInvalid, "ICEY_LOOP"},
+		{"env bad mode", "", nil, map[string]string{"ICEY_MODE": "x"}, ErrInvalid, "media.mode"},
+		{"flag out of range", "", []string{"--port", "0"}, nil, ErrUsage, "http.port"},
+		{"flag not a number", "", []string{"--port", "abc"}, nil, ErrUsage, "port"},
+		{"unknown flag", "", []string{"--frobnicate"}, nil, ErrUsage, "frobnicate"},
+		{"flag bad mode", "", []string{"--mode", "x"}, nil, ErrUsage, "media.mode"},
+		{"flag bad log level", "", []string{"--log-level", "loud"}, nil, ErrUsage, "log level"},
+		{"flag bad log format", "", []string{"--log-format", "xml"}, nil, ErrUsage, "log format"},
+		{"token is not a flag", "", []string{"--token", "x"}, nil, ErrUsage, "token"},
+		{"stray argument", "", []string{"serve"}, nil, ErrUsage, "serve"},
+		{"loop and no-loop", "", []string{"--loop", "--no-loop"}, nil, ErrUsage, "--no-loop"},
+		{"missing explicit file", "", []string{"-c", filepath.Join(dir, "missing.json")}, nil, ErrInvalid, "missing.json"},
+		{"missing ICEY_CONFIG file", "", nil, map[string]string{"ICEY_CONFIG": filepath.Join(dir, "nope.json")}, ErrInvalid, "nope.json"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Chdir(t.TempDir())
+			args := tc.args
+			if tc.file != "" || strings.Contains(tc.name, "empty file") {
+				p := writeFile(t, dir, "case"+string(rune('a'+i))+".json", tc.file)
+				args = append([]string{"-c", p}, args...)
+			}
+			o, err := Parse(args, env(tc.env))
+			if err == nil {
+				t.Fatalf("want error, got config %+v", o.Config)
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("error %v is not %v", err, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("error %q does not name %q", err, tc.key)
+			}
+		})
+	}
+}
+
+func TestTTLClampWarns(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "c.json", `{"turn":{"credentialTtlSeconds":999999}}`)
+	o, err := Parse([]string{"-c", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.TURN.CredentialTTLSeconds != MaxCredentialTTLSeconds || len(o.Config.Warnings) != 1 {
+		t.Fatalf("ttl %d warnings %v", o.Config.TURN.CredentialTTLSeconds, o.Config.Warnings)
+	}
+}
+
+func TestSourceKindAndRedaction(t *testing.T) {
+	kinds := map[string]string{
+		"": "builtin", "rtsp://u:p@cam/x": "rtsp", "RTSPS://cam/x": "rtsp", "v4l2:/dev/video0": "device",
+		"/dev/video1": "device", "rtmp://h/app": "url", "srt://h:9000": "url", "https://h/x.m3u8": "url",
+		"./demo.mp4": "file", "/abs/clip.mkv": "file",
+	}
+	for src, want := range kinds {
+		if got := SourceKind(src); got != want {
+			t.Errorf("SourceKind(%q) = %s, want %s", src, got, want)
+		}
+	}
+	c := Default()
+	c.Auth.Token, c.TURN.Secret, c.Media.Source = "tok123", "sec456", "rtsp://admin:pa55word@cam/x"
+	r := c.Redacted()
+	if r.Auth.Token == "tok123" || r.TURN.Secret == "sec456" || strings.Contains(r.Media.Source, "pa55word") {
+		t.Fatalf("redacted: %+v", r)
+	}
+	secrets := strings.Join(c.Secrets(), ",")
+	for _, s := range []string{"tok123", "sec456", "pa55word"} {
+		if !strings.Contains(secrets, s) {
+			t.Errorf("Secrets() misses %s", s)
+		}
+	}
+}
+
+func TestHelpAndVersionShortCircuit(t *testing.T) {
+	o, err := Parse([]string{"--help"}, env(map[string]string{"ICEY_PORT": "bad"}))
+	if err != nil || !o.Help || !strings.Contains(o.Usage, "--doctor") {
+		t.Fatalf("help: %v %+v", err, o)
+	}
+	o, err = Parse([]string{"--version"}, env(nil))
+	if err != nil || !o.Version {
+		t.Fatalf("version: %v", err)
+	}
+}

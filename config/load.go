@@ -1,0 +1,422 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Options is the parsed command line plus the resulting configuration.
+type Options struct {
+	Config  Config
+	Help    bool
+	Version bool
+	Doctor  bool
+	// Usage is the --help text.
+	Usage string
+}
+
+// Getenv looks up an environment variable (os.LookupEnv in production).
+type Getenv func(key string) (string, bool)
+
+// Parse builds the configuration from args (without the program name),
+// the environment and the config file, in the precedence order
+// defaults < file < env < flags. Errors wrap ErrUsage (exit 2) or ErrInvalid
+// (exit 3); a failed parse never returns a partly applied config.
+func Parse(args []string, getenv Getenv) (*Options, error) {
+	if getenv == nil {
+		getenv = os.LookupEnv
+	}
+	fs := flag.NewFlagSet("icey-server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		o                                          Options
+		cfgPath, host, tlsCert, tlsKey, extIP      string
+		mode, source, recordDir, webRoot, logLevel string
+		logFormat, healthURL                       string
+		port, webrtcPort, turnPort                 int
+		noTURN, loop, noLoop                       bool
+	)
+	fs.StringVar(&cfgPath, "c", "", "config file (JSON)")
+	fs.StringVar(&cfgPath, "config", "", "config file (JSON); default ./config.json if present")
+	fs.StringVar(&host, "host", "", "bind host (default 0.0.0.0)")
+	fs.IntVar(&port, "port", 0, "HTTP/WebSocket port (default 4500)")
+	fs.IntVar(&webrtcPort, "webrtc-port", 0, "WebRTC UDP port shared by all sessions (default: the HTTP port)")
+	fs.StringVar(&tlsCert, "tls-cert", "", "TLS certificate file (PEM)")
+	fs.StringVar(&tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fs.BoolVar(&noTURN, "no-turn", false, "disable the embedded TURN server")
+	fs.IntVar(&turnPort, "turn-port", 0, "TURN port, UDP and TCP (default 3478)")
+	fs.StringVar(&extIP, "turn-external-ip", "", "public IP advertised as the TURN relay address")
+	fs.StringVar(&mode, "mode", "", "stream | record | relay (default stream)")
+	fs.StringVar(&source, "source", "", "rtsp://..., a media file, v4l2:/dev/videoN or a URL (default: built-in test stream)")
+	fs.StringVar(&recordDir, "record-dir", "", "directory for recordings (default ./recordings)")
+	fs.BoolVar(&loop, "loop", false, "loop file sources (default)")
+	fs.BoolVar(&noLoop, "no-loop", false, "play file sources once")
+	fs.StringVar(&webRoot, "web-root", "", "serve the web UI from this directory instead of the embedded copy")
+	fs.StringVar(&logLevel, "log-level", "", "debug | info | warn | error (default info)")
+	fs.StringVar(&logFormat, "log-format", "", "text | json (default text)")
+	fs.StringVar(&healthURL, "health-check-url", "", "healthchecks.io-style ping URL (start, success, fail)")
+	fs.BoolVar(&o.Help, "h", false, "show help")
+	fs.BoolVar(&o.Help, "help", false, "show help")
+	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.BoolVar(&o.Doctor, "doctor", false, "print the preflight report and exit 0 when ready, 1 when not")
+	o.Usage = usage(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	if o.Help || o.Version {
+		return &o, nil
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["loop"] && set["no-loop"] {
+		return nil, fmt.Errorf("%w: --loop and --no-loop are mutually exclusive", ErrUsage)
+	}
+
+	cfg := Default()
+
+	// Config file: flag, then env, then ./config.json if present.
+	explicit := true
+	if !set["c"] && !set["config"] {
+		if v, ok := getenv("ICEY_CONFIG"); ok && v != "" {
+			cfgPath = v
+		} else {
+			cfgPath, explicit = DefaultConfigFile, false
+		}
+	}
+	if cfgPath != "" {
+		data, err := os.ReadFile(cfgPath)
+		switch {
+		case err == nil:
+			if err := applyFile(&cfg, cfgPath, data); err != nil {
+				return nil, err
+			}
+		case errors.Is(err, os.ErrNotExist) && !explicit:
+			// no ./config.json: defaults
+		default:
+			return nil, fmt.Errorf("%w: config file %s: %v", ErrInvalid, cfgPath, unwrapPathErr(err))
+		}
+	}
+
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return nil, err
+	}
+	// File and environment errors are config errors (exit 3); what only
+	// fails once flags are applied is a bad flag value (exit 2).
+	if pre := finish(cfg); pre.Validate() != nil {
+		return nil, pre.Validate()
+	}
+
+	// Flags.
+	if set["host"] {
+		cfg.HTTP.Host = host
+	}
+	if set["port"] {
+		cfg.HTTP.Port = port
+	}
+	if set["webrtc-port"] {
+		cfg.WebRTC.Port = webrtcPort
+	}
+	if set["tls-cert"] {
+		cfg.TLS.Cert = tlsCert
+	}
+	if set["tls-key"] {
+		cfg.TLS.Key = tlsKey
+	}
+	if set["no-turn"] && noTURN {
+		cfg.TURN.Enabled = false
+	}
+	if set["turn-port"] {
+		cfg.TURN.Port = turnPort
+	}
+	if set["turn-external-ip"] {
+		cfg.TURN.ExternalIP = extIP
+	}
+	if set["mode"] {
+		cfg.Media.Mode = mode
+	}
+	if set["source"] {
+		cfg.Media.Source = source
+	}
+	if set["record-dir"] {
+		cfg.Media.RecordDir = recordDir
+	}
+	if set["loop"] {
+		cfg.Media.Loop = loop
+	}
+	if set["no-loop"] && noLoop {
+		cfg.Media.Loop = false
+	}
+	if set["web-root"] {
+		cfg.WebRoot = webRoot
+	}
+	if set["log-level"] {
+		cfg.LogLevel = logLevel
+	}
+	if set["log-format"] {
+		cfg.LogFormat = logFormat
+	}
+	if set["health-check-url"] {
+		cfg.HealthCheckURL = healthURL
+	}
+
+	cfg = finish(cfg)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	o.Config = cfg
+	return &o, nil
+}
+
+// finish fills derived defaults.
+func finish(cfg Config) Config {
+	cfg.Warnings = append([]string(nil), cfg.Warnings...)
+	if cfg.WebRTC.Port == 0 {
+		cfg.WebRTC.Port = cfg.HTTP.Port
+	}
+	if len(cfg.WebRTC.PublicIPs) == 0 && cfg.TURN.ExternalIP != "" {
+		cfg.WebRTC.PublicIPs = []string{cfg.TURN.ExternalIP}
+	}
+	if cfg.TURN.CredentialTTLSeconds > MaxCredentialTTLSeconds {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(
+			"turn.credentialTtlSeconds %d exceeds the maximum; clamped to %d", cfg.TURN.CredentialTTLSeconds, MaxCredentialTTLSeconds))
+		cfg.TURN.CredentialTTLSeconds = MaxCredentialTTLSeconds
+	}
+	return cfg
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func usage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("Usage: icey-server [flags]\n       icey-server healthcheck [--ready] [--url URL]\n\n")
+	b.WriteString("Streams a camera, file or the built-in test stream to browsers over WebRTC.\n")
+	b.WriteString("Precedence: defaults < config file < ICEY_* environment < flags.\n")
+	b.WriteString("Secrets (auth.token, turn.secret) come only from the file or ICEY_AUTH_TOKEN / ICEY_TURN_SECRET.\n\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "c" || f.Name == "h" {
+			return
+		}
+		name := "--" + f.Name
+		if f.Name == "config" {
+			name = "-c, --config"
+		}
+		if f.Name == "help" {
+			name = "-h, --help"
+		}
+		fmt.Fprintf(&b, "  %-22s %s\n", name, f.Usage)
+	})
+	b.WriteString("\nExit codes: 0 ok, 1 runtime failure or doctor not ready, 2 usage, 3 config, 4 startup preflight failure.\n")
+	return b.String()
+}
+
+// applyFile merges a JSON config file into cfg. It decodes into a copy so a
+// failure leaves cfg untouched.
+func applyFile(cfg *Config, path string, data []byte) error {
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(data, err))
+	}
+	next := *cfg
+	if err := json.Unmarshal(data, &next); err != nil {
+		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(data, err))
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	dir := filepath.Dir(abs)
+	resolve := func(p *string, fileVal bool) {
+		if fileVal && *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	resolve(&next.TLS.Cert, has(raw, "tls", "cert"))
+	resolve(&next.TLS.Key, has(raw, "tls", "key"))
+	resolve(&next.Media.RecordDir, has(raw, "media", "recordDir"))
+	resolve(&next.WebRoot, has(raw, "webRoot"))
+	if has(raw, "media", "source") && SourceKind(next.Media.Source) == "file" {
+		resolve(&next.Media.Source, true)
+	}
+	unknown := unknownKeys(raw, reflect.TypeOf(Config{}), "")
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		next.Warnings = append(next.Warnings, fmt.Sprintf("unknown config key %q ignored", k))
+	}
+	next.Path = abs
+	*cfg = next
+	return nil
+}
+
+func has(raw map[string]any, keys ...string) bool {
+	var cur any = raw
+	for _, k := range keys {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if cur, ok = m[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+var rawMessageType = reflect.TypeOf(json.RawMessage{})
+
+// unknownKeys lists the dotted keys of raw that have no field in t. Fields of
+// kept-as-is sections (json.RawMessage, analysers) accept any key.
+func unknownKeys(raw map[string]any, t reflect.Type, prefix string) []string {
+	fields := map[string]reflect.StructField{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f
+	}
+	var out []string
+	for k, v := range raw {
+		f, ok := fields[k]
+		if !ok {
+			out = append(out, prefix+k)
+			continue
+		}
+		sub, isMap := v.(map[string]any)
+		if !isMap || f.Type == rawMessageType || f.Type == reflect.TypeOf(Analyser{}) || f.Type.Kind() != reflect.Struct {
+			continue
+		}
+		out = append(out, unknownKeys(sub, f.Type, prefix+k+".")...)
+	}
+	return out
+}
+
+func describeJSONError(data []byte, err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		key := te.Field
+		if key == "" {
+			key = "(top level)"
+		}
+		return fmt.Sprintf("%s: wrong type: got JSON %s, want %s", key, te.Value, jsonKind(te.Type))
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
+		return fmt.Sprintf("invalid JSON at line %d: %v", line, se)
+	}
+	if errors.Is(err, io.EOF) {
+		return "empty file (want a JSON object)"
+	}
+	return err.Error()
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint16, reflect.Float64:
+		return "number"
+	case reflect.Bool:
+		return "boolean (true/false)"
+	case reflect.String:
+		return "string"
+	case reflect.Slice:
+		return "array"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	}
+	return t.String()
+}
+
+// applyEnv applies ICEY_* variables. An empty value counts as unset, so a
+// set-but-empty ICEY_AUTH_TOKEN never wipes a token from the file.
+func applyEnv(cfg *Config, getenv Getenv) error {
+	next := *cfg
+	var errs []string
+	str := func(key string, dst *string) {
+		if v, ok := getenv(key); ok && v != "" {
+			*dst = v
+		}
+	}
+	num := func(key string, dst *int) {
+		if v, ok := getenv(key); ok && v != "" {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %q is not a number", key, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	boolean := func(key string, dst *bool, allowAuto bool) {
+		if v, ok := getenv(key); ok && v != "" {
+			lv := strings.ToLower(strings.TrimSpace(v))
+			if allowAuto && lv == "auto" {
+				*dst = true // files loop; live sources never loop
+				return
+			}
+			b, err := strconv.ParseBool(lv)
+			if err != nil {
+				want := "true or false"
+				if allowAuto {
+					want = "true, false or auto"
+				}
+				errs = append(errs, fmt.Sprintf("%s: %q is not %s", key, v, want))
+				return
+			}
+			*dst = b
+		}
+	}
+	str("ICEY_HOST", &next.HTTP.Host)
+	num("ICEY_PORT", &next.HTTP.Port)
+	num("ICEY_WEBRTC_PORT", &next.WebRTC.Port)
+	if v, ok := getenv("ICEY_PUBLIC_IPS"); ok && v != "" {
+		next.WebRTC.PublicIPs = nil
+		for _, ip := range strings.Split(v, ",") {
+			if ip = strings.TrimSpace(ip); ip != "" {
+				next.WebRTC.PublicIPs = append(next.WebRTC.PublicIPs, ip)
+			}
+		}
+	}
+	str("ICEY_TLS_CERT", &next.TLS.Cert)
+	str("ICEY_TLS_KEY", &next.TLS.Key)
+	str("ICEY_AUTH_TOKEN", &next.Auth.Token)
+	boolean("ICEY_TURN", &next.TURN.Enabled, false)
+	num("ICEY_TURN_PORT", &next.TURN.Port)
+	str("ICEY_TURN_EXTERNAL_IP", &next.TURN.ExternalIP)
+	str("ICEY_TURN_SECRET", &next.TURN.Secret)
+	str("ICEY_MODE", &next.Media.Mode)
+	str("ICEY_SOURCE", &next.Media.Source)
+	str("ICEY_RECORD_DIR", &next.Media.RecordDir)
+	boolean("ICEY_LOOP", &next.Media.Loop, true)
+	str("ICEY_WEB_ROOT", &next.WebRoot)
+	str("ICEY_LOG_LEVEL", &next.LogLevel)
+	str("ICEY_LOG_FORMAT", &next.LogFormat)
+	str("ICEY_METRICS_TOKEN", &next.Metrics.BearerToken)
+	str("ICEY_HEALTH_CHECK_URL", &next.HealthCheckURL)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	*cfg = next
+	return nil
+}

@@ -1,0 +1,26 @@
+package redact
+
+import "testing"
+
+func TestURL(t *testing.T) {
+	cases := map[string]string{
+		"rtsp://admin:hunter2@10.1.1.1:554/s1":            "rtsp://10.1.1.1:554/s1",
+		"rtsp://cam.local/stream":                         "rtsp://cam.local/stream",
+		"dial rtsp://u:p@h/x: connection refused":         "dial rtsp://h/x: connection refused",
+		"a rtsp://u@h/x and rtsps://u:p%40x@h2:322/y end": "a rtsp://h/x and rtsps://h2:322/y end",
+		"user@example.com no scheme":                      "user@example.com no scheme",
+		"":                                                "",
+	}
+	for in, want := range cases {
+		if got := URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	got := Secrets("token=abc123 secret=zzz", "abc123", "", "zzz")
+	if got != "token=[redacted] secret=[redacted]" {
+		t.Fatalf("got %q", got)
+	}
+}
