@@ -326,6 +326,9 @@ func describeJSONError(data []byte, err error) string {
 		line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
 		return fmt.Sprintf("invalid JSON at line %d: %v", line, se)
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "invalid JSON: unexpected end of file"
+	}
 	if errors.Is(err, io.EOF) {
 		return "empty file (want a JSON object)"
 	}

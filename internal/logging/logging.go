@@ -51,9 +51,13 @@ func nonEmpty(in []string) []string {
 	return out
 }
 
+// scrubber also owns the "module" attribute: a logger scoped twice (cmd
+// scopes, then the package scopes again) keeps only the innermost module
+// instead of printing the key twice.
 type scrubber struct {
 	next    slog.Handler
 	secrets []string
+	module  string
 }
 
 func (s *scrubber) clean(v string) string { return redact.Secrets(redact.URL(v), s.secrets...) }
@@ -62,10 +66,18 @@ func (s *scrubber) Enabled(ctx context.Context, l slog.Level) bool { return s.ne
 
 func (s *scrubber) Handle(ctx context.Context, r slog.Record) error {
 	out := slog.NewRecord(r.Time, r.Level, s.clean(r.Message), r.PC)
+	module := s.module
 	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "module" {
+			module = a.Value.String()
+			return true
+		}
 		out.AddAttrs(s.attr(a))
 		return true
 	})
+	if module != "" {
+		out.AddAttrs(slog.String("module", module))
+	}
 	return s.next.Handle(ctx, out)
 }
 
@@ -94,15 +106,20 @@ func (s *scrubber) attr(a slog.Attr) slog.Attr {
 }
 
 func (s *scrubber) WithAttrs(attrs []slog.Attr) slog.Handler {
-	clean := make([]slog.Attr, len(attrs))
-	for i, a := range attrs {
-		clean[i] = s.attr(a)
+	module := s.module
+	clean := make([]slog.Attr, 0, len(attrs))
+	for _, a := range attrs {
+		if a.Key == "module" {
+			module = a.Value.String()
+			continue
+		}
+		clean = append(clean, s.attr(a))
 	}
-	return &scrubber{next: s.next.WithAttrs(clean), secrets: s.secrets}
+	return &scrubber{next: s.next.WithAttrs(clean), secrets: s.secrets, module: module}
 }
 
 func (s *scrubber) WithGroup(name string) slog.Handler {
-	return &scrubber{next: s.next.WithGroup(name), secrets: s.secrets}
+	return &scrubber{next: s.next.WithGroup(name), secrets: s.secrets, module: s.module}
 }
 
 // Module scopes a logger to a component.

@@ -43,3 +43,13 @@ func TestLevels(t *testing.T) {
 		t.Fatal("want error for unknown level")
 	}
 }
+
+func TestModuleKeptOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := Module(Module(New(&buf, slog.LevelInfo, "text", nil), "media"), "media/file")
+	l.Info("x", "k", "v")
+	out := buf.String()
+	if strings.Count(out, "module=") != 1 || !strings.Contains(out, "module=media/file") {
+		t.Fatalf("module attr: %s", out)
+	}
+}

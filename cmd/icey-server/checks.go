@@ -1,0 +1,171 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/preflight"
+)
+
+// Warnings with the seed's exact wording.
+const (
+	turnWildcardDetail  = "TURN is enabled without externalIp while binding to a wildcard host"
+	turnWildcardWarning = "TURN externalIp is unset; remote NAT traversal may fail outside local or host-network testing."
+	turnDemoWarning     = "TURN uses static demo credentials (no turn.secret); set turn.secret for time-limited credentials."
+	turnDisabledWarning = "TURN is disabled; viewers behind strict NATs or UDP-blocking firewalls may not connect."
+	minFreeBytes        = 1 << 30
+)
+
+func configCheck(cfg config.Config) (preflight.Result, string, []string) {
+	detail := "No config file; using defaults"
+	if cfg.Path != "" {
+		detail = "Loaded config from " + cfg.Path
+	}
+	var unknown []string
+	for _, w := range cfg.Warnings {
+		if strings.HasPrefix(w, "unknown config key") {
+			unknown = append(unknown, w)
+		}
+	}
+	if len(unknown) > 0 {
+		return preflight.Warn, fmt.Sprintf("%s; %d unknown key(s) ignored", detail, len(unknown)), cfg.Warnings
+	}
+	return preflight.Pass, detail, cfg.Warnings
+}
+
+func turnCheck(cfg config.Config) (preflight.Result, string, []string) {
+	t := cfg.TURN
+	if !t.Enabled {
+		return preflight.Warn, "TURN is disabled", []string{turnDisabledWarning}
+	}
+	addr := hostPort(cfg.HTTP.Host, t.Port)
+	var warns, details []string
+	res := preflight.Pass
+	switch {
+	case t.ExternalIP != "":
+		details = append(details, fmt.Sprintf("TURN enabled on %s (UDP+TCP) with externalIp %s", addr, t.ExternalIP))
+	case config.IsWildcardHost(cfg.HTTP.Host):
+		res = preflight.Warn
+		details = append(details, turnWildcardDetail)
+		warns = append(warns, turnWildcardWarning)
+	default:
+		details = append(details, fmt.Sprintf("TURN enabled on %s (UDP+TCP)", addr))
+	}
+	if t.Secret == "" {
+		res = preflight.Warn
+		details = append(details, "static demo credentials (no turn.secret)")
+		warns = append(warns, turnDemoWarning)
+	}
+	return res, strings.Join(details, "; "), warns
+}
+
+func tlsCheck(cfg config.Config, now time.Time) (preflight.Result, string) {
+	c, k := cfg.TLS.Cert, cfg.TLS.Key
+	switch {
+	case c == "" && k == "":
+		return preflight.Pass, "TLS disabled (serve behind a TLS proxy, or set tls.cert and tls.key)"
+	case c == "":
+		return preflight.Fail, "tls.key is set but tls.cert is not"
+	case k == "":
+		return preflight.Fail, "tls.cert is set but tls.key is not"
+	}
+	pair, err := tls.LoadX509KeyPair(c, k)
+	if err != nil {
+		return preflight.Fail, "cannot load tls.cert/tls.key: " + err.Error()
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return preflight.Fail, "tls.cert: " + err.Error()
+	}
+	if now.After(leaf.NotAfter) {
+		return preflight.Fail, fmt.Sprintf("tls.cert expired on %s", leaf.NotAfter.Format(time.DateOnly))
+	}
+	return preflight.Pass, fmt.Sprintf("TLS enabled; certificate for %s valid until %s",
+		certName(leaf), leaf.NotAfter.Format(time.DateOnly))
+}
+
+func certName(c *x509.Certificate) string {
+	if len(c.DNSNames) > 0 {
+		return c.DNSNames[0]
+	}
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return "(unnamed)"
+}
+
+// recordingsCheck verifies the record directory when the mode writes to it.
+func recordingsCheck(cfg config.Config) (preflight.Result, string) {
+	if cfg.Media.Mode != "record" {
+		return preflight.Pass, fmt.Sprintf("Recordings not used in %s mode", cfg.Media.Mode)
+	}
+	dir := cfg.Media.RecordDir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return preflight.Fail, fmt.Sprintf("record dir %s cannot be created: %v", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".icey-write-test-*")
+	if err != nil {
+		return preflight.Fail, fmt.Sprintf("record dir %s is not writable: %v", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil {
+		free := st.Bavail * uint64(st.Bsize)
+		if free < minFreeBytes {
+			return preflight.Warn, fmt.Sprintf("record dir %s has only %d MiB free", dir, free>>20)
+		}
+	}
+	abs, _ := filepath.Abs(dir)
+	return preflight.Pass, "Recording to " + abs
+}
+
+func intelligenceCheck(cfg config.Config) (preflight.Result, string) {
+	in := cfg.Media.Intelligence
+	var on []string
+	if in.Vision.Enabled {
+		on = append(on, "vision")
+	}
+	if in.Speech.Enabled {
+		on = append(on, "speech")
+	}
+	if len(on) == 0 {
+		return preflight.Pass, "Intelligence disabled"
+	}
+	return preflight.Warn, fmt.Sprintf("%s analysis enabled in config but not available in this build", strings.Join(on, " and "))
+}
+
+func portsDetail(cfg config.Config) string {
+	d := fmt.Sprintf("HTTP on %s (TCP), WebRTC media on %s (UDP)",
+		hostPort(cfg.HTTP.Host, cfg.HTTP.Port), hostPort(cfg.HTTP.Host, cfg.WebRTC.Port))
+	if cfg.TURN.Enabled {
+		d += fmt.Sprintf(", TURN on %s (UDP+TCP)", hostPort(cfg.HTTP.Host, cfg.TURN.Port))
+	}
+	return d
+}
+
+// staticChecks registers the checks that depend only on configuration and
+// the host (evaluated once at startup; the report reads the cached result).
+func staticChecks(pf *preflight.Preflight, cfg config.Config, now time.Time) {
+	r, d, w := configCheck(cfg)
+	pf.Set(preflight.CheckConfig, r, d, w...)
+	r, d, w = turnCheck(cfg)
+	pf.Set(preflight.CheckTURN, r, d, w...)
+	r, d = tlsCheck(cfg, now)
+	pf.Set(preflight.CheckTLS, r, d)
+	r, d = recordingsCheck(cfg)
+	pf.Set(preflight.CheckRecordings, r, d)
+	r, d = intelligenceCheck(cfg)
+	pf.Set(preflight.CheckIntelligence, r, d)
+	if cfg.Media.Mode != "stream" {
+		pf.AddWarning(fmt.Sprintf("%s mode is not implemented yet: WHIP publishing answers 501 Not Implemented.", cfg.Media.Mode))
+	}
+}

@@ -1,0 +1,97 @@
+// Command icey-server streams a camera, a media file or a built-in test
+// stream to browsers over WebRTC, with an operations API on the same port.
+//
+// main is thin: run() takes the arguments, environment and output streams,
+// so the whole binary is testable in-process as well as black-box.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/icey/icey-server/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0"
+
+// Exit codes (spec/config.md).
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+	exitConfig  = 3
+	exitStartup = 4
+)
+
+func main() {
+	ctx, stop := signalContext()
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+}
+
+// signals delivers SIGINT/SIGTERM; the first starts a graceful shutdown, a
+// second one skips the drain delay.
+type signals struct {
+	first  context.Context
+	second context.Context
+}
+
+type sigKey struct{}
+
+func signalContext() (context.Context, func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	first, cancelFirst := context.WithCancel(context.Background())
+	second, cancelSecond := context.WithCancel(context.Background())
+	go func() {
+		<-ch
+		cancelFirst()
+		<-ch
+		cancelSecond()
+	}()
+	ctx := context.WithValue(first, sigKey{}, second)
+	return ctx, func() { signal.Stop(ch); cancelFirst(); cancelSecond() }
+}
+
+// hurry returns a context cancelled by a second signal (never, in tests).
+func hurry(ctx context.Context) context.Context {
+	if c, ok := ctx.Value(sigKey{}).(context.Context); ok {
+		return c
+	}
+	return context.Background()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv config.Getenv) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(args[1:], stdout, stderr, getenv)
+	}
+	opts, err := config.Parse(args, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "icey-server: %v\n", err)
+		switch {
+		case errors.Is(err, config.ErrUsage):
+			fmt.Fprintln(stderr, "Run 'icey-server --help' for usage.")
+			return exitUsage
+		default:
+			return exitConfig
+		}
+	}
+	if opts.Help {
+		fmt.Fprint(stdout, opts.Usage)
+		return exitOK
+	}
+	if opts.Version {
+		fmt.Fprintf(stdout, "icey-server %s\n", version)
+		return exitOK
+	}
+	if opts.Doctor {
+		return doctor(ctx, opts.Config, stdout, stderr)
+	}
+	return serve(ctx, opts.Config, stderr)
+}

@@ -1,0 +1,542 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/icey/icey-server/api"
+	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/internal/logging"
+	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/signaling"
+	"github.com/icey/icey-server/turn"
+	"github.com/icey/icey-server/web"
+)
+
+// app is one running server: the wiring of every component, in startup
+// order, and their shutdown in reverse.
+type app struct {
+	cfg     config.Config
+	log     *slog.Logger
+	pf      *preflight.Preflight
+	started time.Time
+	state   atomic.Value // string: starting | running | draining
+
+	ln     *listeners
+	turn   *turn.Server
+	stream *media.Stream
+	src    media.Source
+	srcErr error
+	sup    *media.Supervisor
+	sig    *signaling.Manager
+	srv    *http.Server
+
+	supCancel context.CancelFunc
+	supDone   chan struct{}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	lv, _ := logging.ParseLevel(cfg.LogLevel) // validated by config
+	return logging.New(w, lv, cfg.LogFormat, cfg.Secrets())
+}
+
+func newApp(cfg config.Config, log *slog.Logger) *app {
+	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now()}
+	a.state.Store("starting")
+	return a
+}
+
+// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
+// down in order. It returns the process exit code.
+func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
+	log := newLogger(cfg, stderr)
+	a := newApp(cfg, log)
+	if code := a.start(); code != exitOK {
+		a.close(context.Background())
+		return code
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.serveHTTP() }()
+	a.state.Store("running")
+	log.Info("icey-server serving", "module", "main", "version", version, "mode", cfg.Media.Mode,
+		"url", a.publicURL(), "source", sourceDesc(a),
+		"startup", time.Since(a.started).Round(time.Millisecond).String())
+	stopWatch := a.watchReadiness()
+	defer stopWatch()
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutdown requested", "module", "main")
+	case err := <-errc:
+		log.Error("HTTP server failed", "module", "main", "err", err)
+		a.close(context.Background())
+		return exitRuntime
+	}
+	a.shutdown(hurry(ctx))
+	log.Info("shutdown complete", "module", "main")
+	return exitOK
+}
+
+func sourceDesc(a *app) string {
+	if a.src == nil {
+		return a.cfg.PublicSource()
+	}
+	return a.src.Kind() + ": " + a.src.String()
+}
+
+func (a *app) publicURL() string {
+	host := a.cfg.HTTP.Host
+	if config.IsWildcardHost(host) {
+		host = "localhost"
+	}
+	scheme := "http"
+	if a.cfg.TLS.Cert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + hostPort(host, a.cfg.HTTP.Port)
+}
+
+// start binds every port, evaluates the startup checks and starts the
+// components: TURN, the media stream and its source, the WebRTC sessions.
+func (a *app) start() int {
+	cfg, log := a.cfg, a.log
+	var err error
+	if a.ln, err = bindAll(cfg); err != nil {
+		log.Error(err.Error(), "module", "main")
+		a.pf.Set(preflight.CheckPorts, preflight.Fail, err.Error())
+		return exitStartup
+	}
+	a.pf.Set(preflight.CheckPorts, preflight.Pass, portsDetail(cfg))
+	staticChecks(a.pf, cfg, time.Now())
+	if cfg.Media.Mode == "stream" {
+		a.src, _, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
+	}
+	// Fail fast on everything but a live source that may come back: the
+	// source check only counts here when the source cannot even be built.
+	failing := a.pf.Report().Failing()
+	if a.srcErr != nil {
+		failing = append(failing, "source: "+config.RedactURL(a.srcErr.Error()))
+	}
+	a.pf.SetFunc(preflight.CheckSource, a.sourceCheck)
+	if len(failing) > 0 {
+		for _, f := range failing {
+			log.Error("preflight failed: "+f, "module", "preflight")
+		}
+		return exitStartup
+	}
+
+	if cfg.TURN.Enabled {
+		if a.turn, err = turn.New(a.turnConfig(), a.ln.turnUDP, a.ln.turnTCP, logging.Module(log, "turn")); err != nil {
+			log.Error("TURN failed to start", "module", "turn", "err", err)
+			return exitStartup
+		}
+	}
+
+	a.stream = media.NewStream(media.StreamConfig{Name: "main"}, logging.Module(log, "media"))
+	if a.src != nil {
+		a.sup = media.NewSupervisor(a.src, a.stream, media.SupervisorConfig{
+			GracePeriod: time.Duration(cfg.Media.SourceGraceSeconds) * time.Second,
+			OnStateChange: func(s media.SourceState, err error) {
+				l := log.With("module", "media", "state", string(s), "source", a.src.String())
+				if err != nil {
+					l.Warn("source state changed", "err", err)
+				} else {
+					l.Info("source state changed")
+				}
+			},
+		}, logging.Module(log, "media"))
+		ctx, cancel := context.WithCancel(context.Background())
+		a.supCancel, a.supDone = cancel, make(chan struct{})
+		go func() {
+			defer close(a.supDone)
+			_ = a.sup.Run(ctx)
+		}()
+	}
+
+	a.sig, err = signaling.NewManager(signaling.Config{
+		Mode:         cfg.Media.Mode,
+		UDPConn:      a.ln.media,
+		PublicIPs:    cfg.WebRTC.PublicIPs,
+		LoopbackOnly: config.IsLoopbackHost(cfg.HTTP.Host),
+		MaxSessions:  cfg.WebRTC.MaxSessions,
+		ICEServers:   a.iceServers,
+	}, a.stream, logging.Module(log, "signaling"))
+	if err != nil {
+		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
+		return exitStartup
+	}
+	a.srv = &http.Server{
+		Handler:           a.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logging.Module(log, "http").Handler(), slog.LevelDebug),
+	}
+	return exitOK
+}
+
+func (a *app) serveHTTP() error {
+	var err error
+	if a.cfg.TLS.Cert != "" {
+		a.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		err = a.srv.ServeTLS(a.ln.http, a.cfg.TLS.Cert, a.cfg.TLS.Key)
+	} else {
+		err = a.srv.Serve(a.ln.http)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (a *app) routes() http.Handler {
+	cfg := a.cfg
+	mux := http.NewServeMux()
+	mux.Handle("/api/", api.New(api.Config{
+		Version:      version,
+		Mode:         cfg.Media.Mode,
+		Token:        cfg.Auth.Token,
+		Started:      a.started,
+		Preflight:    a.pf,
+		Sessions:     a.sig,
+		Stream:       streamInfo{a},
+		TURN:         turnInfo{a},
+		RuntimeState: func() string { return a.state.Load().(string) },
+		Source:       cfg.PublicSource(),
+		SourceKind:   cfg.SourceKind(),
+		Loop:         cfg.Media.Loop,
+		RecordDir:    cfg.Media.RecordDir,
+		Vision:       false, // analysers are not part of this build
+		Speech:       false,
+		HTTPHost:     cfg.HTTP.Host,
+		TLS:          cfg.TLS.Cert != "",
+		TURNEnabled:  cfg.TURN.Enabled,
+		TURNHost:     a.advertisedHost(),
+		TURNPort:     cfg.TURN.Port,
+		STUNURLs:     cfg.STUN.URLs,
+	}))
+	signal := withToken(cfg.Auth.Token, a.sig.Handler())
+	for _, p := range []string{"/whep", "/whep/", "/whip", "/whip/"} {
+		mux.Handle(p, signal)
+	}
+	files, err := web.FS(cfg.WebRoot)
+	if err != nil {
+		a.log.Warn("web root unusable; serving the embedded UI", "module", "web", "err", err)
+		files, _ = web.FS("")
+	}
+	mux.Handle("/", web.Handler(files))
+	return mux
+}
+
+// withToken protects WHEP/WHIP; CORS preflights stay open (browsers send
+// them without credentials).
+func withToken(token string, next http.Handler) http.Handler {
+	protected := api.RequireToken(token, next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		protected.ServeHTTP(w, r)
+	})
+}
+
+// advertisedHost is the address browsers should use for TURN/STUN: the
+// external IP, else a specific bind host; "" lets /api/config use the host
+// the browser reached us by.
+func (a *app) advertisedHost() string {
+	if a.cfg.TURN.ExternalIP != "" {
+		return a.cfg.TURN.ExternalIP
+	}
+	if !config.IsWildcardHost(a.cfg.HTTP.Host) {
+		return a.cfg.HTTP.Host
+	}
+	return ""
+}
+
+// iceServers are advertised in WHEP Link headers when the host is known.
+func (a *app) iceServers() []webrtc.ICEServer {
+	host := a.advertisedHost()
+	if !a.cfg.TURN.Enabled || a.turn == nil || host == "" {
+		return nil
+	}
+	user, cred := a.turn.Credentials()
+	hp := hostPort(host, a.cfg.TURN.Port)
+	return []webrtc.ICEServer{
+		{URLs: []string{"stun:" + hp}},
+		{URLs: []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}, Username: user, Credential: cred},
+	}
+}
+
+func (a *app) turnConfig() turn.Config {
+	cfg := a.cfg
+	return turn.Config{
+		Realm:           cfg.TURN.Realm,
+		Secret:          cfg.TURN.Secret,
+		UsernameSuffix:  cfg.TURN.Username,
+		RelayIP:         relayIP(cfg),
+		RelayBindIP:     net.ParseIP(bindIPv4(cfg.HTTP.Host)),
+		CredentialTTL:   time.Duration(cfg.TURN.CredentialTTLSeconds) * time.Second,
+		AllowLocalRelay: cfg.TURN.AllowLocalRelay,
+		OwnMediaAddrs:   ownMediaAddrs(cfg),
+	}
+}
+
+func bindIPv4(host string) string {
+	if config.IsWildcardHost(host) {
+		return "0.0.0.0"
+	}
+	if host == "localhost" {
+		return "127.0.0.1"
+	}
+	return host
+}
+
+// relayIP is the address TURN puts in XOR-RELAYED-ADDRESS: externalIp, the
+// bind host, or the primary interface for a wildcard bind.
+func relayIP(cfg config.Config) net.IP {
+	if ip := net.ParseIP(cfg.TURN.ExternalIP); ip != nil && ip.To4() != nil {
+		return ip
+	}
+	if !config.IsWildcardHost(cfg.HTTP.Host) {
+		return net.ParseIP(bindIPv4(cfg.HTTP.Host))
+	}
+	if ip := primaryIPv4(); ip != nil {
+		return ip
+	}
+	return net.IPv4(127, 0, 0, 1)
+}
+
+func primaryIPv4() net.IP {
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLinkLocalUnicast() {
+				return ipn.IP.To4()
+			}
+		}
+	}
+	return nil
+}
+
+// ownMediaAddrs are this server's WebRTC media endpoints, which the TURN
+// relay may always reach (and, on those IPs, nothing else).
+func ownMediaAddrs(cfg config.Config) []netip.AddrPort {
+	port := uint16(cfg.WebRTC.Port)
+	var out []netip.AddrPort
+	add := func(s string) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), port))
+		}
+	}
+	for _, ip := range cfg.WebRTC.PublicIPs {
+		add(ip)
+	}
+	if !config.IsWildcardHost(cfg.HTTP.Host) {
+		add(bindIPv4(cfg.HTTP.Host))
+		return out
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		if ipn, ok := ad.(*net.IPNet); ok {
+			add(ipn.IP.String())
+		}
+	}
+	return out
+}
+
+// sourceCheck is the live `source` check: pass while media flows, warn while
+// reconnecting within the grace period, fail past it.
+func (a *app) sourceCheck() (preflight.Check, []string) {
+	c := preflight.Check{Name: preflight.CheckSource}
+	if a.cfg.Media.Mode != "stream" {
+		c.Result, c.Detail = preflight.Pass, fmt.Sprintf("Source not required in %s mode", a.cfg.Media.Mode)
+		return c, nil
+	}
+	if a.srcErr != nil {
+		c.Result, c.Detail = preflight.Fail, config.RedactURL(a.srcErr.Error())
+		return c, nil
+	}
+	if a.src == nil || a.sup == nil {
+		c.Result, c.Detail = preflight.Fail, "Source not started"
+		return c, nil
+	}
+	warns := sourceWarnings(a.src)
+	desc := a.src.Kind() + " source " + a.src.String()
+	st := a.sup.Status()
+	switch st.State {
+	case media.SourceUp:
+		c.Result = preflight.Pass
+		c.Detail = fmt.Sprintf("Streaming from %s (%.0f fps)", desc, a.stream.Stats().FPS)
+	case media.SourceReconnecting:
+		since := time.Since(st.Since).Round(time.Second)
+		if st.Failed {
+			c.Result, c.Detail = preflight.Fail, joinNonEmpty(fmt.Sprintf("%s unavailable for %s", desc, since), st.LastError)
+		} else {
+			c.Result, c.Detail = preflight.Warn, joinNonEmpty(fmt.Sprintf("Reconnecting to %s (down for %s)", desc, since), st.LastError)
+		}
+	case media.SourceEnded:
+		c.Result, c.Detail = preflight.Warn, desc+" ended (loop is off); nothing left to stream"
+	case media.SourceStopped:
+		c.Result, c.Detail = preflight.Fail, desc+" stopped"
+	default:
+		c.Result, c.Detail = preflight.Fail, joinNonEmpty("Connecting to "+desc, st.LastError)
+	}
+	return c, warns
+}
+
+// watchReadiness re-evaluates the live checks every second so readiness
+// edges (a camera dropping past its grace period) are logged when they
+// happen, not only when a probe asks.
+func (a *app) watchReadiness() (stop func()) {
+	a.pf.OnChange(func(r preflight.Report) {
+		if r.Ready {
+			a.log.Info("ready", "module", "preflight", "status", r.Status)
+		} else {
+			a.log.Warn("not ready", "module", "preflight", "failing", r.Failing())
+		}
+	})
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			a.pf.Poll()
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+// shutdown drains: readiness 503 first (health still 200), then hang up
+// sessions, stop the source, close TURN and HTTP, each step bounded.
+func (a *app) shutdown(hurry context.Context) {
+	a.state.Store("draining")
+	a.pf.Set(preflight.CheckShutdown, preflight.Fail, "Server is shutting down")
+	if d := time.Duration(a.cfg.HTTP.DrainSeconds) * time.Second; d > 0 {
+		select {
+		case <-time.After(d):
+		case <-hurry.Done():
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.close(ctx)
+}
+
+// close stops every component that was started, in reverse order.
+func (a *app) close(ctx context.Context) {
+	var wg sync.WaitGroup
+	step := func(name string, timeout time.Duration, f func()) {
+		done := make(chan struct{})
+		wg.Add(1)
+		go func() { defer wg.Done(); defer close(done); f() }()
+		select {
+		case <-done:
+		case <-time.After(timeout):
+			a.log.Warn("shutdown step timed out", "module", "main", "step", name, "timeout", timeout)
+		case <-ctx.Done():
+		}
+	}
+	if a.sig != nil {
+		step("sessions", 5*time.Second, func() { a.sig.Close("shutdown") })
+	}
+	if a.supCancel != nil {
+		step("source", 5*time.Second, func() { a.supCancel(); <-a.supDone })
+	}
+	if a.stream != nil {
+		a.stream.Close()
+	}
+	if a.turn != nil {
+		step("turn", 3*time.Second, func() { _ = a.turn.Close() })
+	}
+	if a.srv != nil {
+		step("http", 5*time.Second, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			defer cancel()
+			if err := a.srv.Shutdown(sctx); err != nil {
+				_ = a.srv.Close()
+			}
+		})
+	}
+	if a.ln != nil {
+		a.ln.Close()
+	}
+}
+
+// streamInfo adapts the media stream to the api's StreamInfo.
+type streamInfo struct{ a *app }
+
+func (s streamInfo) StreamDetails() api.StreamDetails {
+	a := s.a
+	var d api.StreamDetails
+	if a.stream == nil {
+		return d
+	}
+	st := a.stream.Stats()
+	d.FPS = float64(int(st.FPS*10)) / 10
+	d.Viewers = st.Subscribers
+	d.Packets, d.Bytes = st.PacketsIn, st.BytesIn
+	if st.Tracks.Video != nil {
+		d.Video = media.CodecH264
+	}
+	if st.Tracks.Audio != nil {
+		d.Audio = st.Tracks.Audio.Codec
+	}
+	for _, v := range st.Viewers {
+		d.Drops = append(d.Drops, api.ViewerDrops{ID: v.ID, Sent: v.Sent, Dropped: v.Dropped})
+	}
+	if a.sup != nil {
+		ss := a.sup.Status()
+		since := ss.Since
+		d.State, d.StateSince, d.LastError, d.Reconnects = string(ss.State), &since, ss.LastError, ss.Reconnects
+	}
+	if a.src != nil {
+		d.Warnings = sourceWarnings(a.src)
+	}
+	return d
+}
+
+// turnInfo adapts the TURN server to the api's TURNInfo.
+type turnInfo struct{ a *app }
+
+func (t turnInfo) Credentials() (string, string) {
+	if t.a.turn == nil {
+		return "", ""
+	}
+	return t.a.turn.Credentials()
+}
+
+func (t turnInfo) TURNStats() api.TURNStats {
+	if t.a.turn == nil {
+		return api.TURNStats{Refusals: map[string]uint64{}}
+	}
+	s := t.a.turn.Stats()
+	r := s.Refusals
+	if r == nil {
+		r = map[string]uint64{}
+	}
+	return api.TURNStats{Allocations: s.Allocations, AllocationsTotal: s.AllocationsTotal, Refusals: r}
+}

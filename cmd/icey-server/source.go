@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/media/builtin"
+	"github.com/icey/icey-server/media/file"
+	"github.com/icey/icey-server/media/rtsp"
+	"github.com/icey/icey-server/media/transcode"
+)
+
+// warner is implemented by sources that drop something (e.g. AAC audio).
+type warner interface{ Warnings() []string }
+
+// errSourceConfig is a source problem found at startup that waiting cannot
+// fix (a missing file, an unsupported codec without ffmpeg): exit 4.
+var errSourceConfig = errors.New("source")
+
+// buildSource picks the source implementation for the configured source.
+// The kind decides: builtin and files play directly when the hub can carry
+// their codecs; everything else goes through one ffmpeg transcode per stream.
+func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, error) {
+	src := cfg.Media.Source
+	switch kind := cfg.SourceKind(); kind {
+	case "builtin":
+		return builtin.New(log), nil, nil
+	case "rtsp":
+		s, err := rtsp.New(rtsp.Config{URL: src}, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+		}
+		return s, nil, nil
+	case "file":
+		if _, err := os.Stat(src); err != nil {
+			return nil, nil, fmt.Errorf("%w: media file %s: %v", errSourceConfig, src, unwrapPath(err))
+		}
+		info, err := file.Probe(src)
+		if err != nil {
+			if transcode.Available() && errors.Is(err, media.ErrUnsupportedCodec) {
+				return transcoded(src, "file", cfg, log, fmt.Sprintf("%v; transcoding with ffmpeg", err))
+			}
+			return nil, nil, fmt.Errorf("%w: %s: %v%s", errSourceConfig, src, err, ffmpegHint())
+		}
+		warns, err := info.Direct()
+		if err != nil || len(warns) > 0 {
+			if transcode.Available() {
+				why := "audio " + info.AudioCodec + " is transcoded to Opus with ffmpeg"
+				if err != nil {
+					why = err.Error() + "; transcoding with ffmpeg"
+				}
+				return transcoded(src, "file", cfg, log, why)
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %s: %v%s", errSourceConfig, src, err, ffmpegHint())
+			}
+		}
+		s, err := file.New(file.Config{Path: src, Loop: cfg.Media.Loop}, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", errSourceConfig, src, err)
+		}
+		return s, s.Warnings(), nil
+	case "device", "url":
+		if !transcode.Available() {
+			return nil, nil, fmt.Errorf("%w: %s sources need ffmpeg, which is not installed%s", errSourceConfig, kind, ffmpegHint())
+		}
+		return transcoded(src, kind, cfg, log, "")
+	default:
+		return nil, nil, fmt.Errorf("%w: unknown source kind %q", errSourceConfig, kind)
+	}
+}
+
+func transcoded(src, kind string, cfg config.Config, log *slog.Logger, why string) (media.Source, []string, error) {
+	s, err := transcode.New(transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file"}, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+	}
+	var warns []string
+	if why != "" {
+		warns = append(warns, why)
+	}
+	return s, warns, nil
+}
+
+func ffmpegHint() string {
+	if transcode.Available() {
+		return ""
+	}
+	return " (install ffmpeg to transcode other codecs, containers and devices)"
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// sourceWarnings returns the source's current warnings, if it keeps any.
+func sourceWarnings(s media.Source) []string {
+	if w, ok := s.(warner); ok {
+		return w.Warnings()
+	}
+	return nil
+}
+
+func joinNonEmpty(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ": ")
+}
