@@ -145,6 +145,7 @@ type SubscriberStats struct {
 	Sent      uint64 // packets handed to the reader
 	Dropped   uint64 // packets dropped on queue overflow or while skipping to a keyframe
 	Overflows uint64 // times the queue overflowed
+	Queued    int    // packets waiting to be read (cached burst included)
 }
 
 // The Stream and Supervisor API (implemented in stream.go, subscriber.go,

@@ -2,20 +2,41 @@
 // an API response or the preflight report.
 package redact
 
-import (
-	"regexp"
-	"strings"
-)
+import "strings"
 
-// userinfo matches "scheme://user[:pass]@" so the user part can be dropped.
-var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@?#]*@`)
-
-// URL removes user:pass@ from every URL inside s.
+// URL removes the userinfo (user:pass@) of every URL inside s:
+// `dial rtsp://admin:secret@10.0.0.5/live: timeout` becomes
+// `dial rtsp://10.0.0.5/live: timeout`. A password containing a raw '@'
+// is removed whole (the authority ends at the last '@' before '/').
 func URL(s string) string {
-	if !strings.Contains(s, "@") {
+	if !strings.Contains(s, "://") {
 		return s
 	}
-	return userinfo.ReplaceAllString(s, "$1")
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		// The authority ends at the path, query, fragment, whitespace or a
+		// delimiter typical of quoting in messages.
+		end := strings.IndexFunc(s, func(r rune) bool {
+			switch r {
+			case '/', '?', '#', ' ', '\t', '\n', '\r', '"', '\'', '<', '>', '`':
+				return true
+			}
+			return false
+		})
+		if end < 0 {
+			end = len(s)
+		}
+		if at := strings.LastIndexByte(s[:end], '@'); at >= 0 {
+			s = s[at+1:]
+		}
+	}
 }
 
 // Secrets replaces each non-empty secret inside s with "[redacted]".

@@ -10,6 +10,8 @@ func TestURL(t *testing.T) {
 		"a rtsp://u@h/x and rtsps://u:p%40x@h2:322/y end": "a rtsp://h/x and rtsps://h2:322/y end",
 		"user@example.com no scheme":                      "user@example.com no scheme",
 		"":                                                "",
+		"rtsp://u:p@ss@host/x":                            "rtsp://host/x",
+		`open "rtsp://u:pw@h:554"`:                        `open "rtsp://h:554"`,
 	}
 	for in, want := range cases {
 		if got := URL(in); got != want {

@@ -1,0 +1,227 @@
+package media
+
+import (
+	"bytes"
+	"encoding/binary"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// H.264 NAL unit types (ITU-T H.264 Table 7-1) and RTP payload structures
+// (RFC 6184 §5.4).
+const (
+	naluNonIDR = 1
+	naluIDR    = 5
+	naluSPS    = 7
+	naluPPS    = 8
+	naluAUD    = 9
+	naluFiller = 12
+	naluSTAPA  = 24
+	naluFUA    = 28
+)
+
+// VideoClockRate is the RTP clock of H.264 (RFC 6184 §8.2.1).
+const VideoClockRate = 90000
+
+type segKind uint8
+
+const (
+	segSingle segKind = iota // single NAL unit packet (RFC 6184 §5.6)
+	segSTAPA                 // aggregation of small NALUs (RFC 6184 §5.7.1)
+	segFUA                   // one fragment of a large NALU (RFC 6184 §5.8)
+)
+
+// segment plans one RTP payload of an access unit.
+type segment struct {
+	kind   segKind
+	i, j   int // single/FU-A: nalus[i]; STAP-A: nalus[i:j]
+	off, n int // FU-A: bytes [off, off+n) of the NALU body (after its header byte)
+	size   int // payload bytes
+}
+
+// WriteH264 publishes one access unit (NALUs without start codes, in
+// decoding order, pts in the source's timeline). The hub learns SPS/PPS
+// from it, drops AUD and filler data, puts SPS+PPS in front of every IDR
+// and packetizes to RTP with payloads <= MaxPayload and the marker bit on
+// the last packet. Video before the first IDR (and after a Discontinuity,
+// until the next IDR) is dropped, since no decoder can start from it. The
+// NALU buffers are copied; the caller may reuse them on return.
+func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	// Two slots in front are reserved for SPS and PPS.
+	nalus := append(s.nalus[:0], nil, nil)
+	idr := false
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		switch n[0] & 0x1f {
+		case naluSPS:
+			if !bytes.Equal(n, s.sps) {
+				s.sps = clone(n)
+			}
+			continue // re-inserted in front of IDRs only
+		case naluPPS:
+			if !bytes.Equal(n, s.pps) {
+				s.pps = clone(n)
+			}
+			continue
+		case naluAUD, naluFiller:
+			continue // useless over RTP, and AUD confuses some decoders mid-AU
+		case naluIDR:
+			idr = true
+		}
+		nalus = append(nalus, n)
+	}
+	defer s.releaseNALUs(nalus)
+	if len(nalus) == 2 {
+		return // parameter sets only: learned
+	}
+	if s.vHavePTS {
+		if d := pts - s.vLastPTS; d > 0 && d < time.Second {
+			s.vFrameDur = d
+		}
+	}
+	s.vLastPTS, s.vHavePTS = pts, true
+	mt := s.mediaTimeLocked(pts)
+	if !idr && s.waitIDR {
+		return
+	}
+	if idr {
+		if len(s.sps) == 0 || len(s.pps) == 0 {
+			s.skipNoParams.hit(s.log, "IDR without known SPS/PPS dropped", time.Now())
+			s.waitIDR = true
+			return
+		}
+		s.waitIDR = false
+		nalus[0], nalus[1] = s.sps, s.pps
+	} else {
+		nalus = nalus[2:]
+	}
+
+	plan, total := planH264(s.plan[:0], nalus, s.cfg.MaxPayload)
+	s.plan = plan
+
+	// One buffer and one packet array per access unit: the packets are
+	// shared by every subscriber, so nothing is allocated per subscriber.
+	buf := make([]byte, total)
+	pk := make([]Packet, len(plan))
+	ptrs := s.ptrs[:0]
+	ts := s.vTSBase + rtpTime(mt, VideoClockRate)
+	off := 0
+	for k, sg := range plan {
+		b := buf[off : off+sg.size : off+sg.size]
+		off += sg.size
+		fillPayload(b, sg, nalus)
+		p := &pk[k]
+		p.Kind = KindVideo
+		p.Keyframe = idr && k == 0
+		p.RTP.Header = rtpHeader(PayloadTypeH264, s.vSeq, ts, s.vSSRC, k == len(plan)-1)
+		p.RTP.Payload = b
+		s.vSeq++
+		ptrs = append(ptrs, p)
+	}
+	s.ptrs = ptrs
+
+	if idr {
+		s.dropCacheLocked()
+		s.cacheOK = true
+	}
+	if s.cacheOK {
+		s.cache = append(s.cache, ptrs...)
+		s.cacheBytes += total
+		if s.cacheBytes > s.cfg.GOPCacheMaxBytes {
+			// New subscribers then wait for the next live keyframe.
+			s.dropCacheLocked()
+		}
+	}
+	s.publishLocked(KindVideo, ptrs, total, mt)
+}
+
+// releaseNALUs keeps the scratch slice but not the caller's buffers.
+func (s *Stream) releaseNALUs(all [][]byte) {
+	clear(all)
+	s.nalus = all[:0]
+}
+
+// planH264 splits an access unit into RTP payloads of at most max bytes:
+// runs of small NALUs are aggregated into STAP-A, NALUs larger than max are
+// fragmented into FU-A, the rest travel as single NAL unit packets.
+func planH264(plan []segment, nalus [][]byte, max int) ([]segment, int) {
+	total := 0
+	for i := 0; i < len(nalus); {
+		n := nalus[i]
+		if len(n) > max {
+			body, chunk := len(n)-1, max-2
+			for off := 0; off < body; off += chunk {
+				c := min(chunk, body-off)
+				plan = append(plan, segment{kind: segFUA, i: i, off: off, n: c, size: 2 + c})
+				total += 2 + c
+			}
+			i++
+			continue
+		}
+		j, size := i, 1
+		for j < len(nalus) && size+2+len(nalus[j]) <= max {
+			size += 2 + len(nalus[j])
+			j++
+		}
+		if j-i >= 2 {
+			plan = append(plan, segment{kind: segSTAPA, i: i, j: j, size: size})
+			total += size
+			i = j
+			continue
+		}
+		plan = append(plan, segment{kind: segSingle, i: i, size: len(n)})
+		total += len(n)
+		i++
+	}
+	return plan, total
+}
+
+func fillPayload(b []byte, sg segment, nalus [][]byte) {
+	switch sg.kind {
+	case segSingle:
+		copy(b, nalus[sg.i])
+	case segSTAPA:
+		// F is the OR and NRI the maximum of the aggregated units (§5.7).
+		var f, nri byte
+		p := 1
+		for _, n := range nalus[sg.i:sg.j] {
+			f |= n[0] & 0x80
+			nri = max(nri, n[0]&0x60)
+			binary.BigEndian.PutUint16(b[p:], uint16(len(n)))
+			p += 2
+			p += copy(b[p:], n)
+		}
+		b[0] = f | nri | naluSTAPA
+	case segFUA:
+		n := nalus[sg.i]
+		b[0] = n[0]&0xe0 | naluFUA
+		h := n[0] & 0x1f
+		if sg.off == 0 {
+			h |= 0x80 // start
+		}
+		if sg.off+sg.n == len(n)-1 {
+			h |= 0x40 // end
+		}
+		b[1] = h
+		copy(b[2:], n[1+sg.off:1+sg.off+sg.n])
+	}
+}
+
+func rtpHeader(pt uint8, seq uint16, ts, ssrc uint32, marker bool) rtp.Header {
+	return rtp.Header{
+		Version:        2,
+		PayloadType:    pt,
+		SequenceNumber: seq,
+		Timestamp:      ts,
+		SSRC:           ssrc,
+		Marker:         marker,
+	}
+}

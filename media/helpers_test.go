@@ -1,0 +1,254 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/icey/icey-server/internal/testenv"
+)
+
+// checkLeaks fails the test if goroutines started during it outlive it.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<16)
+				n := runtime.Stack(buf, true)
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// makeClip encodes a synthetic H.264 clip with ffmpeg (baseline, no
+// B-frames, access unit delimiters on so that AUs can be split exactly)
+// and returns its access units, NALUs without start codes.
+func makeClip(t *testing.T, size string, seconds, gop int) [][][]byte {
+	t.Helper()
+	ff := testenv.RequireTool(t, "ffmpeg")
+	out := filepath.Join(t.TempDir(), "clip.h264")
+	cmd := exec.Command(ff, "-hide_banner", "-loglevel", "error", "-nostdin",
+		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0",
+		"-g", strconv.Itoa(gop), "-keyint_min", strconv.Itoa(gop), "-sc_threshold", "0",
+		"-x264-params", "aud=1", "-threads", "1", "-f", "h264", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Split at the AUD start codes, then let mediacommon parse each AU
+	// (its parser bounds the NALU count per call to one AU's worth).
+	var aus [][][]byte
+	for len(raw) > 0 {
+		next := bytes.Index(raw[4:], []byte{0, 0, 1, naluAUD})
+		chunk := raw
+		if next >= 0 {
+			chunk, raw = raw[:next+4], raw[next+4:]
+			chunk = bytes.TrimRight(chunk, "\x00") // a 4-byte start code's leading zero
+		} else {
+			raw = nil
+		}
+		var au h264.AnnexB
+		if err := au.Unmarshal(chunk); err != nil {
+			t.Fatalf("AU %d: %v", len(aus), err)
+		}
+		if au[0][0]&0x1f != naluAUD {
+			t.Fatalf("AU %d does not start with an AUD", len(aus))
+		}
+		aus = append(aus, au)
+	}
+	if len(aus) < seconds*30-1 {
+		t.Fatalf("clip has %d access units, want about %d", len(aus), seconds*30)
+	}
+	return aus
+}
+
+// drain returns every packet queued for sub without blocking.
+func drain(t testing.TB, sub *Subscriber) []*Packet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var all []*Packet
+	buf := make([]*Packet, 64)
+	for {
+		n, err := sub.Read(ctx, buf)
+		all = append(all, buf[:n]...)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Read: %v", err)
+			}
+			return all
+		}
+	}
+}
+
+func onlyKind(pkts []*Packet, k Kind) []*Packet {
+	var out []*Packet
+	for _, p := range pkts {
+		if p.Kind == k {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// decodedAU is one access unit reassembled from RTP.
+type decodedAU struct {
+	ts       uint32
+	nalus    [][]byte
+	keyframe bool // first packet flagged Keyframe
+	cached   bool // first packet FromCache
+}
+
+// depacketize checks the RTP invariants of a video packet sequence (payload
+// bound, continuous sequence numbers, one timestamp per AU with the marker
+// on its last packet) and reassembles the access units with gortsplib's
+// RFC 6184 decoder.
+func depacketize(t testing.TB, pkts []*Packet, maxPayload int) []decodedAU {
+	t.Helper()
+	var d rtph264.Decoder
+	if err := d.Init(); err != nil {
+		t.Fatal(err)
+	}
+	var out []decodedAU
+	first := true
+	for i, p := range pkts {
+		if p.Kind != KindVideo {
+			t.Fatalf("packet %d is %v", i, p.Kind)
+		}
+		if len(p.RTP.Payload) > maxPayload {
+			t.Fatalf("packet %d payload %d > %d", i, len(p.RTP.Payload), maxPayload)
+		}
+		if i > 0 && p.RTP.SequenceNumber != pkts[i-1].RTP.SequenceNumber+1 {
+			t.Fatalf("packet %d seq %d after %d", i, p.RTP.SequenceNumber, pkts[i-1].RTP.SequenceNumber)
+		}
+		last := i == len(pkts)-1 || pkts[i+1].RTP.Timestamp != p.RTP.Timestamp
+		if p.RTP.Marker != last {
+			t.Fatalf("packet %d marker %v, want %v", i, p.RTP.Marker, last)
+		}
+		if first {
+			out = append(out, decodedAU{ts: p.RTP.Timestamp, keyframe: p.Keyframe, cached: p.FromCache})
+		} else if p.Keyframe {
+			t.Fatalf("packet %d: Keyframe set on a non-first packet of an AU", i)
+		}
+		first = p.RTP.Marker
+		// Decode mutates nothing of the packet, but clone to be safe with
+		// shared packets.
+		pc := p.RTP.Clone()
+		au, err := d.Decode(pc)
+		if errors.Is(err, rtph264.ErrMorePacketsNeeded) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("packet %d: decode: %v", i, err)
+		}
+		out[len(out)-1].nalus = au
+	}
+	return out
+}
+
+func naluTypes(au [][]byte) []byte {
+	var ts []byte
+	for _, n := range au {
+		ts = append(ts, n[0]&0x1f)
+	}
+	return ts
+}
+
+func hasIDR(au [][]byte) bool {
+	for _, n := range au {
+		if n[0]&0x1f == naluIDR {
+			return true
+		}
+	}
+	return false
+}
+
+// expectedAU is what the hub must emit for an input AU, given the latest
+// parameter sets: no AUD/filler/SPS/PPS, and SPS+PPS in front of an IDR.
+func expectedAU(in [][]byte, sps, pps []byte) [][]byte {
+	var out [][]byte
+	if hasIDR(in) {
+		out = append(out, sps, pps)
+	}
+	for _, n := range in {
+		switch n[0] & 0x1f {
+		case naluAUD, naluFiller, naluSPS, naluPPS:
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func equalAU(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Hand-built NALUs.
+var (
+	testSPS = []byte{0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0xc0, 0x44}
+	testPPS = []byte{0x68, 0xce, 0x3c, 0x80}
+)
+
+func nalu(header byte, size int) []byte {
+	b := make([]byte, size)
+	b[0] = header
+	for i := 1; i < size; i++ {
+		b[i] = byte(i*7 + size)
+	}
+	return b
+}
+
+func idr(size int) []byte   { return nalu(0x65, size) }
+func slice(size int) []byte { return nalu(0x41, size) }
+
+var (
+	testAUD    = []byte{0x09, 0xf0}
+	testFiller = []byte{0x0c, 0xff, 0xff, 0xff, 0x80}
+	testSEI    = []byte{0x06, 0x05, 0x01, 0x00, 0x80}
+)
+
+const frame30 = time.Second / 30
+
+func newVideoStream(t testing.TB, cfg StreamConfig, params bool) *Stream {
+	st := NewStream(cfg, nil)
+	v := &VideoParams{}
+	if params {
+		v.SPS, v.PPS = testSPS, testPPS
+	}
+	st.SetTracks(Tracks{Video: v, Audio: &AudioParams{Codec: CodecOpus, ClockRate: 48000, Channels: 2}})
+	if t != nil {
+		if tt, ok := t.(*testing.T); ok {
+			tt.Cleanup(st.Close)
+		}
+	}
+	return st
+}

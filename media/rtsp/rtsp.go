@@ -1,0 +1,456 @@
+// Package rtsp is the RTSP/RTSPS camera source: it plays a stream with
+// gortsplib, keeps the H.264 video and Opus/PCMU/PCMA audio, and writes
+// access units and audio frames into a media.Stream. Reconnection is the
+// supervisor's job: Run returns on any failure and is called again.
+package rtsp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/pion/rtp"
+
+	"github.com/icey/icey-server/media"
+)
+
+// Defaults of Config.
+const (
+	DefaultDialTimeout = 5 * time.Second
+	DefaultReadTimeout = 10 * time.Second
+)
+
+// Transports accepted in Config.Transport.
+const (
+	TransportAuto = "auto"
+	TransportUDP  = "udp"
+	TransportTCP  = "tcp"
+)
+
+// ErrUnauthorized is wrapped (with media.ErrSourceUnavailable) when the
+// camera rejects the credentials, or none were given and it wants some.
+var ErrUnauthorized = errors.New("unauthorized (401)")
+
+// Config configures a Source. Only URL is required.
+type Config struct {
+	// URL is rtsp:// or rtsps://, optionally with user:pass@.
+	URL string
+	// Transport is "auto" (default: UDP, falling back to TCP when no UDP
+	// packet arrives), "udp" or "tcp" (interleaved, works through NAT and
+	// firewalls).
+	Transport string
+	// DialTimeout bounds the TCP (and TLS) connection setup (default 5 s).
+	DialTimeout time.Duration
+	// ReadTimeout bounds each RTSP response and the time without any RTP
+	// packet once playing: a stalled camera fails the run (default 10 s).
+	ReadTimeout time.Duration
+	// TLSConfig for rtsps:// (default: system roots, server name from the URL).
+	TLSConfig *tls.Config
+}
+
+// Source plays one RTSP URL. It implements media.Source. Run may be called
+// again after it returns, but not concurrently.
+type Source struct {
+	cfg  Config
+	u    *base.URL
+	safe string // URL without credentials
+	pass string // for scrubbing error texts; empty if none
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	warnings []string
+}
+
+// New validates cfg. log may be nil.
+func New(cfg Config, log *slog.Logger) (*Source, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if i := strings.Index(cfg.URL, "://"); i < 0 || (cfg.URL[:i] != "rtsp" && cfg.URL[:i] != "rtsps") {
+		return nil, fmt.Errorf("rtsp: unsupported scheme in %q (want rtsp:// or rtsps://)", media.RedactURL(cfg.URL))
+	}
+	u, err := base.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("rtsp: invalid URL %q", media.RedactURL(cfg.URL))
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("rtsp: no host in %s", media.RedactURL(cfg.URL))
+	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = TransportAuto
+	case TransportAuto, TransportUDP, TransportTCP:
+	default:
+		return nil, fmt.Errorf("rtsp: transport %q: want auto, udp or tcp", cfg.Transport)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	s := &Source{cfg: cfg, u: u, safe: media.RedactURL(cfg.URL)}
+	if u.User != nil {
+		s.pass, _ = u.User.Password()
+	}
+	s.log = log.With("module", "rtsp", "source", s.safe)
+	return s, nil
+}
+
+// Kind implements media.Source.
+func (s *Source) Kind() string { return "rtsp" }
+
+// String implements media.Source: the URL without credentials.
+func (s *Source) String() string { return s.safe }
+
+// Warnings returns the warnings of the latest run (e.g. an audio codec that
+// is dropped), for the status report.
+func (s *Source) Warnings() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.warnings...)
+}
+
+func (s *Source) setWarnings(w []string) {
+	s.mu.Lock()
+	s.warnings = w
+	s.mu.Unlock()
+}
+
+// Run implements media.Source: it connects, plays, and writes media into st
+// until ctx is done (ctx.Err()), the connection fails or no RTP packet
+// arrives for ReadTimeout (media.ErrSourceUnavailable), or the stream has no
+// H.264 video (media.ErrUnsupportedCodec).
+func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	agg := newAggregator(s.log)
+	defer agg.flush()
+
+	dialer := &net.Dialer{}
+	c := &gortsplib.Client{
+		Scheme:      s.u.Scheme,
+		Host:        s.u.Host,
+		ReadTimeout: s.cfg.ReadTimeout,
+		TLSConfig:   s.cfg.TLSConfig,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+			defer cancel()
+			return dialer.DialContext(ctx, network, addr)
+		},
+		OnTransportSwitch: func(err error) { s.log.Info("transport switch", "reason", s.scrub(err.Error())) },
+		OnPacketsLost:     func(n uint64) { agg.add("RTP packets lost", int(n)) },
+		OnDecodeError:     func(err error) { agg.add("RTP decode error: "+s.scrub(err.Error()), 1) },
+	}
+	if c.TLSConfig != nil {
+		// gortsplib writes ServerName into the config it is given.
+		c.TLSConfig = c.TLSConfig.Clone()
+	}
+	switch s.cfg.Transport {
+	case TransportUDP:
+		t := gortsplib.TransportUDP
+		c.Transport = &t
+	case TransportTCP:
+		t := gortsplib.TransportTCP
+		c.Transport = &t
+	}
+	if err := c.Start2(); err != nil {
+		return s.unavailable("start client", err)
+	}
+	// Cancelling ctx closes the client, which unblocks Describe/Setup/Play
+	// and ends Wait. Close is idempotent and waits for the client's goroutines.
+	stopAfter := context.AfterFunc(ctx, c.Close)
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- c.Wait() }()
+	defer func() {
+		stopAfter()
+		c.Close()
+		<-waitDone
+	}()
+
+	desc, _, err := c.Describe(s.u)
+	if err != nil {
+		return s.fail(ctx, "DESCRIBE", err)
+	}
+	sel, err := s.selectTracks(desc)
+	if err != nil {
+		return err
+	}
+	s.setWarnings(sel.warnings)
+	for _, w := range sel.warnings {
+		s.log.Warn(w)
+	}
+
+	if _, err := c.Setup(desc.BaseURL, sel.video, 0, 0); err != nil {
+		return s.fail(ctx, "SETUP video", err)
+	}
+	if sel.audio != nil {
+		if _, err := c.Setup(desc.BaseURL, sel.audio, 0, 0); err != nil {
+			return s.fail(ctx, "SETUP audio", err)
+		}
+	}
+
+	dec, err := sel.h264.CreateDecoder()
+	if err != nil {
+		return s.unavailable("H.264 decoder", err)
+	}
+	var lastRTP atomic.Int64 // unix nanos of the latest RTP packet, 0 before the first
+
+	tracks := media.Tracks{Video: &media.VideoParams{SPS: sel.h264.SPS, PPS: sel.h264.PPS}}
+	if sel.audio != nil {
+		tracks.Audio = &sel.audioParams
+	}
+	st.SetTracks(tracks)
+
+	// gortsplib calls each media's callback from one goroutine, and the
+	// Stream serializes writers internally, so these need no extra locking.
+	gotIDR := false
+	c.OnPacketRTP(sel.video, sel.h264, func(pkt *rtp.Packet) {
+		lastRTP.Store(time.Now().UnixNano())
+		pts, ok := c.PacketPTS2(sel.video, pkt)
+		if !ok {
+			return
+		}
+		au, err := dec.Decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
+				agg.add("H.264 depacketization error: "+err.Error(), 1)
+			}
+			return
+		}
+		// The Stream also waits for an IDR, but dropping here avoids
+		// handing it undecodable frames after every (re)connect.
+		if !gotIDR {
+			if !h264.IsRandomAccess(au) {
+				return
+			}
+			gotIDR = true
+		}
+		st.WriteH264(ticksToDuration(pts, 90000), au)
+	})
+	if sel.audio != nil {
+		rate := int64(sel.audioFormat.ClockRate())
+		c.OnPacketRTP(sel.audio, sel.audioFormat, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.audio, pkt)
+			if !ok || len(pkt.Payload) == 0 {
+				return
+			}
+			// Opus (RFC 7587) and G.711 (RFC 3551) carry one frame per
+			// packet: the payload is the frame.
+			st.WriteAudio(ticksToDuration(pts, rate), pkt.Payload)
+		})
+	}
+
+	if _, err := c.Play(nil); err != nil {
+		return s.fail(ctx, "PLAY", err)
+	}
+	s.log.Info("playing", "transport", s.cfg.Transport, "audio", audioName(sel))
+
+	// With transport auto, gortsplib waits up to 3 s for a first UDP packet
+	// before switching to TCP: do not count that against the camera.
+	firstWait := s.cfg.ReadTimeout
+	if s.cfg.Transport == TransportAuto {
+		firstWait += 3 * time.Second
+	}
+	playing := time.Now()
+
+	tick := s.cfg.ReadTimeout / 4
+	tick = min(max(tick, 50*time.Millisecond), time.Second)
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-waitDone:
+			waitDone <- err // for the deferred cleanup
+			return s.fail(ctx, "connection", err)
+		case now := <-ticker.C:
+			agg.tick(now)
+			since, limit := playing, firstWait
+			if last := lastRTP.Load(); last != 0 {
+				since, limit = time.Unix(0, last), s.cfg.ReadTimeout
+			}
+			if idle := now.Sub(since); idle >= limit {
+				return fmt.Errorf("%w: rtsp %s: no media for %s", media.ErrSourceUnavailable, s.safe, idle.Round(100*time.Millisecond))
+			}
+		}
+	}
+}
+
+// selection is what Run plays out of a DESCRIBE.
+type selection struct {
+	video       *description.Media
+	h264        *format.H264
+	audio       *description.Media
+	audioFormat format.Format
+	audioParams media.AudioParams
+	warnings    []string
+}
+
+func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
+	sel := &selection{}
+	var found []string
+	for _, m := range desc.Medias {
+		for _, f := range m.Formats {
+			found = append(found, fmt.Sprintf("%s %s", m.Type, f.Codec()))
+			if h, ok := f.(*format.H264); ok && sel.video == nil && m.Type == description.MediaTypeVideo {
+				// Packetization mode 2 (interleaved) is not supported by the decoder.
+				if h.PacketizationMode < 2 {
+					sel.video, sel.h264 = m, h
+				}
+				continue
+			}
+			if m.Type != description.MediaTypeAudio || m.IsBackChannel {
+				continue
+			}
+			if p, ok := passThrough(f); ok && sel.audio == nil {
+				sel.audio, sel.audioFormat, sel.audioParams = m, f, p
+			}
+		}
+	}
+	if sel.video == nil {
+		if len(found) == 0 {
+			found = append(found, "no media")
+		}
+		return nil, fmt.Errorf("%w: rtsp %s: no H.264 video (found: %s)", media.ErrUnsupportedCodec, s.safe, strings.Join(found, ", "))
+	}
+	// Warn about audio that is dropped: every other audio format, when none
+	// could be kept or when the kept one is not it.
+	for _, m := range desc.Medias {
+		if m.Type != description.MediaTypeAudio || m.IsBackChannel {
+			continue
+		}
+		for _, f := range m.Formats {
+			if f == sel.audioFormat {
+				continue
+			}
+			if _, ok := passThrough(f); ok && sel.audio != nil {
+				continue // a second usable track; one audio track is enough
+			}
+			sel.warnings = append(sel.warnings, fmt.Sprintf(
+				"audio %s dropped: only Opus, PCMU and PCMA (8 kHz mono) are passed through", describeFormat(f)))
+		}
+	}
+	return sel, nil
+}
+
+// passThrough reports whether WebRTC can carry f as is.
+func passThrough(f format.Format) (media.AudioParams, bool) {
+	switch f := f.(type) {
+	case *format.Opus:
+		// RFC 7587: always announced as 48000/2 whatever is inside.
+		return media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}, true
+	case *format.G711:
+		if f.SampleRate != 8000 || f.ChannelCount != 1 {
+			return media.AudioParams{}, false
+		}
+		c := media.CodecPCMA
+		if f.MULaw {
+			c = media.CodecPCMU
+		}
+		return media.AudioParams{Codec: c, ClockRate: 8000, Channels: 1}, true
+	}
+	return media.AudioParams{}, false
+}
+
+func describeFormat(f format.Format) string {
+	if g, ok := f.(*format.G711); ok {
+		return fmt.Sprintf("%s %d Hz/%d ch", g.Codec(), g.SampleRate, g.ChannelCount)
+	}
+	return f.Codec()
+}
+
+func audioName(sel *selection) string {
+	if sel.audio == nil {
+		return "none"
+	}
+	return sel.audioParams.Codec
+}
+
+// ticksToDuration converts a timestamp in 1/rate s without overflowing
+// (ticks*1e9 overflows int64 after ~28 h at 90 kHz).
+func ticksToDuration(ticks, rate int64) time.Duration {
+	return time.Duration(ticks/rate)*time.Second + time.Duration(ticks%rate)*time.Second/time.Duration(rate)
+}
+
+// fail classifies an error of an RTSP step: ctx.Err() when cancelled, else
+// an error wrapping media.ErrSourceUnavailable (and ErrUnauthorized on 401).
+func (s *Source) fail(ctx context.Context, step string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var bad liberrors.ErrClientBadStatusCode
+	if errors.As(err, &bad) && bad.Code == base.StatusUnauthorized {
+		return fmt.Errorf("%w: rtsp %s: %s: %w", media.ErrSourceUnavailable, s.safe, step, ErrUnauthorized)
+	}
+	return s.unavailable(step, err)
+}
+
+// unavailable wraps err's text, scrubbed of credentials; the original error
+// is not wrapped because its text could hold them.
+func (s *Source) unavailable(step string, err error) error {
+	return fmt.Errorf("%w: rtsp %s: %s: %s", media.ErrSourceUnavailable, s.safe, step, s.scrub(err.Error()))
+}
+
+// scrub removes credentials from a text.
+func (s *Source) scrub(text string) string {
+	text = media.RedactURL(text)
+	if s.pass != "" {
+		text = strings.ReplaceAll(text, s.pass, "***")
+	}
+	return text
+}
+
+// aggregator turns per-packet problems into one log line per second per
+// message, with a count.
+type aggregator struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	n    map[string]int
+	last time.Time
+}
+
+func newAggregator(log *slog.Logger) *aggregator {
+	return &aggregator{log: log, n: map[string]int{}, last: time.Now()}
+}
+
+func (a *aggregator) add(msg string, n int) {
+	a.mu.Lock()
+	a.n[msg] += n
+	a.mu.Unlock()
+}
+
+func (a *aggregator) tick(now time.Time) {
+	if now.Sub(a.last) < time.Second {
+		return
+	}
+	a.last = now
+	a.flush()
+}
+
+func (a *aggregator) flush() {
+	a.mu.Lock()
+	n := a.n
+	a.n = map[string]int{}
+	a.mu.Unlock()
+	for msg, c := range n {
+		a.log.Warn(msg, "count", c)
+	}
+}

@@ -1,0 +1,560 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of StreamConfig and SubscribeOptions.
+const (
+	DefaultMaxPayload       = 1200
+	DefaultGOPCacheMaxBytes = 8 << 20
+	DefaultQueuePackets     = 1024
+
+	// minMaxPayload keeps FU-A fragments meaningful (2 header bytes + data).
+	minMaxPayload = 64
+)
+
+// RTP payload types the hub stamps on its packets. The session layer
+// rewrites them to whatever was negotiated (pion's TrackLocalStaticRTP does).
+const (
+	PayloadTypeH264 = 96
+	PayloadTypeOpus = 111
+	PayloadTypePCMU = 0
+	PayloadTypePCMA = 8
+)
+
+// StreamConfig configures a Stream. The zero value is usable.
+type StreamConfig struct {
+	// Name identifies the stream in logs and stats.
+	Name string
+	// MaxPayload bounds every RTP payload in bytes (default 1200): with the
+	// RTP, SRTP, UDP and IP headers this stays below common path MTUs, which
+	// browsers need (they drop nothing, but larger packets get fragmented or
+	// lost on tunnels).
+	MaxPayload int
+	// GOPCacheMaxBytes bounds the payload bytes of the cached GOP (default
+	// 8 MiB). A GOP that grows past it is dropped from the cache until the
+	// next keyframe, so new subscribers then wait for a live keyframe.
+	GOPCacheMaxBytes int
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.MaxPayload < minMaxPayload {
+		c.MaxPayload = minMaxPayload
+	}
+	if c.GOPCacheMaxBytes <= 0 {
+		c.GOPCacheMaxBytes = DefaultGOPCacheMaxBytes
+	}
+	return c
+}
+
+// Stream is the hub of one source: the source writes access units and audio
+// frames, the Stream normalizes and packetizes them once and hands the shared
+// packets to every subscriber's bounded queue without blocking. It owns no
+// goroutine. Write* are meant to be called from one source goroutine at a
+// time; everything else is safe for concurrent use.
+type Stream struct {
+	cfg StreamConfig
+	log *slog.Logger
+	now func() time.Time // injectable clock for the FPS window
+
+	sup atomic.Pointer[Supervisor] // set by NewSupervisor, for Stats
+
+	mu          sync.Mutex
+	closed      bool
+	done        chan struct{} // closed by Close
+	tracksReady chan struct{} // closed by the first SetTracks
+	tracksSet   bool
+	tracks      Tracks // Video.SPS/PPS are kept equal to sps/pps
+	sps, pps    []byte
+
+	// Timeline: output media time = pts + offset, one offset for both
+	// kinds so that A/V sync survives Discontinuity.
+	timeInit  bool
+	rebase    bool
+	offset    time.Duration
+	vLastOut  time.Duration // media time of the latest video published
+	aLastOut  time.Duration // media time of the latest audio published
+	vOut      bool          // some video was published
+	aOut      bool          // some audio was published
+	vLastPTS  time.Duration
+	aLastPTS  time.Duration
+	vHavePTS  bool
+	aHavePTS  bool
+	vFrameDur time.Duration // measured spacing of access units
+	aFrameDur time.Duration // measured spacing of audio frames
+	waitIDR   bool          // drop video until an IDR (start, after Discontinuity)
+
+	vSeq, aSeq       uint16
+	vSSRC, aSSRC     uint32
+	vTSBase, aTSBase uint32
+
+	// GOP cache: the video packets since the latest keyframe.
+	cache      []*Packet
+	cacheBytes int
+	cacheOK    bool
+	// burst holds FromCache copies of cache[:len(burst)]; shared read-only
+	// by subscribers, extended lazily, replaced (not reused) at each GOP.
+	burst []*Packet
+
+	subs []*Subscriber
+
+	// Scratch reused across writes so that the hot path does not allocate
+	// beyond the packets themselves.
+	nalus [][]byte
+	plan  []segment
+	ptrs  []*Packet
+
+	mediaCh chan struct{} // closed at the next publish (supervisor's "up" signal)
+
+	packetsIn   uint64
+	bytesIn     uint64
+	lastMediaAt time.Time
+	auTimes     [128]int64 // unix nanos of recent video AUs, ring
+	auNext      int
+	auCount     int
+
+	skipNoParams rateWarn
+}
+
+// NewStream returns an empty stream. log may be nil.
+func NewStream(cfg StreamConfig, log *slog.Logger) *Stream {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	s := &Stream{
+		cfg:         cfg,
+		log:         log.With("module", "media", "stream", cfg.Name),
+		now:         time.Now,
+		done:        make(chan struct{}),
+		tracksReady: make(chan struct{}),
+		waitIDR:     true,
+		vSeq:        uint16(rand.Uint32()),
+		aSeq:        uint16(rand.Uint32()),
+		vSSRC:       rand.Uint32(),
+		aSSRC:       rand.Uint32(),
+		vTSBase:     rand.Uint32(),
+		aTSBase:     rand.Uint32(),
+	}
+	return s
+}
+
+// Name returns the configured stream name.
+func (s *Stream) Name() string { return s.cfg.Name }
+
+// Config returns the effective configuration (defaults applied).
+func (s *Stream) Config() StreamConfig { return s.cfg }
+
+// SetTracks declares what the source carries. Sources call it at the start
+// of each run; SPS/PPS given here seed the parameter sets (in-band ones
+// override them later).
+func (s *Stream) SetTracks(t Tracks) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.tracks = Tracks{}
+	if t.Video != nil {
+		if len(t.Video.SPS) > 0 {
+			s.sps = clone(t.Video.SPS)
+		}
+		if len(t.Video.PPS) > 0 {
+			s.pps = clone(t.Video.PPS)
+		}
+		s.tracks.Video = &VideoParams{SPS: s.sps, PPS: s.pps}
+	}
+	if t.Audio != nil {
+		a := *t.Audio
+		s.tracks.Audio = &a
+	}
+	if !s.tracksSet {
+		s.tracksSet = true
+		close(s.tracksReady)
+	}
+}
+
+// Tracks returns a copy of the declared tracks (zero until SetTracks); the
+// video SPS/PPS are the latest known, including ones learned in-band.
+func (s *Stream) Tracks() Tracks {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tracksCopyLocked()
+}
+
+func (s *Stream) tracksCopyLocked() Tracks {
+	var t Tracks
+	if s.tracks.Video != nil {
+		t.Video = &VideoParams{SPS: clone(s.sps), PPS: clone(s.pps)}
+	}
+	if s.tracks.Audio != nil {
+		a := *s.tracks.Audio
+		t.Audio = &a
+	}
+	return t
+}
+
+// WaitTracks blocks until the source declared its tracks, ctx is done
+// (ctx.Err()) or the stream closed (ErrClosed).
+func (s *Stream) WaitTracks(ctx context.Context) (Tracks, error) {
+	select {
+	case <-s.tracksReady:
+		return s.Tracks(), nil
+	default:
+	}
+	select {
+	case <-s.tracksReady:
+		return s.Tracks(), nil
+	case <-s.done:
+		return Tracks{}, ErrClosed
+	case <-ctx.Done():
+		return Tracks{}, ctx.Err()
+	}
+}
+
+// Discontinuity tells the stream that the next pts values start a new
+// timeline (source restarted, file looped). Output RTP timestamps continue
+// one frame duration after the last published frame (of the track that
+// ended last), with one offset shared by audio and video so that A/V sync
+// holds; sequence numbers just
+// continue. Video resumes at the next IDR and the GOP cache is dropped (its
+// pictures belong to the old run).
+func (s *Stream) Discontinuity() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timeInit {
+		s.rebase = true
+	}
+	s.vHavePTS, s.aHavePTS = false, false
+	s.waitIDR = true
+	s.dropCacheLocked()
+}
+
+// mediaTimeLocked maps a source pts onto the stream's continuous timeline.
+func (s *Stream) mediaTimeLocked(pts time.Duration) time.Duration {
+	switch {
+	case !s.timeInit:
+		s.timeInit = true
+		s.offset = -pts
+	case s.rebase:
+		s.rebase = false
+		s.offset = s.resumeAtLocked() - pts
+	}
+	return pts + s.offset
+}
+
+// resumeAtLocked is where the new timeline starts after a Discontinuity:
+// one frame after the last frame of each track, whichever is later, so
+// that no track's timestamps overlap the previous run's.
+func (s *Stream) resumeAtLocked() time.Duration {
+	var at time.Duration
+	if s.vOut {
+		at = s.vLastOut + orDefault(s.vFrameDur, time.Second/30)
+	}
+	if s.aOut {
+		at = max(at, s.aLastOut+orDefault(s.aFrameDur, 20*time.Millisecond))
+	}
+	return at
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// WriteAudio publishes one encoded audio frame as one RTP packet. Frames
+// written before SetTracks declared an audio track are dropped.
+func (s *Stream) WriteAudio(pts time.Duration, frame []byte) {
+	if len(frame) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.tracks.Audio == nil {
+		return
+	}
+	a := s.tracks.Audio
+	rate := a.ClockRate
+	if rate == 0 {
+		rate = defaultClockRate(a.Codec)
+	}
+	if s.aHavePTS {
+		if d := pts - s.aLastPTS; d > 0 && d < time.Second {
+			s.aFrameDur = d
+		}
+	}
+	s.aLastPTS, s.aHavePTS = pts, true
+	mt := s.mediaTimeLocked(pts)
+
+	// Copy: the caller may reuse its buffer, the packet lives on in queues.
+	buf := make([]byte, len(frame))
+	copy(buf, frame)
+	p := &Packet{Kind: KindAudio}
+	p.RTP.Header = rtpHeader(audioPayloadType(a.Codec), s.aSeq, s.aTSBase+rtpTime(mt, rate), s.aSSRC, false)
+	p.RTP.Payload = buf
+	s.aSeq++
+
+	s.ptrs = append(s.ptrs[:0], p)
+	s.publishLocked(KindAudio, s.ptrs, len(buf), mt)
+}
+
+// publishLocked updates counters and fans the packets of one access unit
+// (or one audio frame) out to the subscribers.
+func (s *Stream) publishLocked(kind Kind, pkts []*Packet, payloadBytes int, mt time.Duration) {
+	now := s.now()
+	s.packetsIn += uint64(len(pkts))
+	s.bytesIn += uint64(payloadBytes)
+	s.lastMediaAt = now
+	if kind == KindAudio {
+		s.aLastOut, s.aOut = mt, true
+	}
+	if kind == KindVideo {
+		s.vLastOut, s.vOut = mt, true
+		s.auTimes[s.auNext] = now.UnixNano()
+		s.auNext = (s.auNext + 1) % len(s.auTimes)
+		if s.auCount < len(s.auTimes) {
+			s.auCount++
+		}
+	}
+	if s.mediaCh != nil {
+		close(s.mediaCh)
+		s.mediaCh = nil
+	}
+	for _, sub := range s.subs {
+		sub.push(kind, pkts)
+	}
+	clear(pkts) // scratch: do not keep packets alive
+}
+
+// mediaSignal returns a channel closed when the next packet is published.
+func (s *Stream) mediaSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mediaCh == nil {
+		s.mediaCh = make(chan struct{})
+	}
+	return s.mediaCh
+}
+
+// Subscribe adds a subscriber. Its queue starts with a copy of the cached
+// GOP (FromCache, the first one a keyframe) unless o.NoCache, in which case
+// its video starts at the next live keyframe. Audio is live only. It fails
+// with ErrNoTracks before the source declared its tracks and ErrClosed
+// after Close.
+func (s *Stream) Subscribe(id string, o SubscribeOptions) (*Subscriber, error) {
+	if o.VideoOnly && o.AudioOnly {
+		return nil, errors.New("media: VideoOnly and AudioOnly are exclusive")
+	}
+	if o.QueuePackets <= 0 {
+		o.QueuePackets = DefaultQueuePackets
+	}
+	sub := &Subscriber{
+		id:     id,
+		st:     s,
+		video:  !o.AudioOnly,
+		audio:  !o.VideoOnly,
+		ring:   make([]*Packet, o.QueuePackets),
+		notify: make(chan struct{}, 1),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if !s.tracksSet {
+		return nil, ErrNoTracks
+	}
+	if sub.video {
+		if !o.NoCache && s.cacheOK && len(s.cache) > 0 {
+			sub.burst = s.burstLocked()
+		} else {
+			sub.waitKey = true // initial wait: not counted as drops
+		}
+	}
+	s.subs = append(s.subs, sub)
+	return sub, nil
+}
+
+// burstLocked returns FromCache copies of the whole cache. Copies are made
+// once per cached packet and shared by every subscriber that joins during
+// the same GOP.
+func (s *Stream) burstLocked() []*Packet {
+	if base, n := len(s.burst), len(s.cache)-len(s.burst); n > 0 {
+		cps := make([]Packet, n)
+		for i := range cps {
+			cps[i] = *s.cache[base+i]
+			cps[i].FromCache = true
+			s.burst = append(s.burst, &cps[i])
+		}
+	}
+	return s.burst[:len(s.cache):len(s.cache)]
+}
+
+func (s *Stream) dropCacheLocked() {
+	clear(s.cache)
+	s.cache = s.cache[:0]
+	s.cacheBytes = 0
+	s.cacheOK = false
+	s.burst = nil // subscribers may still read the old one
+}
+
+func (s *Stream) removeSub(sub *Subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.subs {
+		if x == sub {
+			copy(s.subs[i:], s.subs[i+1:])
+			s.subs[len(s.subs)-1] = nil
+			s.subs = s.subs[:len(s.subs)-1]
+			return
+		}
+	}
+}
+
+// Stats returns a snapshot. The source state fields come from the
+// Supervisor attached to this stream, if any.
+func (s *Stream) Stats() StreamStats {
+	var st StreamStats
+	sup := s.sup.Load()
+	if sup != nil {
+		ss := sup.Status()
+		st.State, st.StateSince, st.LastError, st.Reconnects = ss.State, ss.Since, ss.LastError, ss.Reconnects
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sup == nil {
+		switch {
+		case s.closed:
+			st.State = SourceStopped
+		case s.lastMediaAt.IsZero():
+			st.State = SourceStarting
+		default:
+			st.State = SourceUp
+		}
+	}
+	st.FPS = s.fpsLocked(s.now())
+	st.Tracks = s.tracksCopyLocked()
+	st.Subscribers = len(s.subs)
+	st.PacketsIn = s.packetsIn
+	st.BytesIn = s.bytesIn
+	st.LastMediaAt = s.lastMediaAt
+	st.Viewers = make([]SubscriberStats, 0, len(s.subs))
+	for _, sub := range s.subs {
+		st.Viewers = append(st.Viewers, sub.Stats())
+	}
+	return st
+}
+
+// fpsWindow is the span over which FPS is measured.
+const fpsWindow = 2 * time.Second
+
+func (s *Stream) fpsLocked(now time.Time) float64 {
+	if s.auCount < 2 {
+		return 0
+	}
+	n := len(s.auTimes)
+	newest := s.auTimes[(s.auNext-1+n)%n]
+	if now.UnixNano()-newest > int64(fpsWindow) {
+		return 0
+	}
+	cut := now.UnixNano() - int64(fpsWindow)
+	count, oldest := 1, newest
+	for i := 2; i <= s.auCount; i++ {
+		t := s.auTimes[(s.auNext-i+n)%n]
+		if t < cut {
+			break
+		}
+		count, oldest = i, t
+	}
+	if count < 2 || newest == oldest {
+		return 0
+	}
+	return float64(count-1) / (float64(newest-oldest) / 1e9)
+}
+
+// Close ends the stream: every subscriber's Read returns ErrClosed, later
+// writes are ignored and Subscribe fails with ErrClosed. Idempotent.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.done)
+	subs := s.subs
+	s.subs = nil
+	s.dropCacheLocked()
+	s.mu.Unlock()
+	for _, sub := range subs {
+		sub.close()
+	}
+}
+
+// Done is closed when the stream is closed.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func defaultClockRate(codec string) uint32 {
+	if codec == CodecOpus {
+		return 48000
+	}
+	return 8000
+}
+
+func audioPayloadType(codec string) uint8 {
+	switch codec {
+	case CodecPCMU:
+		return PayloadTypePCMU
+	case CodecPCMA:
+		return PayloadTypePCMA
+	default:
+		return PayloadTypeOpus
+	}
+}
+
+// rtpTime converts a media time to RTP clock units, rounded, without the
+// overflow that d*rate would hit after a day or so.
+func rtpTime(d time.Duration, rate uint32) uint32 {
+	sec := int64(d / time.Second)
+	rem := int64(d % time.Second)
+	r := int64(rate)
+	frac := (rem*r + int64(time.Second)/2) / int64(time.Second)
+	if rem < 0 {
+		frac = (rem*r - int64(time.Second)/2) / int64(time.Second)
+	}
+	return uint32(sec*r + frac)
+}
+
+// rateWarn aggregates a hot-path warning to at most one log line per second.
+type rateWarn struct {
+	last  time.Time
+	count int
+}
+
+func (w *rateWarn) hit(log *slog.Logger, msg string, now time.Time) {
+	w.count++
+	if now.Sub(w.last) < time.Second {
+		return
+	}
+	log.Warn(msg, "count", w.count)
+	w.last, w.count = now, 0
+}

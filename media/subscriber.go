@@ -1,0 +1,194 @@
+package media
+
+import (
+	"context"
+	"sync"
+)
+
+// Subscriber is one consumer of a Stream (a WebRTC viewer, a recorder). The
+// stream pushes shared packets into its bounded queue without ever
+// blocking; one goroutine drains it with Read.
+type Subscriber struct {
+	id           string
+	st           *Stream
+	video, audio bool
+	notify       chan struct{} // 1-buffered wake-up for a blocked Read
+
+	mu      sync.Mutex
+	closed  bool
+	waiting bool // a Read is (about to be) blocked on notify
+	// The cached GOP burst, read-only and shared with other subscribers,
+	// delivered before the ring and not counted against its bound.
+	burst    []*Packet
+	burstPos int
+	ring     []*Packet // live queue: count packets from head
+	head     int
+	count    int
+	// waitKey drops video until a keyframe: at start without a cache, and
+	// after an overflow (then the skipped packets count as dropped).
+	waitKey     bool
+	countSkips  bool
+	overflowing bool
+	sent        uint64
+	dropped     uint64
+	overflows   uint64
+}
+
+// ID returns the id given to Subscribe.
+func (sub *Subscriber) ID() string { return sub.id }
+
+// push queues the packets of one access unit (or one audio frame), all or
+// nothing, so that the queue never holds a partial picture.
+func (sub *Subscriber) push(kind Kind, pkts []*Packet) {
+	if len(pkts) == 0 || (kind == KindVideo && !sub.video) || (kind == KindAudio && !sub.audio) {
+		return
+	}
+	sub.mu.Lock()
+	if sub.closed {
+		sub.mu.Unlock()
+		return
+	}
+	if kind == KindVideo && sub.waitKey {
+		if !pkts[0].Keyframe {
+			if sub.countSkips {
+				sub.dropped += uint64(len(pkts))
+			}
+			sub.mu.Unlock()
+			return
+		}
+		sub.waitKey, sub.countSkips = false, false
+	}
+	if sub.count+len(pkts) > len(sub.ring) {
+		// The reader is a whole queue behind. What is queued is stale and
+		// later pictures would reference the lost one: flush, then resume
+		// video at the next keyframe (audio resumes at once), so a reader
+		// that recovers catches up with the live edge instead of lagging.
+		sub.dropped += uint64(len(pkts) + sub.count + len(sub.burst) - sub.burstPos)
+		sub.flushLocked()
+		if !sub.overflowing {
+			sub.overflowing = true
+			sub.overflows++
+		}
+		if sub.video {
+			sub.waitKey, sub.countSkips = true, true
+		}
+		if kind == KindVideo || len(pkts) > len(sub.ring) {
+			sub.mu.Unlock()
+			return
+		}
+	}
+	sub.overflowing = false
+	i := sub.head + sub.count
+	for _, p := range pkts {
+		if i >= len(sub.ring) {
+			i -= len(sub.ring)
+		}
+		sub.ring[i] = p
+		i++
+	}
+	sub.count += len(pkts)
+	wake := sub.waiting
+	sub.waiting = false
+	sub.mu.Unlock()
+	if wake {
+		select {
+		case sub.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Read fills dst with as many queued packets as fit, blocking until at
+// least one is available. It returns ErrClosed once the subscriber or its
+// stream is closed, and ctx.Err() when ctx is done. The packets are shared:
+// do not modify them. Read must not be called concurrently with itself.
+func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) {
+	for {
+		sub.mu.Lock()
+		if sub.closed {
+			sub.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if len(dst) == 0 {
+			sub.mu.Unlock()
+			return 0, nil
+		}
+		n := 0
+		for n < len(dst) && sub.burstPos < len(sub.burst) {
+			dst[n] = sub.burst[sub.burstPos]
+			sub.burstPos++
+			n++
+		}
+		if sub.burst != nil && sub.burstPos == len(sub.burst) {
+			sub.burst, sub.burstPos = nil, 0
+		}
+		for n < len(dst) && sub.count > 0 {
+			dst[n] = sub.ring[sub.head]
+			sub.ring[sub.head] = nil
+			sub.head++
+			if sub.head == len(sub.ring) {
+				sub.head = 0
+			}
+			sub.count--
+			n++
+		}
+		if n > 0 {
+			sub.sent += uint64(n)
+			sub.mu.Unlock()
+			return n, nil
+		}
+		sub.waiting = true
+		sub.mu.Unlock()
+		select {
+		case <-sub.notify:
+		case <-ctx.Done():
+			sub.mu.Lock()
+			sub.waiting = false
+			sub.mu.Unlock()
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Stats returns the subscriber's counters.
+func (sub *Subscriber) Stats() SubscriberStats {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return SubscriberStats{
+		ID:        sub.id,
+		Sent:      sub.sent,
+		Dropped:   sub.dropped,
+		Overflows: sub.overflows,
+		Queued:    sub.count + len(sub.burst) - sub.burstPos,
+	}
+}
+
+// Close detaches the subscriber from its stream; a blocked Read returns
+// ErrClosed. Idempotent.
+func (sub *Subscriber) Close() {
+	sub.close()
+	sub.st.removeSub(sub)
+}
+
+func (sub *Subscriber) close() {
+	sub.mu.Lock()
+	if sub.closed {
+		sub.mu.Unlock()
+		return
+	}
+	sub.closed = true
+	sub.flushLocked()
+	sub.ring = nil
+	sub.mu.Unlock()
+	select {
+	case sub.notify <- struct{}{}:
+	default:
+	}
+}
+
+// flushLocked empties the queue (releasing the packets) and the burst.
+func (sub *Subscriber) flushLocked() {
+	clear(sub.ring)
+	sub.head, sub.count = 0, 0
+	sub.burst, sub.burstPos = nil, 0
+}
