@@ -1,0 +1,304 @@
+// Package file is the MP4 file source: it demuxes an MP4 with
+// H.264 video (and Opus audio, if any) and writes its samples into a
+// media.Stream paced in real time, looping if asked.
+//
+// Fragmented MP4 plays too. Files the hub cannot carry directly (other
+// containers, other video codecs) are reported with errors wrapping
+// media.ErrUnsupportedCodec so the caller can route them to the ffmpeg
+// transcoder instead; AAC audio plays video-only with a warning.
+package file
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
+
+	"github.com/icey/icey-server/media"
+)
+
+// maxLag is how far the pacer may fall behind (a stalled process, a
+// suspended machine) before it stops catching up: past it, the schedule is
+// shifted instead of bursting many seconds of media into the stream.
+const maxLag = time.Second
+
+// Config configures a file source.
+type Config struct {
+	// Path of the MP4 file. Required.
+	Path string
+	// Loop restarts the file at its end (default false: Run returns nil).
+	Loop bool
+}
+
+// Source plays an MP4 file into a media.Stream. It implements media.Source.
+type Source struct {
+	name string
+	loop bool
+	log  *slog.Logger
+	info Info
+	warn []string
+
+	// open returns a reader for one Run and a release func.
+	open func() (io.ReadSeeker, func(), error)
+
+	loops atomic.Uint64
+}
+
+var _ media.Source = (*Source)(nil)
+
+// New checks the file (it must exist and be directly playable, see
+// Info.Direct) and returns a source for it. The file is opened again by
+// each Run, so a file replaced on disk is picked up on the next run.
+func New(cfg Config, log *slog.Logger) (*Source, error) {
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("%w: file source: empty path", media.ErrSourceUnavailable)
+	}
+	s := &Source{name: cfg.Path, loop: cfg.Loop, log: logger(log)}
+	s.open = func() (io.ReadSeeker, func(), error) {
+		f, err := os.Open(cfg.Path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", media.ErrSourceUnavailable, err)
+		}
+		return f, func() { f.Close() }, nil
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewFromReader is New for media already in memory or another seekable
+// reader; name is used in logs and errors. When r also implements
+// io.ReaderAt and Size (bytes.Reader, strings.Reader), every Run reads
+// through its own section reader, so Runs may overlap; otherwise Runs are
+// serialized on r.
+func NewFromReader(name string, r io.ReadSeeker, loop bool, log *slog.Logger) (*Source, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s: nil reader", media.ErrSourceUnavailable, name)
+	}
+	s := &Source{name: name, loop: loop, log: logger(log)}
+	if ra, ok := r.(interface {
+		io.ReaderAt
+		Size() int64
+	}); ok {
+		s.open = func() (io.ReadSeeker, func(), error) {
+			return io.NewSectionReader(ra, 0, ra.Size()), func() {}, nil
+		}
+	} else {
+		var mu sync.Mutex
+		s.open = func() (io.ReadSeeker, func(), error) {
+			mu.Lock()
+			return r, mu.Unlock, nil
+		}
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return l.With("module", "media/file")
+}
+
+// check parses the media once so configuration errors surface at startup.
+func (s *Source) check() error {
+	r, release, err := s.open()
+	if err != nil {
+		return fmt.Errorf("file source %s: %w", s.name, err)
+	}
+	defer release()
+	c, err := load(r, s.name)
+	if err != nil {
+		return err
+	}
+	s.info = c.info
+	s.warn, _ = c.info.Direct()
+	for _, w := range s.warn {
+		s.log.Warn("file source: "+w, "file", s.name)
+	}
+	return nil
+}
+
+// Kind implements media.Source.
+func (s *Source) Kind() string { return "file" }
+
+// String implements media.Source: the file name.
+func (s *Source) String() string { return s.name }
+
+// Info is what the file held when the source was created.
+func (s *Source) Info() Info { return s.info }
+
+// Warnings lists what will not play (e.g. AAC audio dropped).
+func (s *Source) Warnings() []string { return append([]string(nil), s.warn...) }
+
+// Loops counts completed passes over the file while looping.
+func (s *Source) Loops() uint64 { return s.loops.Load() }
+
+// Run implements media.Source: it declares the tracks, then writes every
+// sample when it is due relative to the start of the run, video and audio
+// interleaved by decode time. With Loop it calls st.Discontinuity at the end
+// of each pass and continues with timestamps offset by the file's duration,
+// so they keep increasing. Without Loop it returns nil after the last
+// sample. It returns ctx.Err() promptly on cancellation.
+func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+	return s.run(ctx, st)
+}
+
+func (s *Source) run(ctx context.Context, st sink) error { return s.runWith(ctx, st, true) }
+
+// runWith plays unpaced (as fast as possible) when paced is false: tests
+// use it to push whole files through quickly.
+func (s *Source) runWith(ctx context.Context, st sink, paced bool) error {
+	r, release, err := s.open()
+	if err != nil {
+		return fmt.Errorf("file source %s: %w", s.name, err)
+	}
+	defer release()
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", media.ErrSourceUnavailable, s.name, err)
+	}
+	c, err := load(r, s.name)
+	if err != nil {
+		return err
+	}
+	tr := media.Tracks{Video: &media.VideoParams{SPS: c.h264.SPS, PPS: c.h264.PPS}}
+	if c.audio != nil {
+		tr.Audio = &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
+	}
+	st.SetTracks(tr)
+	s.log.Info("file source playing", "file", s.name, "duration", c.period,
+		"video", c.info.VideoCodec, "audio", c.info.AudioCodec, "loop", s.loop)
+
+	p := pacer{start: time.Now(), timer: time.NewTimer(time.Hour), unpaced: !paced}
+	defer p.timer.Stop()
+	for {
+		if err := s.playOnce(ctx, c, size, &p, st); err != nil {
+			return err
+		}
+		if !s.loop {
+			s.log.Info("file source ended", "file", s.name)
+			return nil
+		}
+		s.loops.Add(1)
+		p.offset += c.period
+		st.Discontinuity()
+	}
+}
+
+// sink is what Run needs of a *media.Stream; tests record through it.
+type sink interface {
+	SetTracks(media.Tracks)
+	WriteH264(pts time.Duration, au [][]byte)
+	WriteAudio(pts time.Duration, frame []byte)
+	Discontinuity()
+}
+
+// pacer maps media time to wall time for one Run.
+type pacer struct {
+	start  time.Time
+	offset time.Duration // media time of the current pass's zero (loops)
+	timer  *time.Timer
+	// unpaced skips the waiting (tests).
+	unpaced bool
+}
+
+// wait blocks until media time t (relative to the pass) is due.
+func (p *pacer) wait(ctx context.Context, t time.Duration) error {
+	if p.unpaced {
+		return ctx.Err()
+	}
+	due := p.start.Add(p.offset + t)
+	d := time.Until(due)
+	if d <= 0 {
+		if -d > maxLag {
+			p.start = p.start.Add(-d)
+		}
+		return ctx.Err()
+	}
+	p.timer.Reset(d)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.timer.C:
+		return nil
+	}
+}
+
+// cursor walks one track in decode order.
+type cursor struct {
+	t     *pmp4.Track
+	video bool
+	i     int
+	dts   int64 // ticks of sample i
+	shift int64 // composition offset of the first sample, see playOnce
+}
+
+func (c *cursor) done() bool { return c == nil || c.i >= len(c.t.Samples) }
+
+func (c *cursor) dtsDur() time.Duration { return ticksToDuration(c.dts, c.t.TimeScale) }
+
+func (c *cursor) ptsDur() time.Duration {
+	return ticksToDuration(c.dts+int64(c.t.Samples[c.i].PTSOffset)-c.shift, c.t.TimeScale)
+}
+
+func (c *cursor) advance() {
+	c.dts += int64(c.t.Samples[c.i].Duration)
+	c.i++
+}
+
+func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w sink) error {
+	// Edit lists are not applied (pmp4 does not expose them). The common
+	// one, written by ffmpeg for B-frames, only cancels the first frame's
+	// composition offset: subtracting it keeps video and audio in sync.
+	v := &cursor{t: c.video, video: true, shift: int64(c.video.Samples[0].PTSOffset)}
+	var a *cursor
+	if c.audio != nil {
+		a = &cursor{t: c.audio}
+	}
+	badSamples := 0
+	for {
+		cur := v
+		if v.done() || (!a.done() && a.dtsDur() < v.dtsDur()) {
+			cur = a
+		}
+		if cur.done() {
+			return nil
+		}
+		if err := p.wait(ctx, cur.dtsDur()); err != nil {
+			return err
+		}
+		sample := cur.t.Samples[cur.i]
+		pts := p.offset + cur.ptsDur()
+		cur.advance()
+		buf, err := readSample(sample, size)
+		if err != nil {
+			return fmt.Errorf("%w: %s: reading sample: %v", media.ErrSourceUnavailable, s.name, err)
+		}
+		if !cur.video {
+			w.WriteAudio(pts, buf)
+			continue
+		}
+		var au h264.AVCC
+		if err := au.Unmarshal(buf); err != nil {
+			// One damaged sample should not stop playback; the hub skips
+			// viewers to the next keyframe anyway.
+			if badSamples++; badSamples == 1 {
+				s.log.Warn("file source: skipping malformed H.264 sample", "file", s.name, "err", err)
+			}
+			continue
+		}
+		w.WriteH264(pts, au)
+	}
+}
