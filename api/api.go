@@ -84,6 +84,14 @@ type Config struct {
 	TURN      TURNInfo
 	// RuntimeState returns starting | running | draining.
 	RuntimeState func() string
+	// StartupDone reports whether startup completed (the startup probe); it
+	// must never turn false again. Nil = always started.
+	StartupDone func() bool
+	// Components yields per-component health for detailed health.
+	Components func() []Component
+	// Events, when set, serves /api/events; Snapshot is its first event.
+	Events   EventSource
+	Snapshot func() any
 
 	// Static facts for status and config.
 	Source, SourceKind string // Source with credentials stripped
@@ -110,10 +118,21 @@ func New(c Config) *Handler {
 		c.Now = time.Now
 	}
 	h := &Handler{c: c, mux: http.NewServeMux()}
-	h.route("/api/health", false, h.health)
+	h.route("/api/health", false, func(w http.ResponseWriter, r *http.Request) {
+		if v := r.URL.Query().Get("detailed"); v == "true" || v == "1" {
+			h.healthDetailed(w, r)
+			return
+		}
+		h.health(w, r)
+	})
+	h.route("/api/health/", false, h.component)
+	h.route("/api/started", false, h.started)
 	h.route("/api/ready", false, h.ready)
 	h.route("/api/status", true, h.status)
 	h.route("/api/config", true, h.config)
+	if c.Events != nil {
+		h.route("/api/events", true, h.events)
+	}
 	return h
 }
 

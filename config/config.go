@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/icey/icey-server/internal/redact"
@@ -46,6 +47,8 @@ type Config struct {
 	STUN    STUN    `json:"stun"`
 	Media   Media   `json:"media"`
 	Metrics Metrics `json:"metrics"`
+	// HealthCheck configures outbound healthchecks.io-style pings.
+	HealthCheck HealthCheck `json:"healthCheck"`
 	// WebRoot serves the UI from a directory instead of the embedded copy.
 	WebRoot string `json:"webRoot"`
 
@@ -140,6 +143,12 @@ type Metrics struct {
 	BearerToken string `json:"bearerToken"` // secret: required when exposed beyond loopback
 }
 
+// HealthCheck: the ping URL itself comes from --health-check-url or
+// ICEY_HEALTH_CHECK_URL (it embeds the check's key).
+type HealthCheck struct {
+	IntervalSeconds int `json:"intervalSeconds"` // success pings while ready; default 60
+}
+
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
@@ -149,8 +158,9 @@ func Default() Config {
 			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
 			SourceGraceSeconds: DefaultSourceGraceSeconds},
-		LogLevel:  "info",
-		LogFormat: "text",
+		HealthCheck: HealthCheck{IntervalSeconds: 60},
+		LogLevel:    "info",
+		LogFormat:   "text",
 	}
 }
 
@@ -288,6 +298,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.SourceGraceSeconds < 1 || c.Media.SourceGraceSeconds > 3600 {
 		add("media.sourceGraceSeconds", "%d out of range (1-3600)", c.Media.SourceGraceSeconds)
+	}
+	if c.HealthCheck.IntervalSeconds < 1 || c.HealthCheck.IntervalSeconds > 86400 {
+		add("healthCheck.intervalSeconds", "%d out of range (1-86400)", c.HealthCheck.IntervalSeconds)
+	}
+	if c.HealthCheckURL != "" {
+		if u, err := url.Parse(c.HealthCheckURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("health check URL", "not an http(s) URL")
+		}
+	}
+	if c.Metrics.Listen != "" {
+		host, port, err := net.SplitHostPort(c.Metrics.Listen)
+		if err != nil {
+			add("metrics.listen", "%q is not host:port", c.Metrics.Listen)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("metrics.listen", "port %q out of range (1-65535)", port)
+		} else if !IsLoopbackHost(host) && c.Metrics.BearerToken == "" {
+			add("metrics.bearerToken", "required when metrics.listen binds a non-loopback address (%s); set it in the file or ICEY_METRICS_TOKEN", c.Metrics.Listen)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -417,6 +417,8 @@ func applyEnv(cfg *Config, getenv Getenv) error {
 	str("ICEY_LOG_FORMAT", &next.LogFormat)
 	str("ICEY_METRICS_TOKEN", &next.Metrics.BearerToken)
 	str("ICEY_HEALTH_CHECK_URL", &next.HealthCheckURL)
+	num("ICEY_HEALTH_CHECK_INTERVAL", &next.HealthCheck.IntervalSeconds)
+	str("ICEY_METRICS_LISTEN", &next.Metrics.Listen)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}

@@ -17,11 +17,12 @@ type listeners struct {
 	media   net.PacketConn
 	turnUDP net.PacketConn
 	turnTCP net.Listener
+	metrics net.Listener // optional metrics.listen
 }
 
 func (l *listeners) Close() {
 	// A nil interface field converts to a nil Closer, so the check is sound.
-	for _, c := range []interface{ Close() error }{l.http, l.media, l.turnUDP, l.turnTCP} {
+	for _, c := range []interface{ Close() error }{l.http, l.media, l.turnUDP, l.turnTCP, l.metrics} {
 		if c != nil {
 			_ = c.Close()
 		}
@@ -68,6 +69,12 @@ func bindAll(cfg config.Config) (*listeners, error) {
 		if l.turnTCP, err = net.Listen("tcp", hostPort(host, cfg.TURN.Port)); err != nil {
 			l.Close()
 			return nil, &bindError{"TURN (TCP)", hostPort(host, cfg.TURN.Port), sysErr(err)}
+		}
+	}
+	if cfg.Metrics.Listen != "" {
+		if l.metrics, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			l.Close()
+			return nil, &bindError{"metrics", cfg.Metrics.Listen, sysErr(err)}
 		}
 	}
 	return l, nil

@@ -15,11 +15,15 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/icey/icey-server/api"
 	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/internal/events"
+	"github.com/icey/icey-server/internal/healthping"
 	"github.com/icey/icey-server/internal/logging"
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/metrics"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/signaling"
 	"github.com/icey/icey-server/turn"
@@ -44,8 +48,25 @@ type app struct {
 	sig    *signaling.Manager
 	srv    *http.Server
 
+	metricsSrv *http.Server
+
 	supCancel context.CancelFunc
 	supDone   chan struct{}
+
+	bus         *events.Bus
+	metrics     *metrics.Metrics
+	symple      sympleServer
+	startupDone atomic.Bool
+	logTail     *healthping.Tail
+	bg          sync.WaitGroup // background loops (readiness watch, pings)
+	bgCancel    context.CancelFunc
+}
+
+// sympleServer is the Symple WebSocket server as the app uses it.
+type sympleServer interface {
+	http.Handler
+	Peers() int
+	Shutdown()
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -54,7 +75,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 }
 
 func newApp(cfg config.Config, log *slog.Logger) *app {
-	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now()}
+	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now(), bus: events.New()}
 	a.state.Store("starting")
 	return a
 }
@@ -62,20 +83,25 @@ func newApp(cfg config.Config, log *slog.Logger) *app {
 // serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
 // down in order. It returns the process exit code.
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
-	log := newLogger(cfg, stderr)
+	tail := &healthping.Tail{}
+	log := newLogger(cfg, io.MultiWriter(stderr, tail))
 	a := newApp(cfg, log)
+	a.logTail = tail
 	if code := a.start(); code != exitOK {
 		a.close(context.Background())
 		return code
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- a.serveHTTP() }()
+	if a.ln.metrics != nil {
+		go func() { errc <- a.serveMetrics() }()
+	}
 	a.state.Store("running")
+	a.startupDone.Store(true)
 	log.Info("icey-server serving", "module", "main", "version", version, "mode", cfg.Media.Mode,
 		"url", a.publicURL(), "source", sourceDesc(a),
 		"startup", time.Since(a.started).Round(time.Millisecond).String())
-	stopWatch := a.watchReadiness()
-	defer stopWatch()
+	a.startBackground()
 
 	select {
 	case <-ctx.Done():
@@ -156,6 +182,7 @@ func (a *app) start() int {
 				} else {
 					l.Info("source state changed")
 				}
+				a.sourceEvent(s, err)
 			},
 		}, logging.Module(log, "media"))
 		ctx, cancel := context.WithCancel(context.Background())
@@ -173,13 +200,18 @@ func (a *app) start() int {
 		LoopbackOnly: config.IsLoopbackHost(cfg.HTTP.Host),
 		MaxSessions:  cfg.WebRTC.MaxSessions,
 		ICEServers:   a.iceServers,
+		Observer:     observer{a},
 	}, a.stream, logging.Module(log, "signaling"))
 	if err != nil {
 		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
 		return exitStartup
 	}
+	a.metrics = metrics.New(prometheus.NewRegistry(), a.metricsSources())
+	if !config.IsLoopbackHost(cfg.HTTP.Host) && cfg.Metrics.BearerToken == "" && cfg.Metrics.Listen == "" {
+		log.Info("/metrics is closed on this non-loopback listener until metrics.bearerToken (ICEY_METRICS_TOKEN) is set", "module", "metrics")
+	}
 	a.srv = &http.Server{
-		Handler:           a.routes(),
+		Handler:           a.metrics.Instrument(routeLabel, a.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logging.Module(log, "http").Handler(), slog.LevelDebug),
@@ -201,9 +233,26 @@ func (a *app) serveHTTP() error {
 	return err
 }
 
+// serveMetrics serves /metrics on the separate metrics.listen listener.
+func (a *app) serveMetrics() error {
+	host, _, _ := net.SplitHostPort(a.cfg.Metrics.Listen)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsAuth(host, a.cfg.Metrics.BearerToken, a.metrics.Handler()))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.metricsSrv = srv
+	err := srv.Serve(a.ln.metrics)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
 func (a *app) routes() http.Handler {
 	cfg := a.cfg
 	mux := http.NewServeMux()
+	if cfg.Metrics.Listen == "" {
+		mux.Handle("/metrics", metricsAuth(cfg.HTTP.Host, cfg.Metrics.BearerToken, a.metrics.Handler()))
+	}
 	mux.Handle("/api/", api.New(api.Config{
 		Version:      version,
 		Mode:         cfg.Media.Mode,
@@ -214,6 +263,10 @@ func (a *app) routes() http.Handler {
 		Stream:       streamInfo{a},
 		TURN:         turnInfo{a},
 		RuntimeState: func() string { return a.state.Load().(string) },
+		StartupDone:  a.startupDone.Load,
+		Components:   a.components,
+		Events:       a.bus,
+		Snapshot:     a.snapshot,
 		Source:       cfg.PublicSource(),
 		SourceKind:   cfg.SourceKind(),
 		Loop:         cfg.Media.Loop,
@@ -401,33 +454,49 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 	return c, warns
 }
 
-// watchReadiness re-evaluates the live checks every second so readiness
-// edges (a camera dropping past its grace period) are logged when they
-// happen, not only when a probe asks.
-func (a *app) watchReadiness() (stop func()) {
+// startBackground starts the loops that outlive startup: the readiness
+// watch (re-evaluates live checks every second so edges are logged and
+// published when they happen, not only when a probe asks) and the outbound
+// health-check pings.
+func (a *app) startBackground() {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.bgCancel = cancel
 	a.pf.OnChange(func(r preflight.Report) {
 		if r.Ready {
 			a.log.Info("ready", "module", "preflight", "status", r.Status)
 		} else {
 			a.log.Warn("not ready", "module", "preflight", "failing", r.Failing())
 		}
+		a.readinessEvent(r)
 	})
-	done := make(chan struct{})
-	exited := make(chan struct{})
+	a.bg.Add(1)
 	go func() {
-		defer close(exited)
+		defer a.bg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		refusals := map[string]uint64{}
 		for {
 			a.pf.Poll()
+			a.turnRefusalEvents(refusals)
 			select {
 			case <-t.C:
-			case <-done:
+			case <-ctx.Done():
 				return
 			}
 		}
 	}()
-	return func() { close(done); <-exited }
+	if a.cfg.HealthCheckURL != "" {
+		p := healthping.New(healthping.Config{
+			URL:      a.cfg.HealthCheckURL,
+			Interval: time.Duration(a.cfg.HealthCheck.IntervalSeconds) * time.Second,
+			Logs:     a.logTail,
+		}, logging.Module(a.log, "healthping"))
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			p.Run(ctx, func() bool { return a.pf.Report().Ready })
+		}()
+	}
 }
 
 // shutdown drains: readiness 503 first (health still 200), then hang up
@@ -435,6 +504,7 @@ func (a *app) watchReadiness() (stop func()) {
 func (a *app) shutdown(hurry context.Context) {
 	a.state.Store("draining")
 	a.pf.Set(preflight.CheckShutdown, preflight.Fail, "Server is shutting down")
+	a.bus.Publish(events.ShutdownStarted, map[string]any{"drainSeconds": a.cfg.HTTP.DrainSeconds})
 	if d := time.Duration(a.cfg.HTTP.DrainSeconds) * time.Second; d > 0 {
 		select {
 		case <-time.After(d):
@@ -460,6 +530,9 @@ func (a *app) close(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+	if a.symple != nil {
+		step("websocket", 3*time.Second, a.symple.Shutdown)
+	}
 	if a.sig != nil {
 		step("sessions", 5*time.Second, func() { a.sig.Close("shutdown") })
 	}
@@ -471,6 +544,13 @@ func (a *app) close(ctx context.Context) {
 	}
 	if a.turn != nil {
 		step("turn", 3*time.Second, func() { _ = a.turn.Close() })
+	}
+	if a.bgCancel != nil {
+		a.bgCancel()
+		a.bg.Wait()
+	}
+	if a.metricsSrv != nil {
+		_ = a.metricsSrv.Close()
 	}
 	if a.srv != nil {
 		step("http", 5*time.Second, func() {

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/icey/icey-server/api"
+	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/internal/events"
+	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/metrics"
+	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/signaling"
+)
+
+// observer turns session lifecycles into events and metrics.
+type observer struct{ a *app }
+
+var _ signaling.Observer = observer{}
+
+func (o observer) SessionStarted(info signaling.SessionInfo) {
+	o.a.bus.Publish(events.SessionStarted, map[string]any{"id": info.ID, "role": info.Role})
+}
+
+func (o observer) FirstKeyframe(id string, d time.Duration) {
+	if o.a.metrics != nil {
+		o.a.metrics.ObserveFirstKeyframe(d)
+	}
+}
+
+func (o observer) SessionEnded(info signaling.SessionInfo, reason string) {
+	o.a.bus.Publish(events.SessionEnded, map[string]any{"id": info.ID, "role": info.Role,
+		"reason": reason, "sent": info.Sent, "dropped": info.Drops})
+	if o.a.metrics != nil {
+		o.a.metrics.ObserveSessionEnd(info.Role, reason, info.Drops)
+	}
+}
+
+// sourceEvent maps supervisor states to events.
+func (a *app) sourceEvent(s media.SourceState, err error) {
+	data := map[string]any{"state": string(s), "source": a.src.String(), "kind": a.src.Kind()}
+	if err != nil {
+		data["error"] = config.RedactURL(err.Error())
+	}
+	switch s {
+	case media.SourceUp:
+		a.bus.Publish(events.SourceUp, data)
+	case media.SourceReconnecting:
+		a.bus.Publish(events.SourceReconnect, data)
+	case media.SourceEnded:
+		a.bus.Publish(events.SourceEnded, data)
+	case media.SourceStopped:
+		a.bus.Publish(events.SourceDown, data)
+	}
+}
+
+// readinessEvent publishes readiness edges; a source failing past its grace
+// period is reported as source.down too.
+func (a *app) readinessEvent(r preflight.Report) {
+	a.bus.Publish(events.ReadinessChanged, map[string]any{"ready": r.Ready, "status": r.Status, "failing": r.Failing()})
+	for _, c := range r.Checks {
+		if c.Name == preflight.CheckSource && c.Result == preflight.Fail && a.sup != nil &&
+			a.sup.Status().State == media.SourceReconnecting {
+			a.bus.Publish(events.SourceDown, map[string]any{"source": a.src.String(), "kind": a.src.Kind(), "detail": c.Detail})
+		}
+	}
+}
+
+// turnRefusalEvents publishes refusals seen since the last call, aggregated
+// per reason (a flood of refusals must not become a flood of events).
+func (a *app) turnRefusalEvents(last map[string]uint64) {
+	if a.turn == nil {
+		return
+	}
+	for reason, n := range a.turn.Stats().Refusals {
+		if d := n - last[reason]; d > 0 {
+			a.bus.Publish(events.TURNRefused, map[string]any{"reason": reason, "count": d})
+		}
+		last[reason] = n
+	}
+}
+
+// snapshot is the first event of /api/events.
+func (a *app) snapshot() any {
+	rep := a.pf.Report()
+	active, total := a.sig.Counts()
+	snap := map[string]any{
+		"ready": rep.Ready, "status": rep.Status, "failing": rep.Failing(), "mode": a.cfg.Media.Mode,
+		"runtime": a.state.Load().(string), "sessions": map[string]int64{"active": active, "total": total},
+		"version": version,
+	}
+	if a.sup != nil {
+		st := a.sup.Status()
+		snap["source"] = map[string]any{"state": string(st.State), "kind": a.src.Kind(), "source": a.src.String()}
+	}
+	list := a.sig.Sessions()
+	snap["sessionList"] = list
+	return snap
+}
+
+// components is the detailed health view.
+func (a *app) components() []api.Component {
+	out := []api.Component{{Name: "http", Status: api.Healthy, Detail: "serving on " + hostPort(a.cfg.HTTP.Host, a.cfg.HTTP.Port)}}
+	if a.sig != nil && a.state.Load() != "draining" {
+		active, _ := a.sig.Counts()
+		out = append(out, api.Component{Name: "webrtc", Status: api.Healthy,
+			Detail: "media on " + hostPort(a.cfg.HTTP.Host, a.cfg.WebRTC.Port) + "/udp; " + itoa(active) + " active session(s)"})
+	} else {
+		out = append(out, api.Component{Name: "webrtc", Status: api.Unhealthy, Detail: "not accepting sessions"})
+	}
+	switch {
+	case !a.cfg.TURN.Enabled:
+		out = append(out, api.Component{Name: "turn", Status: api.Disabled, Detail: "TURN disabled"})
+	case a.turn != nil:
+		st := a.turn.Stats()
+		out = append(out, api.Component{Name: "turn", Status: api.Healthy,
+			Detail: itoa(int64(st.Allocations)) + " allocation(s) on " + hostPort(a.cfg.HTTP.Host, a.cfg.TURN.Port)})
+	default:
+		out = append(out, api.Component{Name: "turn", Status: api.Unhealthy, Detail: "TURN not running"})
+	}
+	src, _ := a.sourceCheck()
+	switch {
+	case a.cfg.Media.Mode != "stream":
+		out = append(out, api.Component{Name: "source", Status: api.Disabled, Detail: src.Detail})
+	case a.sup != nil && a.sup.Status().State == media.SourceUp:
+		out = append(out, api.Component{Name: "source", Status: api.Healthy, Detail: src.Detail})
+	default:
+		out = append(out, api.Component{Name: "source", Status: api.Unhealthy, Detail: src.Detail})
+	}
+	rec, recDetail := recordingsCheck(a.cfg)
+	switch {
+	case a.cfg.Media.Mode != "record":
+		out = append(out, api.Component{Name: "recordings", Status: api.Disabled, Detail: recDetail})
+	case rec == preflight.Fail:
+		out = append(out, api.Component{Name: "recordings", Status: api.Unhealthy, Detail: recDetail})
+	default:
+		out = append(out, api.Component{Name: "recordings", Status: api.Healthy, Detail: recDetail})
+	}
+	out = append(out, a.signalingComponent())
+	return out
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// signalingComponent: WHEP (and the WebSocket server) accept sessions
+// until the drain starts.
+func (a *app) signalingComponent() api.Component {
+	if a.state.Load() == "draining" {
+		return api.Component{Name: "signaling", Status: api.Unhealthy, Detail: "draining: not accepting new sessions"}
+	}
+	d := "WHEP on /whep"
+	if a.symple != nil {
+		d += "; Symple WebSocket on /ws with " + itoa(int64(a.symple.Peers())) + " peer(s)"
+	}
+	return api.Component{Name: "signaling", Status: api.Healthy, Detail: d}
+}
+
+// metricsSources reads the components at scrape time.
+func (a *app) metricsSources() metrics.Sources {
+	return metrics.Sources{
+		Version: version,
+		Ready:   func() bool { return a.pf.Report().Ready },
+		Sessions: func() metrics.SessionTotals {
+			t := a.sig.Totals()
+			_, total := a.sig.Counts()
+			return metrics.SessionTotals{ActiveByRole: t.ActiveByRole, Total: total,
+				PacketsSent: t.PacketsSent, BytesSent: t.BytesSent, Dropped: t.Dropped}
+		},
+		Source: func() metrics.SourceSnapshot {
+			st := a.stream.Stats()
+			s := metrics.SourceSnapshot{FPS: st.FPS, Packets: st.PacketsIn, Bytes: st.BytesIn, State: string(st.State)}
+			if a.sup != nil {
+				ss := a.sup.Status()
+				s.State, s.Reconnects = string(ss.State), ss.Reconnects
+			}
+			return s
+		},
+		Viewers: func() []metrics.ViewerSnapshot {
+			st := a.stream.Stats()
+			out := make([]metrics.ViewerSnapshot, 0, len(st.Viewers))
+			for _, v := range st.Viewers {
+				out = append(out, metrics.ViewerSnapshot{ID: v.ID, Dropped: v.Dropped})
+			}
+			return out
+		},
+		TURN: func() (metrics.TURNSnapshot, bool) {
+			if a.turn == nil {
+				return metrics.TURNSnapshot{}, false
+			}
+			s := a.turn.Stats()
+			return metrics.TURNSnapshot{Allocations: s.Allocations, AllocationsTotal: s.AllocationsTotal, Refusals: s.Refusals}, true
+		},
+	}
+}
+
+// routeLabel maps a request to a bounded label for HTTP metrics.
+func routeLabel(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/api/health/"):
+		return "/api/health/:component"
+	case p == "/api/health", p == "/api/ready", p == "/api/status", p == "/api/config", p == "/api/started", p == "/api/events", p == "/metrics":
+		return p
+	case strings.HasPrefix(p, "/api/"):
+		return "/api/other"
+	case strings.HasPrefix(p, "/whep"):
+		return "/whep"
+	case strings.HasPrefix(p, "/whip"):
+		return "/whip"
+	case p == "/ws" || isUpgrade(r):
+		return "/ws"
+	default:
+		return "/ui"
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// metricsAuth guards /metrics: open on loopback binds; beyond loopback a
+// bearer token is required, and without one configured it stays closed.
+func metricsAuth(bindHost, token string, next http.Handler) http.Handler {
+	if config.IsLoopbackHost(bindHost) && token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" {
+			http.Error(w, "metrics are disabled on a non-loopback listener until metrics.bearerToken (ICEY_METRICS_TOKEN) is set", http.StatusForbidden)
+			return
+		}
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !api.TokenOK(token, got) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,274 @@
+// Package metrics exposes Prometheus metrics from an injected registry (no
+// globals). Most values are read from the components at scrape time
+// through small functions, so the media hot path pays nothing for them;
+// only events (session ends, first keyframes, HTTP requests) are observed
+// as they happen.
+package metrics
+
+import (
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Namespace prefixes every metric.
+const Namespace = "icey"
+
+// SourceSnapshot is the source part read at scrape time.
+type SourceSnapshot struct {
+	State      string // starting | up | reconnecting | ended | stopped
+	Reconnects uint64
+	FPS        float64
+	Packets    uint64
+	Bytes      uint64
+}
+
+// ViewerSnapshot is one live viewer's counters.
+type ViewerSnapshot struct {
+	ID      string
+	Dropped uint64
+}
+
+// TURNSnapshot are the TURN counters.
+type TURNSnapshot struct {
+	Allocations      int
+	AllocationsTotal uint64
+	Refusals         map[string]uint64
+}
+
+// SessionTotals are cumulative per-role counters of the session layer.
+type SessionTotals struct {
+	ActiveByRole map[string]int64
+	Total        int64
+	PacketsSent  uint64
+	BytesSent    uint64
+	Dropped      uint64
+}
+
+// Sources are read at scrape time; nil members are skipped.
+type Sources struct {
+	Version  string
+	Ready    func() bool
+	Sessions func() SessionTotals
+	Source   func() SourceSnapshot
+	Viewers  func() []ViewerSnapshot
+	TURN     func() (TURNSnapshot, bool) // false when TURN is disabled
+}
+
+// Metrics holds the event-driven metrics and the registry.
+type Metrics struct {
+	reg           *prometheus.Registry
+	firstKeyframe prometheus.Histogram
+	sessionDrops  prometheus.Histogram
+	sessionsEnded *prometheus.CounterVec
+	httpDur       *prometheus.HistogramVec
+}
+
+// TopViewers bounds the per-viewer drop gauge's cardinality.
+const TopViewers = 10
+
+var sourceStates = []string{"starting", "up", "reconnecting", "ended", "stopped"}
+
+// New registers everything on reg (use prometheus.NewRegistry()).
+func New(reg *prometheus.Registry, src Sources) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		firstKeyframe: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "first_keyframe_seconds",
+			Help:    "Time from a viewer's session start to its first video keyframe being sent.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2, 4, 8},
+		}),
+		sessionDrops: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "session_dropped_packets",
+			Help:    "Packets dropped for a viewer over its whole session (slow consumer), observed at session end.",
+			Buckets: []float64{0, 1, 10, 100, 1000, 10000},
+		}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sessions_ended_total",
+			Help: "WebRTC sessions ended, by role and reason.",
+		}, []string{"role", "reason"}),
+		httpDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "http_request_duration_seconds",
+			Help:    "HTTP request durations by route, method and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5},
+		}, []string{"route", "method", "code"}),
+	}
+	reg.MustRegister(m.firstKeyframe, m.sessionDrops, m.sessionsEnded, m.httpDur,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&scrape{src: src})
+	return m
+}
+
+// ObserveFirstKeyframe records a viewer's join->first keyframe latency.
+func (m *Metrics) ObserveFirstKeyframe(d time.Duration) { m.firstKeyframe.Observe(d.Seconds()) }
+
+// ObserveSessionEnd records a finished session.
+func (m *Metrics) ObserveSessionEnd(role, reason string, dropped uint64) {
+	m.sessionsEnded.WithLabelValues(role, reasonLabel(reason)).Inc()
+	m.sessionDrops.Observe(float64(dropped))
+}
+
+// reasonLabel keeps the label set small: reasons are free text.
+func reasonLabel(r string) string {
+	r = strings.ToLower(r)
+	for _, k := range []string{"shutdown", "hangup", "timeout", "failed", "closed", "deleted", "source"} {
+		if strings.Contains(r, k) {
+			return k
+		}
+	}
+	if r == "" {
+		return "unknown"
+	}
+	return "other"
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Instrument wraps an HTTP handler to observe request durations; route maps
+// a request to a bounded label.
+func (m *Metrics) Instrument(route func(*http.Request) string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rw, r)
+		m.httpDur.WithLabelValues(route(r), r.Method, strconv.Itoa(rw.code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps Server-Sent Events streaming through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer (WebSocket hijack).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// scrape is a collector that reads the components at scrape time.
+type scrape struct{ src Sources }
+
+var (
+	dUp           = desc("up", "1 while the server runs.", nil)
+	dBuild        = desc("build_info", "Build information.", []string{"version"})
+	dReady        = desc("ready", "1 when /api/ready answers 200.", nil)
+	dActive       = desc("sessions_active", "WebRTC sessions connected now, by role.", []string{"role"})
+	dTotal        = desc("sessions_total", "WebRTC sessions created since start.", nil)
+	dPktSent      = desc("packets_sent_total", "RTP packets handed to viewers.", nil)
+	dBytesSent    = desc("bytes_sent_total", "RTP bytes handed to viewers.", nil)
+	dDropped      = desc("packets_dropped_total", "Packets dropped for slow viewers.", nil)
+	dViewerDrops  = desc("viewer_dropped_packets", "Dropped packets of the live viewers with the most drops (top 10).", []string{"viewer"})
+	dSrcState     = desc("source_state", "1 for the source's current state.", []string{"state"})
+	dSrcUp        = desc("source_up", "1 while the source delivers media.", nil)
+	dSrcReconn    = desc("source_reconnects_total", "Source reconnect attempts.", nil)
+	dSrcFPS       = desc("source_fps", "Measured video frames per second of the source.", nil)
+	dSrcPackets   = desc("source_packets_total", "Normalized RTP packets published by the source.", nil)
+	dSrcBytes     = desc("source_bytes_total", "Bytes published by the source.", nil)
+	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
+	dTURNTotal    = desc("turn_allocations_total", "TURN allocations created since start.", nil)
+	dTURNRefusals = desc("turn_refusals_total", "TURN requests refused, by reason.", []string{"reason"})
+)
+
+func desc(name, help string, labels []string) *prometheus.Desc {
+	return prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)
+}
+
+func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPktSent, dBytesSent, dDropped,
+		dViewerDrops, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
+		ch <- d
+	}
+}
+
+func (s *scrape) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
+	gauge(dUp, 1)
+	gauge(dBuild, 1, s.src.Version)
+	if s.src.Ready != nil {
+		gauge(dReady, b2f(s.src.Ready()))
+	}
+	if s.src.Sessions != nil {
+		t := s.src.Sessions()
+		roles := map[string]int64{"viewer": 0}
+		for r, n := range t.ActiveByRole {
+			roles[r] = n
+		}
+		for r, n := range roles {
+			gauge(dActive, float64(n), r)
+		}
+		counter(dTotal, float64(t.Total))
+		counter(dPktSent, float64(t.PacketsSent))
+		counter(dBytesSent, float64(t.BytesSent))
+		counter(dDropped, float64(t.Dropped))
+	}
+	if s.src.Viewers != nil {
+		vs := s.src.Viewers()
+		sort.Slice(vs, func(i, j int) bool { return vs[i].Dropped > vs[j].Dropped })
+		for i, v := range vs {
+			if i == TopViewers || v.Dropped == 0 {
+				break
+			}
+			gauge(dViewerDrops, float64(v.Dropped), v.ID)
+		}
+	}
+	if s.src.Source != nil {
+		st := s.src.Source()
+		for _, name := range sourceStates {
+			gauge(dSrcState, b2f(st.State == name), name)
+		}
+		gauge(dSrcUp, b2f(st.State == "up"))
+		counter(dSrcReconn, float64(st.Reconnects))
+		gauge(dSrcFPS, st.FPS)
+		counter(dSrcPackets, float64(st.Packets))
+		counter(dSrcBytes, float64(st.Bytes))
+	}
+	if s.src.TURN != nil {
+		if t, ok := s.src.TURN(); ok {
+			gauge(dTURNAllocs, float64(t.Allocations))
+			counter(dTURNTotal, float64(t.AllocationsTotal))
+			for reason, n := range t.Refusals {
+				counter(dTURNRefusals, float64(n), reason)
+			}
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

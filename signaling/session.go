@@ -1,0 +1,568 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/icey/icey-server/media"
+)
+
+// Session is one peer connection (a viewer for now).
+type Session struct {
+	m         *Manager
+	id        string
+	etag      string
+	role      string
+	remote    string
+	createdAt time.Time
+
+	pc           *webrtc.PeerConnection
+	video, audio *viewerTrack
+	remoteUfrag  string
+
+	ctx    context.Context // canceled when the session ends
+	cancel context.CancelFunc
+
+	connected     chan struct{} // ICE+DTLS connected
+	connectedOnce sync.Once
+	srtpReady     chan struct{} // SRTP keys derived: writes are no longer dropped
+	srtpOnce      sync.Once
+	done          chan struct{}
+	endOnce       sync.Once
+	rtcpWG        sync.WaitGroup
+
+	mu        sync.Mutex
+	err       error
+	onCand    func(*webrtc.ICECandidate)
+	gathered  bool
+	isActive  bool
+	finalStat media.SubscriberStats
+
+	sub        atomic.Pointer[media.Subscriber]
+	writeErrs  atomic.Uint64
+	packetsOut atomic.Uint64 // written to the peer (only this session's goroutine adds)
+	bytesOut   atomic.Uint64
+	live       atomic.Bool // setup finished: visible to Manager.Session
+}
+
+// ID is the session id (the last element of the WHEP resource URL).
+func (s *Session) ID() string { return s.id }
+
+// Done is closed once the session has ended and released its resources.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err reports why the session ended (nil while it runs): one of
+// ErrHandshakeTimeout, ErrConnectionFailed, ErrPeerClosed, ErrSourceClosed,
+// or an error carrying the reason given to Close.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close hangs up the session with a reason (e.g. "hangup", "shutdown"). It
+// does not wait; see Done.
+func (s *Session) Close(reason string) {
+	if reason == "" {
+		reason = "hangup"
+	}
+	s.end(errors.New(reason))
+}
+
+// AddICECandidate adds a remote candidate trickled by the client.
+func (s *Session) AddICECandidate(c webrtc.ICECandidateInit) error {
+	return s.pc.AddICECandidate(c)
+}
+
+// OnLocalCandidate registers f for local candidates; nil means end of
+// candidates. Gathering on the shared UDP mux completes before NewViewer
+// returns and the answer already carries every candidate, so f is normally
+// called once, synchronously, with nil.
+func (s *Session) OnLocalCandidate(f func(*webrtc.ICECandidate)) {
+	s.mu.Lock()
+	s.onCand = f
+	gathered := s.gathered
+	s.mu.Unlock()
+	if gathered && f != nil {
+		f(nil)
+	}
+}
+
+func (s *Session) end(err error) {
+	s.endOnce.Do(func() {
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+		s.cancel()
+	})
+}
+
+func (s *Session) info() SessionInfo {
+	s.mu.Lock()
+	state := "connecting"
+	if s.isActive {
+		state = "connected"
+	}
+	if s.err != nil {
+		state = "closing"
+	}
+	st := s.finalStat
+	s.mu.Unlock()
+	if sub := s.sub.Load(); sub != nil {
+		st = sub.Stats()
+	}
+	return SessionInfo{ID: s.id, Role: s.role, Remote: s.remote, State: state,
+		CreatedAt: s.createdAt, Sent: st.Sent, Drops: st.Dropped}
+}
+
+// NewViewer answers a viewer's (recvonly) offer and starts the session. The
+// answer is returned only after ICE gathering completed (instant on the UDP
+// mux), so clients without trickle ICE work. ctx bounds the setup only.
+func (m *Manager) NewViewer(ctx context.Context, offer string, meta SessionMeta) (*Session, string, error) {
+	if m.cfg.Mode == "record" {
+		return nil, "", fmt.Errorf("%w: server is in record mode; viewing requires --mode stream or relay", ErrWrongMode)
+	}
+	parsed, err := checkOffer(offer)
+	if err != nil {
+		return nil, "", err
+	}
+	tracks := m.st.Tracks()
+	if tracks.Video == nil && tracks.Audio == nil {
+		return nil, "", fmt.Errorf("%w: the stream has no tracks yet", ErrNoSource)
+	}
+	if !offerReceives(parsed, tracks) {
+		return nil, "", fmt.Errorf("%w: offer receives neither the stream's video nor its audio", ErrBadOffer)
+	}
+	if meta.Role == "" {
+		meta.Role = "viewer"
+	}
+	s := &Session{
+		m: m, id: randomID(16), etag: `"` + randomID(8) + `"`,
+		role: meta.Role, remote: meta.Remote, createdAt: time.Now(),
+		connected: make(chan struct{}), srtpReady: make(chan struct{}), done: make(chan struct{}),
+		remoteUfrag: offerUfrag(parsed),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := m.add(s); err != nil {
+		s.cancel()
+		return nil, "", err
+	}
+	answer, err := s.setup(ctx, tracks, offer)
+	if err != nil {
+		s.end(err)
+		if s.pc != nil {
+			_ = s.pc.GracefulClose()
+		}
+		s.rtcpWG.Wait()
+		m.remove(s)
+		close(s.done)
+		m.wg.Done()
+		return nil, "", err
+	}
+	m.total.Add(1)
+	s.live.Store(true)
+	go s.run()
+	return s, answer, nil
+}
+
+func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) (string, error) {
+	m := s.m
+	pc, err := m.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return "", fmt.Errorf("signaling: new peer connection: %w", err)
+	}
+	s.pc = pc
+	streamID := "icey"
+	type sent struct {
+		tr  *viewerTrack
+		snd *webrtc.RTPSender
+	}
+	var senders []sent
+	if v := tracks.Video; v != nil {
+		var profile byte
+		if len(v.SPS) > 1 {
+			profile = v.SPS[1]
+		}
+		s.video = newViewerTrack(webrtc.RTPCodecTypeVideo, webrtc.MimeTypeH264, profile, streamID, randomSeq())
+		snd, err := pc.AddTrack(s.video)
+		if err != nil {
+			return "", fmt.Errorf("signaling: add video track: %w", err)
+		}
+		senders = append(senders, sent{s.video, snd})
+	}
+	if a := tracks.Audio; a != nil {
+		mime, ok := audioMime(a.Codec)
+		if !ok {
+			return "", fmt.Errorf("%w: audio codec %q", media.ErrUnsupportedCodec, a.Codec)
+		}
+		s.audio = newViewerTrack(webrtc.RTPCodecTypeAudio, mime, 0, streamID, randomSeq())
+		snd, err := pc.AddTrack(s.audio)
+		if err != nil {
+			return "", fmt.Errorf("signaling: add audio track: %w", err)
+		}
+		senders = append(senders, sent{s.audio, snd})
+	}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			s.connectedOnce.Do(func() { close(s.connected) })
+		case webrtc.PeerConnectionStateFailed:
+			s.end(ErrConnectionFailed)
+		case webrtc.PeerConnectionStateClosed:
+			s.end(ErrPeerClosed)
+		}
+	})
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		s.mu.Lock()
+		if c == nil {
+			s.gathered = true
+		}
+		f := s.onCand
+		s.mu.Unlock()
+		if f != nil {
+			f(c)
+		}
+	})
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(answer); err != nil {
+		if errors.Is(err, webrtc.ErrUnsupportedCodec) {
+			return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+		}
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	if (s.video == nil || s.video.bound() == nil) && (s.audio == nil || s.audio.bound() == nil) {
+		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+	}
+	// Drain RTCP per sender: interceptors (NACK responder, reports) only see
+	// incoming RTCP when someone reads it.
+	for _, x := range senders {
+		if x.tr.bound() != nil { // an unanswered track has no RTCP
+			s.rtcpWG.Add(1)
+			go s.readRTCP(x.snd)
+		}
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-s.ctx.Done():
+		return "", fmt.Errorf("%w: %v", ErrClosed, s.Err())
+	}
+	return pc.LocalDescription().SDP, nil
+}
+
+// readRTCP feeds incoming RTCP through the interceptors until the sender
+// stops. Its first call returns only once SRTP is ready, which is what
+// gates the first media write (pion drops writes made before that, and
+// "connected" can be reported slightly earlier).
+func (s *Session) readRTCP(snd *webrtc.RTPSender) {
+	defer s.rtcpWG.Done()
+	if err := snd.SetReadDeadline(time.Time{}); err != nil {
+		return
+	}
+	s.srtpOnce.Do(func() { close(s.srtpReady) })
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := snd.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// run is the session's one goroutine: it waits for the handshake, then pumps
+// hub packets to the peer until the session ends, then cleans up.
+func (s *Session) run() {
+	m := s.m
+	defer m.wg.Done()
+	timer := time.NewTimer(m.cfg.HandshakeTimeout)
+	ready := false
+	for !ready {
+		select {
+		case <-s.connected:
+			select {
+			case <-s.srtpReady:
+				ready = true
+			case <-timer.C:
+				s.end(ErrHandshakeTimeout)
+			case <-s.ctx.Done():
+			}
+		case <-timer.C:
+			s.end(ErrHandshakeTimeout)
+		case <-s.ctx.Done():
+		}
+		if s.ctx.Err() != nil {
+			break
+		}
+	}
+	timer.Stop()
+	if ready && s.ctx.Err() == nil {
+		s.mu.Lock()
+		s.isActive = true
+		s.mu.Unlock()
+		m.active.Add(1)
+		m.log.Info("session connected", "id", s.id, "role", s.role, "remote", s.remote,
+			"setup", time.Since(s.createdAt).Round(time.Millisecond))
+		if m.cfg.Observer != nil {
+			m.cfg.Observer.SessionStarted(s.info())
+		}
+		s.pump()
+	}
+
+	// Cleanup, in order: stop reading the hub, close the peer (which stops
+	// the RTCP readers), then forget the session.
+	if sub := s.sub.Load(); sub != nil {
+		st := sub.Stats()
+		sub.Close()
+		s.mu.Lock()
+		s.finalStat = st
+		s.mu.Unlock()
+		s.sub.Store(nil)
+	}
+	_ = s.pc.GracefulClose()
+	s.rtcpWG.Wait()
+	m.remove(s)
+	s.mu.Lock()
+	wasActive := s.isActive
+	s.isActive = false
+	st := s.finalStat
+	s.mu.Unlock()
+	if wasActive {
+		m.active.Add(-1)
+	}
+	m.endedPackets.Add(s.packetsOut.Load())
+	m.endedBytes.Add(s.bytesOut.Load())
+	m.endedDrops.Add(st.Dropped)
+	reason := "ended"
+	if err := s.Err(); err != nil {
+		reason = err.Error()
+	}
+	m.log.Info("session ended", "id", s.id, "role", s.role, "remote", s.remote, "reason", reason,
+		"duration", time.Since(s.createdAt).Round(time.Millisecond),
+		"sent", st.Sent, "dropped", st.Dropped, "writeErrors", s.writeErrs.Load())
+	if m.cfg.Observer != nil {
+		info := s.info()
+		info.State = "closed"
+		m.cfg.Observer.SessionEnded(info, reason)
+	}
+	close(s.done)
+}
+
+// rtpHeaderLen is the fixed RTP header size counted in bytesOut.
+const rtpHeaderLen = 12
+
+// pumpBatch is how many hub packets one Read may return.
+const pumpBatch = 64
+
+// pump copies hub packets to the peer's tracks until the session ends.
+func (s *Session) pump() {
+	var vb, ab *trackBinding
+	if s.video != nil {
+		vb = s.video.bound()
+	}
+	if s.audio != nil {
+		ab = s.audio.bound()
+	}
+	sub, err := s.m.st.Subscribe(s.id, media.SubscribeOptions{
+		QueuePackets: s.m.cfg.SubscriberQueue,
+		VideoOnly:    ab == nil,
+		AudioOnly:    vb == nil,
+	})
+	if err != nil {
+		s.end(fmt.Errorf("%w: %v", ErrSourceClosed, err))
+		return
+	}
+	s.sub.Store(sub)
+	buf := make([]*media.Packet, pumpBatch)
+	var lastErrLog time.Time
+	var errsAtLastLog uint64
+	pace := burstPacer{speed: s.m.cfg.CacheBurstSpeed}
+	defer pace.stop()
+	sawKeyframe := false
+	for {
+		n, err := sub.Read(s.ctx, buf)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.end(ErrSourceClosed)
+			}
+			return
+		}
+		for i, p := range buf[:n] {
+			buf[i] = nil
+			if p.FromCache && !pace.wait(s.ctx, p.RTP.Timestamp) {
+				return
+			}
+			var werr error
+			switch {
+			case p.Kind == media.KindVideo && vb != nil:
+				werr = s.video.write(vb, p)
+			case p.Kind == media.KindAudio && ab != nil:
+				werr = s.audio.write(ab, p)
+			}
+			if werr == nil {
+				s.packetsOut.Add(1)
+				s.bytesOut.Add(uint64(len(p.RTP.Payload) + rtpHeaderLen))
+				if !sawKeyframe && p.Keyframe && p.Kind == media.KindVideo && vb != nil {
+					sawKeyframe = true
+					if obs := s.m.cfg.Observer; obs != nil {
+						obs.FirstKeyframe(s.id, time.Since(s.createdAt))
+					}
+				}
+				continue
+			}
+			if errors.Is(werr, io.ErrClosedPipe) {
+				s.end(ErrPeerClosed)
+				return
+			}
+			// Per-packet failures are counted and logged at most every 10 s.
+			total := s.writeErrs.Add(1)
+			if time.Since(lastErrLog) >= 10*time.Second {
+				s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", total-errsAtLastLog)
+				lastErrLog, errsAtLastLog = time.Now(), total
+			}
+		}
+	}
+}
+
+// burstPacer spreads the cached-GOP burst: cached packets go out at most
+// speed times faster than their media time (whole frames at once, so the
+// keyframe still leaves immediately). Unpaced, a 4 s GOP leaves in a few
+// milliseconds, overflows socket buffers on the way and comes back as NACKs;
+// paced at ~8x the browser still shows the first picture at once and
+// reaches the live edge after ~1/8 of the cache's age.
+type burstPacer struct {
+	speed   float64
+	started bool
+	t0      time.Time
+	ts0     uint32
+	timer   *time.Timer
+}
+
+// wait blocks until the cached packet with RTP timestamp ts is due. It
+// returns false if ctx ended first.
+func (b *burstPacer) wait(ctx context.Context, ts uint32) bool {
+	if b.speed <= 0 {
+		return true
+	}
+	if !b.started {
+		b.started, b.t0, b.ts0 = true, time.Now(), ts
+		return true
+	}
+	ahead := float64(int32(ts-b.ts0)) / 90000 / b.speed // H.264 RTP clock
+	d := time.Until(b.t0.Add(time.Duration(ahead * float64(time.Second))))
+	if d <= time.Millisecond {
+		return true
+	}
+	if b.timer == nil {
+		b.timer = time.NewTimer(d)
+	} else {
+		b.timer.Reset(d)
+	}
+	select {
+	case <-b.timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *burstPacer) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// checkOffer parses an offer enough to reject garbage with a clear reason
+// before pion sees it.
+func checkOffer(offer string) (*sdp.SessionDescription, error) {
+	if strings.TrimSpace(offer) == "" {
+		return nil, fmt.Errorf("%w: empty offer", ErrBadOffer)
+	}
+	var d sdp.SessionDescription
+	if err := d.UnmarshalString(offer); err != nil {
+		return nil, fmt.Errorf("%w: malformed SDP: %v", ErrBadOffer, err)
+	}
+	if len(d.MediaDescriptions) == 0 {
+		return nil, fmt.Errorf("%w: offer has no media sections", ErrBadOffer)
+	}
+	return &d, nil
+}
+
+// offerReceives reports whether the offer can receive a kind the stream has.
+func offerReceives(d *sdp.SessionDescription, tr media.Tracks) bool {
+	for _, md := range d.MediaDescriptions {
+		if md.MediaName.Port.Value == 0 {
+			continue
+		}
+		kind := md.MediaName.Media
+		if !(kind == "video" && tr.Video != nil) && !(kind == "audio" && tr.Audio != nil) {
+			continue
+		}
+		if _, ok := md.Attribute("sendonly"); ok {
+			continue
+		}
+		if _, ok := md.Attribute("inactive"); ok {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// offerUfrag returns the offer's ICE username fragment (session or first
+// media level), used to tell trickle from ICE restart in PATCH.
+func offerUfrag(d *sdp.SessionDescription) string {
+	if v, ok := d.Attribute("ice-ufrag"); ok {
+		return v
+	}
+	for _, md := range d.MediaDescriptions {
+		if v, ok := md.Attribute("ice-ufrag"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func audioMime(codec string) (string, bool) {
+	switch strings.ToLower(codec) {
+	case strings.ToLower(media.CodecOpus):
+		return webrtc.MimeTypeOpus, true
+	case strings.ToLower(media.CodecPCMU):
+		return webrtc.MimeTypePCMU, true
+	case strings.ToLower(media.CodecPCMA):
+		return webrtc.MimeTypePCMA, true
+	}
+	return "", false
+}
+
+func audioName(tr media.Tracks) string {
+	if tr.Audio == nil {
+		return "no audio"
+	}
+	return tr.Audio.Codec
+}
+
+// randomSeq starts each viewer track at a random sequence number (RFC 3550
+// §5.1) so a known-plaintext attack on SRTP gains nothing.
+func randomSeq() uint16 {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint16(b[:])
+}

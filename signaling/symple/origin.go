@@ -1,0 +1,60 @@
+package symple
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// allowOrigin implements the spec's origin rule: no Origin (a non-browser
+// client) is fine; a browser must come from this very origin, a loopback
+// origin on the same port (localhost vs 127.0.0.1), or a configured one.
+func allowOrigin(r *http.Request, allowed []string) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimRight(a, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	oHost, oPort := splitHostPort(u.Host, defaultPort(u.Scheme))
+	rScheme := "http"
+	if r.TLS != nil {
+		rScheme = "https"
+	}
+	rHost, rPort := splitHostPort(r.Host, defaultPort(rScheme))
+	if strings.EqualFold(oHost, rHost) && oPort == rPort {
+		return true
+	}
+	// Loopback aliases of the same server: the port is what identifies it.
+	return isLoopback(oHost) && isLoopback(rHost) && oPort == rPort
+}
+
+func defaultPort(scheme string) string {
+	if scheme == "https" || scheme == "wss" {
+		return "443"
+	}
+	return "80"
+}
+
+func splitHostPort(hostport, def string) (host, port string) {
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		return strings.Trim(h, "[]"), p
+	}
+	return strings.Trim(hostport, "[]"), def
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,314 @@
+// Package symple is the Symple v4 WebSocket signalling server
+// (shared/spec/signaling.md): auth, welcome, presence (including the
+// server's own virtual peer "icey|server"), rooms, routing, join/leave, the
+// call:* protocol that turns a browser's offer into a WebRTC session through
+// the signaling session layer, server→browser icey:* events, and admission
+// limits (origin, token, message size, rate, connection cap, auth deadline).
+//
+// Every connection has one reader (the HTTP handler goroutine, which also
+// runs the protocol for that peer, so a peer's frames are handled in order)
+// and one writer goroutine (gorilla/websocket allows one concurrent writer).
+// Everything sent to a peer goes through its bounded queue; a peer that
+// cannot keep up is disconnected instead of slowing the others.
+package symple
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/icey/icey-server/signaling"
+)
+
+// Protocol is the value of "protocol" in the welcome frame.
+const Protocol = "symple/4"
+
+// The server's virtual peer.
+const (
+	ServerUser    = "icey"
+	ServerID      = "server"
+	ServerAddress = ServerUser + "|" + ServerID
+	ServerName    = "Icey Server"
+)
+
+// Config of the Symple server. Zero values take the documented defaults.
+type Config struct {
+	// Mode is the server mode: stream (default), record or relay. It sets the
+	// server peer's capabilities: ["view"], ["publish"], ["publish","view"].
+	Mode string
+	// Token is auth.token; empty leaves the server open. It is accepted in
+	// the auth frame's "token", or on the upgrade request as ?token=,
+	// "Authorization: Bearer" or "X-Icey-Token".
+	Token string
+	// AllowedOrigins are extra browser origins ("https://app.example.com",
+	// or "*" for any). Same-origin requests, loopback origins on the same
+	// port and requests without an Origin header are always allowed.
+	AllowedOrigins []string
+	// MaxMessageBytes bounds one frame (default 64 KiB); larger → 413.
+	MaxMessageBytes int
+	// RateLimit is the number of frames a connection may send per
+	// RateWindow (default 100); one more → 429.
+	RateLimit int
+	// RateWindow is the rate-limit window (default 10 s).
+	RateWindow time.Duration
+	// MaxConns bounds concurrent WebSocket connections (default 1000);
+	// beyond it → 503.
+	MaxConns int
+	// AuthTimeout is how long a new connection may take to authenticate
+	// (default 10 s); then → 408.
+	AuthTimeout time.Duration
+	// PingInterval is the keepalive ping period (default 25 s); a peer that
+	// sends nothing (not even a pong) for 2.5 intervals is dropped.
+	PingInterval time.Duration
+	// CallSetupTimeout bounds answering one offer (default 10 s).
+	CallSetupTimeout time.Duration
+	// SendQueue is the per-connection outgoing frame queue (default 256); a
+	// peer whose queue overflows is disconnected.
+	SendQueue int
+}
+
+func (c *Config) setDefaults() {
+	if c.Mode == "" {
+		c.Mode = "stream"
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = 100
+	}
+	if c.RateWindow <= 0 {
+		c.RateWindow = 10 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 1000
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.CallSetupTimeout <= 0 {
+		c.CallSetupTimeout = 10 * time.Second
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+}
+
+// Capabilities returns the server peer's capabilities for a mode.
+func Capabilities(mode string) []string {
+	switch mode {
+	case "record":
+		return []string{"publish"}
+	case "relay":
+		return []string{"publish", "view"}
+	default:
+		return []string{"view"}
+	}
+}
+
+// Sessions creates WebRTC viewer sessions; *signaling.Manager satisfies it.
+type Sessions interface {
+	NewViewer(ctx context.Context, offer string, meta signaling.SessionMeta) (*signaling.Session, string, error)
+}
+
+// Server is the Symple WebSocket server. It is an http.Handler.
+type Server struct {
+	cfg      Config
+	sessions Sessions
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	// serverPeer is the marshalled presence data of the virtual peer.
+	serverPresence []byte
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*conn]struct{}            // every upgraded connection
+	peers  map[string]*conn              // authenticated, by session id
+	rooms  map[string]map[*conn]struct{} // room → members
+	wg     sync.WaitGroup                // handlers, writers and call watchers
+}
+
+// New returns a server. sessions may be nil (calls are then rejected).
+func New(cfg Config, sessions Sessions, log *slog.Logger) *Server {
+	cfg.setDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:      cfg,
+		sessions: sessions,
+		log:      log.With("module", "symple"),
+		conns:    map[*conn]struct{}{},
+		peers:    map[string]*conn{},
+		rooms:    map[string]map[*conn]struct{}{},
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+			// The origin was checked before the upgrade (see allowOrigin).
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	s.serverPresence = mustJSON(frame{
+		"type": "presence",
+		"from": ServerAddress,
+		"data": map[string]any{
+			"id": ServerID, "user": ServerUser, "name": ServerName, "type": "server",
+			"online": true, "mode": cfg.Mode, "capabilities": Capabilities(cfg.Mode),
+		},
+	})
+	return s
+}
+
+// Peers returns the number of authenticated peers.
+func (s *Server) Peers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
+
+// ServeHTTP accepts the WebSocket upgrade (on /ws, and on / when the
+// caller routes upgrade requests there) and runs the connection until it
+// ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "this endpoint speaks Symple over WebSocket", http.StatusUpgradeRequired)
+		return
+	}
+	if !allowOrigin(r, s.cfg.AllowedOrigins) {
+		s.log.Warn("websocket origin refused", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if closed {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the request
+	}
+	c := newConn(s, ws, r)
+
+	s.mu.Lock()
+	full := len(s.conns) >= s.cfg.MaxConns
+	closed = s.closed
+	if !closed {
+		s.conns[c] = struct{}{}
+	}
+	s.mu.Unlock()
+
+	s.wg.Add(1)
+	go c.writeLoop()
+	switch {
+	case closed:
+		c.fail(http.StatusServiceUnavailable, "Server shutting down", websocket.CloseGoingAway)
+	case full:
+		s.log.Warn("websocket connection refused: too many connections", "max", s.cfg.MaxConns, "remote", c.remote)
+		c.fail(http.StatusServiceUnavailable, "Too many connections", websocket.CloseTryAgainLater)
+	}
+	c.readLoop()
+	c.finish()
+	if !closed {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}
+}
+
+// Broadcast sends a server event to every authenticated peer:
+// {"type":"message","subtype":"icey:<kind>","from":"icey|server","data":...}.
+// subtype may be given with or without the "icey:" prefix.
+func (s *Server) Broadcast(subtype string, data any) {
+	if !strings.HasPrefix(subtype, "icey:") {
+		subtype = "icey:" + subtype
+	}
+	msg := frame{"type": "message", "subtype": subtype, "id": randomID(8), "from": ServerAddress}
+	if data != nil {
+		msg["data"] = data
+	}
+	b := mustJSON(msg)
+	s.mu.Lock()
+	for _, c := range s.peers {
+		c.sendRaw(b)
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown tells every peer the server is going away, hangs up their calls
+// (reason "shutdown"), closes the connections, refuses new ones and waits
+// for every goroutine of the server. Idempotent.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	list := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.mu.Unlock()
+	for _, c := range list {
+		c.endCall("shutdown", true)
+		c.send(frame{"type": "event", "name": "shutdown", "message": "Server shutting down"})
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	s.wg.Wait()
+}
+
+// tokenOK checks a token in constant time; an unset server token admits all.
+func (s *Server) tokenOK(got string) bool {
+	if s.cfg.Token == "" {
+		return true
+	}
+	return got != "" && subtle.ConstantTimeCompare([]byte(s.cfg.Token), []byte(got)) == 1
+}
+
+// upgradeToken is the token given on the upgrade request, if any.
+func upgradeToken(r *http.Request) string {
+	if v := r.Header.Get("Authorization"); v != "" {
+		if scheme, t, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(t)
+		}
+	}
+	if v := r.Header.Get("X-Icey-Token"); v != "" {
+		return v
+	}
+	return r.URL.Query().Get("token")
+}
+
+// frame is an outgoing JSON object.
+type frame map[string]any
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own frame maps reach here; failing is a programming error.
+		panic("symple: marshal: " + err.Error())
+	}
+	return b
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,319 @@
+package signaling
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// WHEP (draft-ietf-wish-whep) and WHIP (RFC 9725) HTTP resources.
+const (
+	whepPath = "/whep"
+	whipPath = "/whip"
+
+	mimeSDP     = "application/sdp"
+	mimeSDPFrag = "application/trickle-ice-sdpfrag"
+
+	// retryAfterSeconds is suggested when the source is down or the server full.
+	retryAfterSeconds = "5"
+)
+
+// Handler serves POST /whep, PATCH|DELETE /whep/{id}, OPTIONS on both, and
+// POST /whip (+ /whip/{id}). Authentication is the caller's business (wrap
+// this handler; let OPTIONS through for CORS preflight).
+func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(whepPath, m.serveWHEP)
+	mux.HandleFunc(whepPath+"/{id}", m.serveWHEPSession)
+	mux.HandleFunc(whipPath, m.serveWHIP)
+	mux.HandleFunc(whipPath+"/{id}", m.serveWHIPSession)
+	return withCORS(mux)
+}
+
+// withCORS lets browser pages on other origins use WHEP (players embedded
+// elsewhere); the bearer token, not the origin, is what authorizes.
+func withCORS(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		hd.Set("Access-Control-Allow-Methods", "OPTIONS, POST, PATCH, DELETE")
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+		hd.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After")
+		hd.Set("Access-Control-Max-Age", "600")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (m *Manager) serveWHEP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodOptions:
+		w.Header().Set("Allow", "OPTIONS, POST")
+		w.Header().Set("Accept-Post", mimeSDP)
+		m.setLinkHeaders(w)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPost:
+		m.postWHEP(w, r)
+	default:
+		methodNotAllowed(w, "OPTIONS, POST")
+	}
+}
+
+func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request) {
+	offer, ok := m.readBody(w, r, mimeSDP)
+	if !ok {
+		return
+	}
+	s, answer, err := m.NewViewer(r.Context(), offer, SessionMeta{Role: "viewer", Remote: r.RemoteAddr})
+	if err != nil {
+		m.writeError(w, r, err)
+		return
+	}
+	loc := whepPath + "/" + s.ID()
+	h := w.Header()
+	h.Set("Content-Type", mimeSDP)
+	h.Set("Location", loc)
+	h.Set("ETag", s.etag)
+	h.Set("Accept-Patch", mimeSDPFrag)
+	m.setLinkHeaders(w)
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
+}
+
+func (m *Manager) serveWHEPSession(w http.ResponseWriter, r *http.Request) {
+	const allow = "OPTIONS, PATCH, DELETE"
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Allow", allow)
+		w.Header().Set("Accept-Patch", mimeSDPFrag)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if r.Method != http.MethodPatch && r.Method != http.MethodDelete {
+		methodNotAllowed(w, allow)
+		return
+	}
+	s := m.Session(r.PathValue("id"))
+	if s == nil {
+		http.Error(w, "no such session", http.StatusNotFound)
+		return
+	}
+	if r.Method == http.MethodDelete {
+		s.Close("hangup")
+		// Wait (bounded) so the client sees the session gone when we answer.
+		select {
+		case <-s.Done():
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	m.patchWHEP(w, r, s)
+}
+
+// patchWHEP applies a trickle ICE SDP fragment (RFC 8840, RFC 9725 §4.3.1).
+// ICE restarts are not supported and are answered 422 as RFC 9725 asks.
+func (m *Manager) patchWHEP(w http.ResponseWriter, r *http.Request, s *Session) {
+	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
+	if ifMatch == "*" {
+		http.Error(w, "ICE restart is not supported", http.StatusUnprocessableEntity)
+		return
+	}
+	if ifMatch != "" && ifMatch != s.etag {
+		http.Error(w, "ETag mismatch", http.StatusPreconditionFailed)
+		return
+	}
+	body, ok := m.readBody(w, r, mimeSDPFrag)
+	if !ok {
+		return
+	}
+	frag, err := parseSDPFrag(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if frag.ufrag != "" && s.remoteUfrag != "" && frag.ufrag != s.remoteUfrag {
+		http.Error(w, "ICE restart is not supported", http.StatusUnprocessableEntity)
+		return
+	}
+	for _, c := range frag.candidates {
+		init := webrtc.ICECandidateInit{Candidate: c.candidate}
+		if c.mid != "" {
+			mid := c.mid
+			init.SDPMid = &mid
+		} else {
+			idx := uint16(0)
+			init.SDPMLineIndex = &idx
+		}
+		if frag.ufrag != "" {
+			u := frag.ufrag
+			init.UsernameFragment = &u
+		}
+		if err := s.AddICECandidate(init); err != nil {
+			http.Error(w, "bad candidate: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (m *Manager) serveWHIP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodOptions:
+		w.Header().Set("Allow", "OPTIONS, POST")
+		w.Header().Set("Accept-Post", mimeSDP)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPost:
+		if _, ok := m.readBody(w, r, mimeSDP); !ok {
+			return
+		}
+		if m.cfg.Mode == "stream" {
+			http.Error(w, "server is in stream mode; publish with WHIP requires --mode record or relay", http.StatusConflict)
+			return
+		}
+		// Publishing (record and relay modes) lands with the recorder.
+		http.Error(w, "WHIP publishing is not implemented yet", http.StatusNotImplemented)
+	default:
+		methodNotAllowed(w, "OPTIONS, POST")
+	}
+}
+
+func (m *Manager) serveWHIPSession(w http.ResponseWriter, r *http.Request) {
+	const allow = "OPTIONS, PATCH, DELETE"
+	switch r.Method {
+	case http.MethodOptions:
+		w.Header().Set("Allow", allow)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPatch, http.MethodDelete:
+		// No WHIP session can exist yet.
+		http.Error(w, "no such session", http.StatusNotFound)
+	default:
+		methodNotAllowed(w, allow)
+	}
+}
+
+// readBody checks the content type and reads a bounded body, answering 415
+// or 413 itself.
+func (m *Manager) readBody(w http.ResponseWriter, r *http.Request, want string) (string, bool) {
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !strings.EqualFold(ct, want) {
+		http.Error(w, "Content-Type must be "+want, http.StatusUnsupportedMediaType)
+		return "", false
+	}
+	if r.ContentLength > m.cfg.MaxBodyBytes {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return "", false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		} else {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		}
+		return "", false
+	}
+	return string(b), true
+}
+
+// writeError maps session-layer errors to HTTP status codes.
+func (m *Manager) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrBadOffer):
+		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusBadRequest)
+	case errors.Is(err, ErrWrongMode):
+		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusConflict)
+	case errors.Is(err, ErrNoSource):
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		http.Error(w, "source unavailable", http.StatusServiceUnavailable)
+	case errors.Is(err, ErrCapacity):
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		http.Error(w, "too many sessions", http.StatusServiceUnavailable)
+	case errors.Is(err, ErrClosed):
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	case r.Context().Err() != nil:
+		// The client went away during setup; nobody reads this.
+		w.WriteHeader(http.StatusRequestTimeout)
+	default:
+		m.log.Warn("whep session setup failed", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "session setup failed", http.StatusInternalServerError)
+	}
+}
+
+// setLinkHeaders advertises ICE servers (draft-ietf-wish-whep §4.4, RFC
+// 9725 §4.6): Link: <turn:host:3478>; rel="ice-server"; username=...;
+// credential=...; credential-type="password".
+func (m *Manager) setLinkHeaders(w http.ResponseWriter) {
+	if m.cfg.ICEServers == nil {
+		return
+	}
+	for _, srv := range m.cfg.ICEServers() {
+		for _, u := range srv.URLs {
+			v := "<" + u + `>; rel="ice-server"`
+			if srv.Username != "" {
+				v += "; username=" + strconv.Quote(srv.Username)
+			}
+			if cred, ok := srv.Credential.(string); ok && cred != "" {
+				v += "; credential=" + strconv.Quote(cred) + `; credential-type="password"`
+			}
+			w.Header().Add("Link", v)
+		}
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+}
+
+type fragCandidate struct {
+	mid       string
+	candidate string // without the "a=" prefix
+}
+
+type sdpFrag struct {
+	ufrag, pwd string
+	candidates []fragCandidate
+	end        bool
+}
+
+// parseSDPFrag reads a trickle-ice-sdpfrag body (RFC 8840 §9): optional
+// session-level ice-ufrag/ice-pwd, m= lines each followed by a=mid,
+// a=candidate and a=end-of-candidates lines.
+func parseSDPFrag(body string) (*sdpFrag, error) {
+	f := &sdpFrag{}
+	mid := ""
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "m="):
+			mid = ""
+		case strings.HasPrefix(line, "a=mid:"):
+			mid = strings.TrimPrefix(line, "a=mid:")
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			f.ufrag = strings.TrimPrefix(line, "a=ice-ufrag:")
+		case strings.HasPrefix(line, "a=ice-pwd:"):
+			f.pwd = strings.TrimPrefix(line, "a=ice-pwd:")
+		case strings.HasPrefix(line, "a=candidate:"):
+			f.candidates = append(f.candidates, fragCandidate{mid: mid, candidate: strings.TrimPrefix(line, "a=")})
+		case line == "a=end-of-candidates":
+			f.end = true
+		case len(line) < 2 || line[1] != '=':
+			return nil, fmt.Errorf("malformed sdpfrag line %q", line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("malformed sdpfrag: %v", err)
+	}
+	return f, nil
+}
