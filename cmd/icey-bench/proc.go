@@ -71,3 +71,48 @@ func selfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// udpErrors are the network namespace's UDP drop counters from
+// /proc/net/snmp: a datagram dropped because a socket's receive (or send)
+// buffer was full. They tell whether a loss happened in a kernel queue on
+// this machine, and are meaningful when the bench owns the namespace (make
+// bench runs it in a private one).
+type udpErrors struct {
+	rcvbuf, sndbuf int64
+}
+
+func sampleUDPErrors() (udpErrors, error) {
+	var u udpErrors
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return u, err
+	}
+	var names []string
+	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+		rest, ok := bytes.CutPrefix(line, []byte("Udp:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if names == nil { // the first Udp: line names the columns
+			for _, n := range f {
+				names = append(names, string(n))
+			}
+			continue
+		}
+		for i, v := range f {
+			if i >= len(names) {
+				break
+			}
+			n, _ := strconv.ParseInt(string(v), 10, 64)
+			switch names[i] {
+			case "RcvbufErrors":
+				u.rcvbuf = n
+			case "SndbufErrors":
+				u.sndbuf = n
+			}
+		}
+		return u, nil
+	}
+	return u, fmt.Errorf("icey-bench: no Udp counters in /proc/net/snmp")
+}

@@ -141,6 +141,7 @@ type viewer struct {
 	joinAt      time.Time
 	connected   bool
 	ended       bool // connection failed/closed after connecting
+	leaving     bool
 	err         error
 	packets     int64
 	bytes       int64
@@ -210,7 +211,13 @@ func (v *viewer) doJoin(ctx context.Context) error {
 		}
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		v.mu.Lock()
+		if v.leaving { // Add must not race with leave's Wait
+			v.mu.Unlock()
+			return
+		}
 		v.readers.Add(1)
+		v.mu.Unlock()
 		defer v.readers.Done()
 		v.read(t)
 	})
@@ -338,6 +345,9 @@ func (v *viewer) snap() viewerSnap {
 // leave sends the WHEP DELETE (if the POST created a resource) and closes
 // the PeerConnection, waiting for its track readers to stop.
 func (v *viewer) leave(ctx context.Context) error {
+	v.mu.Lock()
+	v.leaving = true
+	v.mu.Unlock()
 	var err error
 	if v.location != "" {
 		err = v.delete(ctx)

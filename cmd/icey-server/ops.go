@@ -59,6 +59,9 @@ func (a *app) sourceEvent(s media.SourceState, err error) {
 // readinessEvent publishes readiness edges; a source failing past its grace
 // period is reported as source.down too.
 func (a *app) readinessEvent(r preflight.Report) {
+	if prev := a.lastReady.Swap(int32(b2i(r.Ready))); prev == int32(b2i(r.Ready)) {
+		return // status moved (e.g. ok -> degraded) but readiness did not
+	}
 	a.bus.Publish(events.ReadinessChanged, map[string]any{"ready": r.Ready, "status": r.Status, "failing": r.Failing()})
 	for _, c := range r.Checks {
 		if c.Name == preflight.CheckSource && c.Result == preflight.Fail && a.sup != nil &&
@@ -239,4 +242,11 @@ func metricsAuth(bindHost, token string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/icey/icey-server/metrics"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/signaling"
+	"github.com/icey/icey-server/signaling/symple"
 	"github.com/icey/icey-server/turn"
 	"github.com/icey/icey-server/web"
 )
@@ -57,6 +58,7 @@ type app struct {
 	metrics     *metrics.Metrics
 	symple      sympleServer
 	startupDone atomic.Bool
+	lastReady   atomic.Int32 // -1 unknown, 0 not ready, 1 ready (for readiness events)
 	logTail     *healthping.Tail
 	bg          sync.WaitGroup // background loops (readiness watch, pings)
 	bgCancel    context.CancelFunc
@@ -77,6 +79,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 func newApp(cfg config.Config, log *slog.Logger) *app {
 	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now(), bus: events.New()}
 	a.state.Store("starting")
+	a.lastReady.Store(-1)
 	return a
 }
 
@@ -284,12 +287,28 @@ func (a *app) routes() http.Handler {
 	for _, p := range []string{"/whep", "/whep/", "/whip", "/whip/"} {
 		mux.Handle(p, signal)
 	}
+	sym := symple.New(symple.Config{
+		Mode:           cfg.Media.Mode,
+		Token:          cfg.Auth.Token,
+		AllowedOrigins: cfg.Auth.AllowedOrigins,
+	}, a.sig, logging.Module(a.log, "symple"))
+	a.symple = sym
+	mux.Handle("/ws", sym)
 	files, err := web.FS(cfg.WebRoot)
 	if err != nil {
 		a.log.Warn("web root unusable; serving the embedded UI", "module", "web", "err", err)
 		files, _ = web.FS("")
 	}
-	mux.Handle("/", web.Handler(files))
+	ui := web.Handler(files)
+	// Some Symple clients connect to the bare origin: upgrades of / go to
+	// the WebSocket server, everything else to the UI.
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && isUpgrade(r) {
+			sym.ServeHTTP(w, r)
+			return
+		}
+		ui.ServeHTTP(w, r)
+	}))
 	return mux
 }
 

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+)
+
+// result is one run's outcome; it is printed as a table and as one JSON
+// line. Traffic figures (packets, bytes, loss, bitrate) cover the
+// steady-state window; join latencies cover every connected viewer.
+type result struct {
+	Label     string  `json:"label,omitempty"`
+	URL       string  `json:"url"`
+	Time      string  `json:"time"`
+	Viewers   int     `json:"viewers"`
+	VideoOnly bool    `json:"video_only"`
+	Ramp      float64 `json:"ramp_per_s"`
+
+	Connected int            `json:"connected"`
+	Failed    int            `json:"failed"`
+	Rejected  int            `json:"rejected_503"` // part of failed
+	Dropped   int            `json:"dropped"`      // connected, then lost before the end
+	Errors    map[string]int `json:"errors,omitempty"`
+
+	WindowS       float64 `json:"window_s"`
+	Packets       int64   `json:"packets"`
+	Bytes         int64   `json:"bytes"`
+	Expected      int64   `json:"expected"`
+	Lost          int64   `json:"lost"`
+	LossPct       float64 `json:"loss_pct"`
+	RunLossPct    float64 `json:"run_loss_pct"` // from each viewer's first packet to the end
+	MbpsPerViewer float64 `json:"mbps_per_viewer"`
+	MbpsTotal     float64 `json:"mbps_total"`
+
+	FirstPacket dist `json:"join_first_packet"` // first video RTP packet
+	FirstIDR    dist `json:"join_first_idr"`    // first packet of a keyframe
+	NoIDR       int  `json:"no_idr"`            // connected viewers that never saw one
+
+	// Kernel UDP drops in this network namespace over the whole run
+	// (joins included): socket buffers that overflowed, on either side.
+	UDPRcvbufErrors int64 `json:"udp_rcvbuf_errors"`
+	UDPSndbufErrors int64 `json:"udp_sndbuf_errors"`
+
+	Server    *serverResult `json:"server,omitempty"`
+	Generator cpuResult     `json:"generator"`
+}
+
+type cpuResult struct {
+	CPUMs            float64 `json:"cpu_ms"`
+	CPUPct           float64 `json:"cpu_pct"` // of one core, over the window
+	CPUMsPerViewerS  float64 `json:"cpu_ms_per_viewer_s"`
+	CPUMsTotal       float64 `json:"cpu_ms_total,omitempty"` // whole run incl. joins
+	RSSBaselineMB    float64 `json:"rss_baseline_mb,omitempty"`
+	RSSMB            float64 `json:"rss_mb,omitempty"`
+	RSSPerViewerMB   float64 `json:"rss_per_viewer_mb,omitempty"`
+	SampleErrorsSeen string  `json:"sample_error,omitempty"`
+}
+
+type serverResult struct {
+	PID int `json:"pid"`
+	cpuResult
+}
+
+// bench runs one load point: ramp, wait for connections, settle, measure
+// the window, tear down. It always stops by itself: every phase is bounded.
+func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
+	api, err := newAPI(o.loopback, o.receiverReports)
+	if err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(o.url) // validated by parseFlags
+	c := &client{
+		url:       u,
+		token:     o.token,
+		videoOnly: o.videoOnly,
+		api:       api,
+		http:      newHTTPClient(15 * time.Second),
+		gather:    10 * time.Second,
+	}
+	defer c.http.CloseIdleConnections()
+
+	res := &result{
+		Label: o.label, URL: o.url, Time: time.Now().UTC().Format(time.RFC3339),
+		Viewers: o.viewers, VideoOnly: o.videoOnly, Ramp: o.ramp,
+	}
+	var (
+		baseline  procSample
+		sampleErr error
+	)
+	if o.pid > 0 {
+		if baseline, sampleErr = sampleProc(o.pid); sampleErr != nil {
+			return nil, fmt.Errorf("sampling pid %d: %w", o.pid, sampleErr)
+		}
+	}
+	selfStart := selfCPU()
+	udpStart, udpErr := sampleUDPErrors()
+
+	// Ramp: viewer i's POST starts at i/ramp seconds.
+	viewers := make([]*viewer, o.viewers)
+	var joins sync.WaitGroup
+	start := time.Now()
+	for i := range viewers {
+		due := start.Add(time.Duration(float64(i) / o.ramp * float64(time.Second)))
+		if !sleepUntil(ctx, due) {
+			viewers = viewers[:i]
+			break
+		}
+		v := newViewer(c)
+		viewers[i] = v
+		joins.Go(func() { _ = v.join(ctx) })
+	}
+	joins.Wait()
+
+	// Wait for every viewer to connect or fail, within the deadline.
+	deadline := time.NewTimer(o.connectTimeout)
+	for _, v := range viewers {
+		select {
+		case <-v.settled:
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+	}
+	deadline.Stop()
+	for _, v := range viewers {
+		v.fail(errNoConnect) // no-op for the settled ones
+	}
+	fmt.Fprintf(logw, "icey-bench: %s: %d viewers joined in %.1fs\n", o.label, len(viewers), time.Since(start).Seconds())
+	sleepUntil(ctx, time.Now().Add(o.settleTime))
+
+	// The steady-state window.
+	before := make([]viewerSnap, len(viewers))
+	for i, v := range viewers {
+		before[i] = v.snap()
+	}
+	var srvBefore, srvAfter procSample
+	if o.pid > 0 {
+		srvBefore, sampleErr = sampleProc(o.pid)
+	}
+	selfBefore := selfCPU()
+	wStart := time.Now()
+	sleepUntil(ctx, wStart.Add(o.duration))
+	window := time.Since(wStart)
+	selfAfter := selfCPU()
+	if o.pid > 0 && sampleErr == nil {
+		srvAfter, sampleErr = sampleProc(o.pid)
+	}
+	after := make([]viewerSnap, len(viewers))
+	for i, v := range viewers {
+		after[i] = v.snap()
+	}
+
+	// Gather per-viewer outcomes before tearing down.
+	var firstPkt, firstIDR []time.Duration
+	var runExpected, runLost int64
+	active := 0 // connected at the window start: the viewer-seconds divisor
+	errs := map[string]int{}
+	for i, v := range viewers {
+		v.mu.Lock()
+		connected, fp, fi, verr := v.connected, v.firstPacket, v.firstIDR, v.err
+		v.mu.Unlock()
+		if !connected {
+			res.Failed++
+			if errors.Is(verr, errRejected) {
+				res.Rejected++
+			}
+			if verr != nil {
+				errs[verr.Error()]++
+			}
+			continue
+		}
+		res.Connected++
+		if before[i].connected && !before[i].ended {
+			active++
+		}
+		if after[i].ended {
+			res.Dropped++
+		}
+		if fp > 0 {
+			firstPkt = append(firstPkt, fp)
+		}
+		if fi > 0 {
+			firstIDR = append(firstIDR, fi)
+		} else {
+			res.NoIDR++
+		}
+		res.Packets += after[i].packets - before[i].packets
+		res.Bytes += after[i].bytes - before[i].bytes
+		res.Expected += after[i].expected - before[i].expected
+		res.Lost += after[i].lost - before[i].lost
+		runExpected += after[i].expected
+		runLost += after[i].lost
+	}
+	if len(errs) > 0 {
+		res.Errors = errs
+	}
+	if udpEnd, err := sampleUDPErrors(); err == nil && udpErr == nil {
+		res.UDPRcvbufErrors = udpEnd.rcvbuf - udpStart.rcvbuf
+		res.UDPSndbufErrors = udpEnd.sndbuf - udpStart.sndbuf
+	}
+	res.Lost = max(res.Lost, 0)
+	res.WindowS = round(window.Seconds(), 3)
+	res.LossPct = pct(res.Lost, res.Expected)
+	res.RunLossPct = pct(runLost, runExpected)
+	res.MbpsTotal = round(float64(res.Bytes)*8/window.Seconds()/1e6, 3)
+	if active > 0 {
+		res.MbpsPerViewer = round(res.MbpsTotal/float64(active), 3)
+	}
+	res.FirstPacket = summarise(firstPkt)
+	res.FirstIDR = summarise(firstIDR)
+
+	viewerSeconds := float64(active) * window.Seconds()
+	res.Generator = cpuUse(selfAfter-selfBefore, window, viewerSeconds)
+	if o.pid > 0 {
+		srv := &serverResult{PID: o.pid}
+		if sampleErr != nil {
+			srv.SampleErrorsSeen = sampleErr.Error()
+		} else {
+			srv.cpuResult = cpuUse(srvAfter.cpu-srvBefore.cpu, window, viewerSeconds)
+			srv.RSSBaselineMB = round(float64(baseline.rss)/1e6, 2)
+			srv.RSSMB = round(float64(srvAfter.rss)/1e6, 2)
+			if res.Connected > 0 {
+				srv.RSSPerViewerMB = round(float64(srvAfter.rss-baseline.rss)/1e6/float64(res.Connected), 3)
+			}
+		}
+		res.Server = srv
+	}
+
+	// Tear down: DELETE every resource and close every PeerConnection, a
+	// bounded number at a time, with a bounded context of its own so an
+	// interrupted run still cleans up the server side.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, 16)
+	var leaves sync.WaitGroup
+	var delErrs sync.Map
+	for _, v := range viewers {
+		sem <- struct{}{}
+		leaves.Go(func() {
+			defer func() { <-sem }()
+			if err := v.leave(tctx); err != nil {
+				delErrs.Store(v, err)
+			}
+		})
+	}
+	leaves.Wait()
+	n := 0
+	delErrs.Range(func(_, _ any) bool { n++; return true })
+	if n > 0 {
+		fmt.Fprintf(logw, "icey-bench: %d viewers failed to leave cleanly\n", n)
+	}
+	res.Generator.CPUMsTotal = round(float64(selfCPU()-selfStart)/1e6, 1)
+	return res, nil
+}
+
+func cpuUse(cpu, window time.Duration, viewerSeconds float64) cpuResult {
+	r := cpuResult{
+		CPUMs:  round(float64(cpu)/1e6, 1),
+		CPUPct: round(100*float64(cpu)/float64(window), 1),
+	}
+	if viewerSeconds > 0 {
+		r.CPUMsPerViewerS = round(float64(cpu)/1e6/viewerSeconds, 3)
+	}
+	return r
+}
+
+// sleepUntil waits for t or ctx; it reports false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func pct(part, whole int64) float64 {
+	if whole <= 0 {
+		return 0
+	}
+	return round(100*float64(part)/float64(whole), 3)
+}
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+// sortedKeys returns m's keys, most frequent first.
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}

@@ -1,0 +1,213 @@
+// Package testpeer is a WHEP viewer for tests: a real pion PeerConnection,
+// confined to loopback, that counts what it receives. It lets black-box
+// tests prove that video and audio reach a viewer.
+package testpeer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// Viewer is one connected WHEP viewer.
+type Viewer struct {
+	pc       *webrtc.PeerConnection
+	location string
+	token    string
+	base     string
+
+	VideoPackets atomic.Uint64
+	AudioPackets atomic.Uint64
+	Keyframes    atomic.Uint64 // packets that start an IDR (or carry SPS)
+	MaxPayload   atomic.Int64
+	Joined       time.Time
+	firstIDR     atomic.Int64 // ns since Joined, 0 = none yet
+	connected    chan struct{}
+	once         sync.Once
+	wg           sync.WaitGroup
+}
+
+// Options for Connect.
+type Options struct {
+	Token     string
+	VideoOnly bool
+	Timeout   time.Duration // for connecting; default 10 s
+}
+
+// Connect posts a WHEP offer to whepURL (e.g. http://127.0.0.1:4500/whep)
+// and waits until ICE/DTLS connected.
+func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+		return nil, err
+	}
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	v := &Viewer{pc: pc, token: o.Token, connected: make(chan struct{})}
+	fail := func(err error) (*Viewer, error) { _ = pc.Close(); return nil, err }
+	kinds := []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}
+	if !o.VideoOnly {
+		kinds = append(kinds, webrtc.RTPCodecTypeAudio)
+	}
+	for _, k := range kinds {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return fail(err)
+		}
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		v.wg.Add(1)
+		go v.read(tr)
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			v.once.Do(func() { close(v.connected) })
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	<-gathered
+	v.Joined = time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, whepURL, strings.NewReader(pc.LocalDescription().SDP))
+	req.Header.Set("Content-Type", "application/sdp")
+	if o.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.Token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fail(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fail(&StatusError{Code: resp.StatusCode, Body: string(body)})
+	}
+	v.location = resp.Header.Get("Location")
+	if u, err := resp.Request.URL.Parse(v.location); err == nil {
+		v.location = u.String()
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-v.connected:
+	case <-time.After(o.Timeout):
+		return fail(errors.New("testpeer: not connected in time"))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	return v, nil
+}
+
+// StatusError is a non-201 WHEP answer.
+type StatusError struct {
+	Code int
+	Body string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("WHEP answered %d: %s", e.Code, e.Body) }
+
+func (v *Viewer) read(tr *webrtc.TrackRemote) {
+	defer v.wg.Done()
+	video := tr.Kind() == webrtc.RTPCodecTypeVideo
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		if int64(len(p.Payload)) > v.MaxPayload.Load() {
+			v.MaxPayload.Store(int64(len(p.Payload)))
+		}
+		if !video {
+			v.AudioPackets.Add(1)
+			continue
+		}
+		v.VideoPackets.Add(1)
+		if StartsKeyframe(p.Payload) {
+			if v.Keyframes.Add(1) == 1 {
+				v.firstIDR.Store(int64(time.Since(v.Joined)))
+			}
+		}
+	}
+}
+
+// StartsKeyframe reports whether an H.264 RTP payload starts an IDR access
+// unit (SPS, IDR, or a STAP-A/FU-A start carrying one).
+func StartsKeyframe(p []byte) bool {
+	if len(p) < 2 {
+		return false
+	}
+	switch t := p[0] & 0x1f; t {
+	case 5, 7:
+		return true
+	case 24: // STAP-A: first aggregated NALU
+		if len(p) > 3 {
+			nt := p[3] & 0x1f
+			return nt == 5 || nt == 7
+		}
+	case 28: // FU-A start fragment
+		return p[1]&0x80 != 0 && (p[1]&0x1f == 5 || p[1]&0x1f == 7)
+	}
+	return false
+}
+
+// FirstKeyframe is join->first keyframe, or 0 if none arrived yet.
+func (v *Viewer) FirstKeyframe() time.Duration { return time.Duration(v.firstIDR.Load()) }
+
+// WaitVideo waits until n video packets arrived.
+func (v *Viewer) WaitVideo(n uint64, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if v.VideoPackets.Load() >= n {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("testpeer: %d video packets after %s, want %d", v.VideoPackets.Load(), d, n)
+}
+
+// Close sends the WHEP DELETE and closes the peer connection.
+func (v *Viewer) Close() {
+	if v.location != "" {
+		req, _ := http.NewRequest(http.MethodDelete, v.location, nil)
+		if v.token != "" {
+			req.Header.Set("Authorization", "Bearer "+v.token)
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	_ = v.pc.Close()
+	v.wg.Wait()
+}

@@ -1,0 +1,628 @@
+// icey-server web UI: Symple signalling, WebRTC viewer, HUD, events, ops.
+import { SympleClient, SERVER, address } from "./symple.js";
+
+const $ = (id) => document.getElementById(id);
+
+// --- Token: taken from ?token=, then removed from the address bar (and kept
+// for this tab only, so a reload still works).
+const token = (() => {
+  const params = new URLSearchParams(location.search);
+  let t = params.get("token");
+  if (t !== null) {
+    params.delete("token");
+    const q = params.toString();
+    history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
+    try { sessionStorage.setItem("icey.token", t); } catch {}
+  } else {
+    try { t = sessionStorage.getItem("icey.token"); } catch {}
+  }
+  return t || "";
+})();
+const authHeaders = token ? { "X-Icey-Token": token } : {};
+
+const state = {
+  client: null,
+  server: null, // the server peer's presence data
+  connected: false,
+  authFailed: false,
+  retry: 0,
+  retryTimer: null,
+  call: null, // {kind, pc, phase, pendingRemote: [], localStream}
+  lastUptime: null,
+};
+
+// ---------------------------------------------------------------- UI helpers
+
+function setConn(kind, text) {
+  const el = $("conn");
+  el.className = `pill pill-${kind}`;
+  $("conn-text").textContent = text;
+}
+
+function banner(title, text, info = false) {
+  $("banner-title").textContent = title;
+  $("banner-text").textContent = text;
+  $("banner").classList.toggle("info", info);
+  $("banner").hidden = false;
+}
+function clearBanner() { $("banner").hidden = true; }
+$("banner-close").onclick = clearBanner;
+
+function setCallState(text, err = false) {
+  const el = $("call-state");
+  el.textContent = text;
+  el.classList.toggle("err", err);
+}
+
+function setStage(s, text) {
+  $("stage").dataset.state = s;
+  if (text) $("ph-text").textContent = text;
+}
+
+const MAX_EVENTS = 200;
+function logEvent(kind, text) {
+  const li = document.createElement("li");
+  li.className = `ev-${kind}`;
+  const t = document.createElement("time");
+  t.textContent = new Date().toLocaleTimeString([], { hour12: false });
+  const k = document.createElement("span");
+  k.className = "ev-kind";
+  k.textContent = kind;
+  const x = document.createElement("span");
+  x.className = "ev-text";
+  x.textContent = text;
+  li.append(t, k, x);
+  const list = $("events");
+  list.prepend(li);
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+$("events-clear").onclick = () => { $("events").textContent = ""; };
+
+// ---------------------------------------------------------------- signalling
+
+function wsURL() {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  setConn("wait", state.retry ? "Reconnecting…" : "Connecting…");
+  const user = "web-" + Math.random().toString(36).slice(2, 7);
+  const c = new SympleClient({ url: wsURL(), user, name: "Browser", token, data: { peerType: "viewer", agent: "icey-web" } });
+  state.client = c;
+
+  c.addEventListener("welcome", (e) => {
+    state.connected = true;
+    state.retry = 0;
+    clearBanner();
+    setConn("ok", "Connected");
+    logEvent("system", `connected as ${address(e.detail.peer)} (rooms: ${(e.detail.rooms || []).join(", ")})`);
+    renderPeers();
+  });
+  c.addEventListener("autherror", (e) => {
+    const msg = e.detail.message || "Authentication failed";
+    if (msg === "Authentication failed") {
+      state.authFailed = true;
+      setConn("bad", "Auth failed");
+      banner("Authentication failed",
+        token ? "The access token in the link was not accepted. Ask the operator for a current link (…/?token=…)."
+              : "This server requires an access token. Open the link with ?token=<your token> (ask the operator).");
+      setStage("error", "Authentication required");
+      logEvent("error", "authentication failed: the server needs a valid access token");
+    } else {
+      logEvent("error", `${e.detail.status}: ${msg}`);
+    }
+  });
+  c.addEventListener("error", (e) => logEvent("error", `${e.detail.status}: ${e.detail.message}`));
+  c.addEventListener("presence", (e) => onPresence(e.detail));
+  c.addEventListener("message", (e) => onMessage(e.detail));
+  c.addEventListener("event", (e) => {
+    const m = e.detail;
+    if (m.name === "shutdown") {
+      logEvent("system", m.message || "server shutting down");
+      banner("Server is restarting", "The server is shutting down; this page reconnects automatically.", true);
+    } else {
+      logEvent("icey", `event ${m.name || ""} ${short(m.data)}`);
+    }
+  });
+  c.addEventListener("close", (e) => {
+    const wasConnected = state.connected;
+    state.connected = false;
+    state.server = null;
+    if (state.call) endCall(wasConnected ? "signalling connection lost" : "disconnected", true);
+    renderPeers();
+    if (state.authFailed) return; // retrying cannot help until the link changes
+    const delay = Math.min(15000, 1000 * 2 ** Math.min(state.retry, 4)) * (0.8 + Math.random() * 0.4);
+    state.retry++;
+    const secs = Math.round(delay / 1000);
+    if (wasConnected) {
+      logEvent("system", `connection closed (${e.detail.code}${e.detail.reason ? ": " + e.detail.reason : ""})`);
+      setConn("wait", `Reconnecting in ${secs}s…`);
+    } else {
+      setConn("bad", "Server unreachable");
+      banner("Server unreachable",
+        `Cannot reach the signalling server at ${wsURL()}. Is icey-server running and reachable from this device? Retrying in ${secs}s…`);
+      setStage("error", "Server unreachable");
+    }
+    state.retryTimer = setTimeout(connect, delay);
+  });
+  c.connect();
+}
+
+function onPresence(m) {
+  const d = m.data || {};
+  if (m.from === SERVER) {
+    state.server = d.online === false ? null : d;
+    if (state.server && !state.call) setStage("idle", `${d.name || "Icey Server"} is ready — press Watch`);
+  } else if (!m.probe) {
+    logEvent("presence", `${d.name || d.user || m.from} ${d.online === false ? "left" : "is online"}`);
+  }
+  renderPeers();
+}
+
+function onMessage(m) {
+  const sub = m.subtype || m.type || "";
+  if (sub.startsWith("call:") && m.from === SERVER) return onCall(sub.slice(5), m.data || {});
+  if (sub.startsWith("icey:")) return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
+  if (m.type === "join:ok" || m.type === "leave:ok") return logEvent("system", `${m.type} ${m.room}`);
+  logEvent("system", `${sub} from ${m.from || "?"}`);
+}
+
+function short(v) {
+  if (v === undefined || v === null) return "";
+  const s = typeof v === "string" ? v : JSON.stringify(v);
+  return s.length > 160 ? s.slice(0, 157) + "…" : s;
+}
+
+// ---------------------------------------------------------------- peers
+
+function renderPeers() {
+  const list = $("peers");
+  list.textContent = "";
+  const c = state.client;
+  const peers = [];
+  if (state.connected && state.server) peers.push({ ...state.server, _server: true });
+  if (state.connected && c) for (const p of c.roster.values()) if (p.id !== "server" && p.online !== false) peers.push(p);
+  $("peer-count").textContent = String(peers.length);
+  if (!peers.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = state.connected ? "No peers yet." : "Not connected.";
+    list.append(li);
+  }
+  for (const p of peers) list.append(peerItem(p));
+  const canView = !!(state.server && (state.server.capabilities || []).includes("view"));
+  $("btn-watch").disabled = !state.connected || !canView || !!state.call;
+}
+
+function peerItem(p) {
+  const li = document.createElement("li");
+  li.className = "peer" + (p._server ? " server" : "");
+  li.dataset.peer = `${p.user}|${p.id}`;
+  const av = document.createElement("div");
+  av.className = "avatar";
+  av.textContent = (p.name || p.user || "?").slice(0, 1).toUpperCase();
+  const main = document.createElement("div");
+  main.className = "peer-main";
+  const name = document.createElement("div");
+  name.className = "peer-name";
+  name.textContent = p.name || p.user;
+  const meta = document.createElement("div");
+  meta.className = "peer-meta";
+  if (p._server) {
+    const mode = document.createElement("span");
+    mode.className = "tag";
+    mode.textContent = p.mode || "?";
+    meta.append(mode, document.createTextNode((p.capabilities || []).join(" · ")));
+  } else {
+    meta.textContent = p.peerType || p.type || "peer";
+  }
+  main.append(name, meta);
+  li.append(av, main);
+  if (p._server) {
+    const actions = document.createElement("div");
+    actions.className = "peer-actions";
+    const caps = p.capabilities || [];
+    if (state.call) {
+      const b = document.createElement("span");
+      b.className = "in-call";
+      b.textContent = state.call.kind === "view" ? "watching" : "broadcasting";
+      actions.append(b);
+    } else {
+      if (caps.includes("view")) actions.append(button("Watch", "watch", () => startCall("view")));
+      if (caps.includes("publish")) actions.append(button("Broadcast", "broadcast", () => startCall("publish")));
+    }
+    li.append(actions);
+  }
+  return li;
+}
+
+function button(label, action, fn) {
+  const b = document.createElement("button");
+  b.className = "btn btn-sm" + (action === "watch" ? " btn-primary" : "");
+  b.textContent = label;
+  b.dataset.action = action;
+  b.onclick = fn;
+  return b;
+}
+
+// ---------------------------------------------------------------- calls
+
+async function iceServers() {
+  try {
+    const r = await fetch("/api/config", { headers: authHeaders, cache: "no-store" });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const cfg = await r.json();
+    const out = [];
+    const host = (h) => (h && h.includes(":") && !h.startsWith("[") ? `[${h}]` : h);
+    if (cfg.stun && cfg.stun.urls && cfg.stun.urls.length) out.push({ urls: cfg.stun.urls });
+    if (cfg.turn && cfg.turn.enabled && cfg.turn.host) {
+      out.push({ urls: [`turn:${host(cfg.turn.host)}:${cfg.turn.port}`], username: cfg.turn.username, credential: cfg.turn.credential });
+    }
+    return out;
+  } catch (err) {
+    logEvent("error", `could not load /api/config (${err.message}); trying without STUN/TURN`);
+    return [];
+  }
+}
+
+function waitFor(phase, ms) {
+  return new Promise((resolve, reject) => {
+    const call = state.call;
+    const timer = setTimeout(() => reject(new Error(`no ${phase} from the server within ${ms / 1000}s`)), ms);
+    call.waiters[phase] = (v) => { clearTimeout(timer); resolve(v); };
+    call.rejecter = (e) => { clearTimeout(timer); reject(e); };
+  });
+}
+
+async function startCall(kind) {
+  if (state.call || !state.client || !state.client.online) return;
+  clearBanner();
+  const call = { kind, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {}, rejecter: null, localStream: null };
+  state.call = call;
+  renderPeers();
+  $("btn-hangup").hidden = false;
+  $("btn-watch").hidden = true;
+  setStage("connecting", kind === "view" ? "Connecting to the live stream…" : "Starting broadcast…");
+  setCallState("Calling the server…");
+  logEvent("call", `${kind === "view" ? "watch" : "broadcast"}: call:init`);
+  try {
+    const ice = iceServers();
+    state.client.sendCall("init", {});
+    await waitFor("accept", 10000);
+    if (state.call !== call) return;
+    setCallState("Accepted — negotiating media…");
+    const pc = new RTCPeerConnection({ iceServers: await ice });
+    call.pc = pc;
+    if (kind === "view") {
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+    } else {
+      try {
+        call.localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+        for (const t of call.localStream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [call.localStream] });
+      } catch (err) {
+        logEvent("error", `camera/microphone unavailable: ${err.message}`);
+        pc.addTransceiver("video", { direction: "sendonly" });
+        pc.addTransceiver("audio", { direction: "sendonly" });
+      }
+    }
+    pc.ontrack = (e) => {
+      const v = $("video");
+      if (!v.srcObject) v.srcObject = e.streams[0] || new MediaStream();
+      if (!e.streams[0]) v.srcObject.addTrack(e.track);
+      v.play().catch(() => {});
+    };
+    pc.onicecandidate = (e) => {
+      if (state.call !== call || !state.client.online) return;
+      const c = e.candidate;
+      state.client.sendCall("candidate", c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
+                                            : { candidate: "" });
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (state.call !== call) return;
+      const s = pc.iceConnectionState;
+      logEvent("call", `ICE ${s}`);
+      if (s === "failed") failICE();
+    };
+    pc.onconnectionstatechange = () => {
+      if (state.call !== call) return;
+      const s = pc.connectionState;
+      if (s === "connected") {
+        call.phase = "connected";
+        setCallState(kind === "view" ? "Playing live stream" : "Broadcasting");
+        setStage("playing");
+        $("live").hidden = false;
+        $("hud").hidden = kind !== "view";
+        $("btn-snap").disabled = kind !== "view";
+        startStats(call);
+        pollOps();
+      } else if (s === "failed") {
+        failICE();
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    state.client.sendCall("offer", { type: "offer", sdp: pc.localDescription.sdp });
+    logEvent("call", "call:offer sent");
+    const answer = await waitFor("answer", 15000);
+    if (state.call !== call) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    call.remoteSet = true;
+    for (const c of call.pendingRemote) await addRemoteCandidate(pc, c);
+    call.pendingRemote = [];
+    setCallState("Connecting media (ICE/DTLS)…");
+    // Without any path the browser may sit in "checking" for a long time.
+    setTimeout(() => { if (state.call === call && call.phase !== "connected") failICE(); }, 20000);
+  } catch (err) {
+    if (state.call === call) endCall(err.message, true, true);
+  }
+}
+
+function failICE() {
+  endCall("ICE failed: no network path to the server's media port. If you are behind NAT or a firewall, " +
+    "the server needs TURN (turn.enabled with turn.externalIp set to its public address) and UDP open to it.", true, true);
+}
+
+async function addRemoteCandidate(pc, c) {
+  try { await pc.addIceCandidate(c); } catch (err) { logEvent("error", `remote candidate rejected: ${err.message}`); }
+}
+
+function onCall(action, data) {
+  const call = state.call;
+  logEvent("call", `call:${action}${data.reason ? " — " + data.reason : ""}`);
+  if (!call) return;
+  switch (action) {
+    case "accept":
+      if (call.waiters.accept) call.waiters.accept(data);
+      break;
+    case "answer":
+      if (call.waiters.answer) call.waiters.answer(data);
+      break;
+    case "candidate": {
+      const cand = (data.candidate || "").replace(/^a=/, "");
+      if (!cand) return; // end of candidates: the answer already carried them
+      const init = { candidate: cand, sdpMid: data.sdpMid ?? "0", sdpMLineIndex: data.sdpMLineIndex ?? 0 };
+      if (call.pc && call.remoteSet) addRemoteCandidate(call.pc, init);
+      else call.pendingRemote.push(init);
+      break;
+    }
+    case "reject":
+      endCall(rejectText(call.kind, data.reason), true, true);
+      break;
+    case "hangup":
+      endCall(hangupText(data.reason), true, data.reason !== "hangup");
+      break;
+  }
+}
+
+function rejectText(kind, reason) {
+  if (reason === "busy") return "The server says this browser is already in a call.";
+  if (reason === "capacity") return "The server is at its viewer capacity; try again in a moment.";
+  if (kind === "publish") return `Broadcast is not available in this mode/build${reason ? ` (${reason})` : ""}.`;
+  return `The server declined the call: ${reason || "no reason given"}.`;
+}
+
+function hangupText(reason = "") {
+  if (reason.startsWith("source unavailable")) {
+    return `Source unavailable: ${reason.replace(/^source unavailable:?\s*/, "") || "the camera or file is not delivering media"}. ` +
+      "The server keeps retrying; press Watch again in a moment.";
+  }
+  if (reason === "connection failed" || reason === "handshake timeout") {
+    return `ICE failed (${reason}): the browser and the server found no working network path. ` +
+      "Behind NAT or a firewall the server needs TURN (turn.enabled with turn.externalIp).";
+  }
+  if (reason === "shutdown") return "The server is shutting down; it will be back shortly.";
+  if (reason === "source closed") return "The stream ended on the server (source closed).";
+  return `Call ended by the server: ${reason || "no reason given"}.`;
+}
+
+function endCall(reason, fromServer = false, isError = false) {
+  const call = state.call;
+  if (!call) return;
+  state.call = null;
+  if (call.rejecter) call.rejecter(new Error(reason));
+  if (!fromServer && state.client && state.client.online) {
+    try { state.client.sendCall("hangup", { reason: "hangup" }); } catch {}
+  }
+  stopStats();
+  if (call.pc) call.pc.close();
+  if (call.localStream) for (const t of call.localStream.getTracks()) t.stop();
+  const v = $("video");
+  v.srcObject = null;
+  $("hud").hidden = true;
+  $("live").hidden = true;
+  $("btn-snap").disabled = true;
+  $("btn-hangup").hidden = true;
+  $("btn-watch").hidden = false;
+  setStage("idle", state.server ? "Call ended — press Watch to start again" : "Waiting for the server…");
+  setCallState(isError ? reason : "Idle", isError);
+  if (isError) banner("Call ended", reason);
+  logEvent(isError ? "error" : "call", `call ended: ${reason}`);
+  renderPeers();
+  setTimeout(pollOps, 500);
+}
+
+// ---------------------------------------------------------------- HUD stats
+
+let statsTimer = null;
+function stopStats() { clearInterval(statsTimer); statsTimer = null; }
+
+function startStats(call) {
+  stopStats();
+  let prev = null; // {t, bytes, frames}
+  let lastRise = performance.now();
+  statsTimer = setInterval(async () => {
+    if (state.call !== call || !call.pc) return stopStats();
+    let report;
+    try { report = await call.pc.getStats(); } catch { return; }
+    let v = null;
+    const codecs = new Map();
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") v = s;
+      if (s.type === "codec") codecs.set(s.id, s);
+    });
+    if (!v) return;
+    const now = performance.now();
+    const frames = v.framesDecoded || 0;
+    const codec = codecs.get(v.codecId);
+    $("hud-codec").textContent = codec ? codec.mimeType.replace(/^video\//, "") : "–";
+    $("hud-res").textContent = v.frameWidth ? `${v.frameWidth}×${v.frameHeight}` : "–";
+    if (prev) {
+      const dt = (now - prev.t) / 1000;
+      const fps = v.framesPerSecond ?? (frames - prev.frames) / dt;
+      $("hud-fps").textContent = Math.round(fps);
+      const kbps = ((v.bytesReceived - prev.bytes) * 8) / dt / 1000;
+      $("hud-bitrate").textContent = kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
+      if (frames > prev.frames) lastRise = now;
+    }
+    // Average over the last interval (the counters are cumulative).
+    const jbDelay = v.jitterBufferDelay || 0, jbCount = v.jitterBufferEmittedCount || 0;
+    const dCount = jbCount - (prev ? prev.jbCount : 0);
+    if (dCount > 0) {
+      const ms = ((jbDelay - (prev ? prev.jbDelay : 0)) / dCount) * 1000;
+      $("hud-jb").textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+    }
+    const stalled = now - lastRise > 2000;
+    if (stalled !== !$("hud-stalled").hidden) logEvent(stalled ? "error" : "call", stalled ? "video stalled: no new frames decoded" : "video resumed");
+    $("hud-stalled").hidden = !stalled;
+    prev = { t: now, bytes: v.bytesReceived || 0, frames, jbDelay, jbCount };
+  }, 1000);
+}
+
+// ---------------------------------------------------------------- controls
+
+$("btn-watch").onclick = () => startCall("view");
+$("btn-hangup").onclick = () => endCall("hung up", false, false);
+
+const video = $("video");
+video.muted = true;
+function renderMute() {
+  $("mute-label").textContent = video.muted ? "Unmute" : "Mute";
+  $("mute-x").toggleAttribute("hidden", !video.muted);
+  $("mute-wave").toggleAttribute("hidden", video.muted);
+  $("btn-mute").setAttribute("aria-pressed", String(video.muted));
+}
+$("btn-mute").onclick = () => { video.muted = !video.muted; if (!video.muted) video.play().catch(() => {}); renderMute(); };
+renderMute();
+
+$("btn-full").onclick = () => {
+  const stage = $("stage");
+  if (document.fullscreenElement) return document.exitFullscreen();
+  if (stage.requestFullscreen) stage.requestFullscreen().catch(() => {});
+  else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen(); // iOS Safari
+};
+
+$("btn-snap").onclick = () => {
+  if (!video.videoWidth) return;
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => {
+    if (!blob) return;
+    const a = document.createElement("a");
+    const ts = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    a.href = URL.createObjectURL(blob);
+    a.download = `icey-snapshot-${ts}.png`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 5000);
+    logEvent("system", `snapshot saved (${canvas.width}×${canvas.height})`);
+  }, "image/png");
+};
+
+// ---------------------------------------------------------------- ops panel
+
+function fact(dl, k, v) {
+  const dt = document.createElement("dt");
+  dt.textContent = k;
+  const dd = document.createElement("dd");
+  dd.textContent = v;
+  dl.append(dt, dd);
+}
+
+function uptime(sec) {
+  const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+  return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+}
+
+async function pollOps() {
+  const note = $("ops-note");
+  let ready = null, status = null;
+  try {
+    const [r1, r2] = await Promise.all([
+      fetch("/api/ready", { headers: authHeaders, cache: "no-store" }),
+      fetch("/api/status", { headers: authHeaders, cache: "no-store" }),
+    ]);
+    ready = await r1.json().catch(() => null);
+    if (r2.status === 401) note.textContent = "Status needs the access token (open the page with ?token=…).";
+    else if (r2.ok) { status = await r2.json(); note.textContent = ""; }
+    else note.textContent = `/api/status: HTTP ${r2.status}`;
+  } catch {
+    $("ops-status").textContent = "unreachable";
+    $("ops-status").className = "badge error";
+    note.textContent = "The ops API is unreachable.";
+    return;
+  }
+  const rep = status || ready || {};
+  const badge = $("ops-status");
+  badge.textContent = rep.status || "?";
+  badge.className = `badge ${rep.status || ""}`;
+
+  const dl = $("ops-facts");
+  dl.textContent = "";
+  if (rep.mode) fact(dl, "Mode", rep.mode);
+  if (status) {
+    if (status.version) fact(dl, "Version", status.version);
+    fact(dl, "Uptime", uptime(status.uptimeSec || 0));
+    if (status.sessions) fact(dl, "Sessions", `${status.sessions.active} active · ${status.sessions.total} total`);
+    const st = status.stream || {};
+    if (st.source || st.sourceKind) {
+      let src = st.source && st.source !== st.sourceKind ? `${st.source} (${st.sourceKind || "?"})` : st.source || st.sourceKind;
+      if (st.state) src += ` — ${st.state}${st.fps ? `, ${Math.round(st.fps)} fps` : ""}`;
+      fact(dl, "Source", src);
+    }
+    if (state.lastUptime !== null && status.uptimeSec < state.lastUptime) logEvent("system", "server restarted (uptime reset)");
+    state.lastUptime = status.uptimeSec;
+  }
+  if (ready) fact(dl, "Ready", ready.ready ? "yes" : "no");
+
+  const checks = $("ops-checks");
+  checks.textContent = "";
+  for (const c of rep.checks || []) {
+    const li = document.createElement("li");
+    const icon = document.createElement("span");
+    icon.className = c.result;
+    icon.textContent = c.result === "pass" ? "✓" : c.result === "warn" ? "!" : "✕";
+    const name = document.createElement("span");
+    name.textContent = c.name;
+    const detail = document.createElement("span");
+    detail.className = "detail";
+    detail.textContent = c.detail || "";
+    li.append(icon, name, detail);
+    checks.append(li);
+  }
+  const warns = $("ops-warnings");
+  warns.textContent = "";
+  for (const w of rep.warnings || []) {
+    const li = document.createElement("li");
+    li.textContent = w;
+    warns.append(li);
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+// For tests and debugging in the console.
+window.icey = {
+  get pc() { return state.call && state.call.pc; },
+  get connected() { return state.connected; },
+  get server() { return state.server; },
+};
+
+renderPeers();
+connect();
+pollOps();
+setInterval(pollOps, 5000);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) pollOps(); });
