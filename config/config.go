@@ -60,6 +60,9 @@ type Config struct {
 	Path string `json:"-"`
 	// Warnings collected while loading (unknown keys, clamped values).
 	Warnings []string `json:"-"`
+	// PprofListen serves net/http/pprof on a separate loopback listener
+	// (flag --pprof-listen / ICEY_PPROF_LISTEN only; empty = off).
+	PprofListen string `json:"-"`
 	// HealthCheckURL is the outbound healthchecks.io-style ping URL (env/flag only: it may embed a key).
 	HealthCheckURL string `json:"-"`
 }
@@ -305,6 +308,12 @@ func (c *Config) Validate() error {
 	if c.HealthCheckURL != "" {
 		if u, err := url.Parse(c.HealthCheckURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add("health check URL", "not an http(s) URL")
+		}
+	}
+	if c.PprofListen != "" {
+		host, _, err := net.SplitHostPort(c.PprofListen)
+		if err != nil || !IsLoopbackHost(host) {
+			add("pprof listen", "%q must be a loopback host:port (profiles expose internals)", c.PprofListen)
 		}
 	}
 	if c.Metrics.Listen != "" {

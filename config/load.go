@@ -42,7 +42,7 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 		o                                          Options
 		cfgPath, host, tlsCert, tlsKey, extIP      string
 		mode, source, recordDir, webRoot, logLevel string
-		logFormat, healthURL                       string
+		logFormat, healthURL, pprofListen          string
 		port, webrtcPort, turnPort                 int
 		noTURN, loop, noLoop                       bool
 	)
@@ -65,6 +65,7 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 	fs.StringVar(&logLevel, "log-level", "", "debug | info | warn | error (default info)")
 	fs.StringVar(&logFormat, "log-format", "", "text | json (default text)")
 	fs.StringVar(&healthURL, "health-check-url", "", "healthchecks.io-style ping URL (start, success, fail)")
+	fs.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback host:port")
 	fs.BoolVar(&o.Help, "h", false, "show help")
 	fs.BoolVar(&o.Help, "help", false, "show help")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -167,6 +168,9 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 	}
 	if set["log-format"] {
 		cfg.LogFormat = logFormat
+	}
+	if set["pprof-listen"] {
+		cfg.PprofListen = pprofListen
 	}
 	if set["health-check-url"] {
 		cfg.HealthCheckURL = healthURL
@@ -419,6 +423,7 @@ func applyEnv(cfg *Config, getenv Getenv) error {
 	str("ICEY_HEALTH_CHECK_URL", &next.HealthCheckURL)
 	num("ICEY_HEALTH_CHECK_INTERVAL", &next.HealthCheck.IntervalSeconds)
 	str("ICEY_METRICS_LISTEN", &next.Metrics.Listen)
+	str("ICEY_PPROF_LISTEN", &next.PprofListen)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}

@@ -18,11 +18,12 @@ type listeners struct {
 	turnUDP net.PacketConn
 	turnTCP net.Listener
 	metrics net.Listener // optional metrics.listen
+	pprof   net.Listener // optional --pprof-listen
 }
 
 func (l *listeners) Close() {
 	// A nil interface field converts to a nil Closer, so the check is sound.
-	for _, c := range []interface{ Close() error }{l.http, l.media, l.turnUDP, l.turnTCP, l.metrics} {
+	for _, c := range []interface{ Close() error }{l.http, l.media, l.turnUDP, l.turnTCP, l.metrics, l.pprof} {
 		if c != nil {
 			_ = c.Close()
 		}
@@ -75,6 +76,12 @@ func bindAll(cfg config.Config) (*listeners, error) {
 		if l.metrics, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			l.Close()
 			return nil, &bindError{"metrics", cfg.Metrics.Listen, sysErr(err)}
+		}
+	}
+	if cfg.PprofListen != "" {
+		if l.pprof, err = net.Listen("tcp", cfg.PprofListen); err != nil {
+			l.Close()
+			return nil, &bindError{"pprof", cfg.PprofListen, sysErr(err)}
 		}
 	}
 	return l, nil

@@ -50,6 +50,7 @@ type app struct {
 	srv    *http.Server
 
 	metricsSrv *http.Server
+	pprofSrv   *http.Server
 
 	supCancel context.CancelFunc
 	supDone   chan struct{}
@@ -98,6 +99,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
 	go func() { errc <- a.serveHTTP() }()
 	if a.ln.metrics != nil {
 		go func() { errc <- a.serveMetrics() }()
+	}
+	if a.ln.pprof != nil {
+		a.pprofSrv = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = a.pprofSrv.Serve(a.ln.pprof) }()
+		log.Info("serving Go profiles", "module", "main", "addr", a.ln.pprof.Addr().String())
 	}
 	a.state.Store("running")
 	a.startupDone.Store(true)
@@ -570,6 +576,9 @@ func (a *app) close(ctx context.Context) {
 	}
 	if a.metricsSrv != nil {
 		_ = a.metricsSrv.Close()
+	}
+	if a.pprofSrv != nil {
+		_ = a.pprofSrv.Close()
 	}
 	if a.srv != nil {
 		step("http", 5*time.Second, func() {
