@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/icey/icey-server/preflight"
 )
 
@@ -131,7 +133,9 @@ func New(c Config) *Handler {
 	h.route("/api/status", true, h.status)
 	h.route("/api/config", true, h.config)
 	if c.Events != nil {
-		h.route("/api/events", true, h.events)
+		// Browsers cannot set headers on a WebSocket upgrade, so the events
+		// upgrade (only) also accepts ?token= (spec/ops-api.md).
+		h.mux.Handle("/api/events", onlyGET(requireTokenOrWSQuery(c.Token, http.HandlerFunc(h.events))))
 	}
 	return h
 }
@@ -174,6 +178,23 @@ func RequireToken(token string, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !TokenOK(token, RequestToken(r)) {
+			WriteError(w, http.StatusUnauthorized, "unauthorized")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func requireTokenOrWSQuery(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := RequestToken(r)
+		if got == "" && websocket.IsWebSocketUpgrade(r) {
+			got = r.URL.Query().Get("token")
+		}
+		if !TokenOK(token, got) {
 			WriteError(w, http.StatusUnauthorized, "unauthorized")
 			return
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/icey/icey-server/internal/events"
 	"github.com/icey/icey-server/preflight"
 )
 
@@ -216,5 +220,94 @@ func TestErrors(t *testing.T) {
 	}
 	if resp, _ := get(t, h, "HEAD", "/api/health", nil); resp.StatusCode != 200 {
 		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+}
+
+func TestEventsAuthAndStreams(t *testing.T) {
+	bus := events.New()
+	h := New(Config{Version: "1", Mode: "stream", Token: "tk", Started: time.Now(), Events: bus,
+		Snapshot: func() any { return map[string]any{"ready": true} }})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	// SSE: header token required; a query token is not accepted for plain GETs.
+	for _, u := range []string{srv.URL + "/api/events", srv.URL + "/api/events?token=tk"} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Fatalf("%s: %d, want 401", u, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/api/events", nil)
+	req.Header.Set("Authorization", "Bearer tk")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	rd := bufio.NewReader(resp.Body)
+	readData := func() string {
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(line, "data: ") {
+				return line
+			}
+		}
+	}
+	if d := readData(); !strings.Contains(d, `"type":"snapshot"`) {
+		t.Fatalf("first event %s", d)
+	}
+	waitSubs := func(n int) {
+		for i := 0; i < 200 && bus.Subscribers() < n; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitSubs(1)
+	bus.Publish(events.SessionStarted, map[string]string{"id": "abc"})
+	if d := readData(); !strings.Contains(d, `"type":"session.started"`) || !strings.Contains(d, `"abc"`) {
+		t.Fatalf("event %s", d)
+	}
+
+	// WebSocket: the upgrade may carry the token in the query.
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/api/events?token=tk"
+	c, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var e events.Event
+	if err := c.ReadJSON(&e); err != nil || e.Type != events.Snapshot {
+		t.Fatalf("ws snapshot %v %v", e, err)
+	}
+	waitSubs(2)
+	bus.Publish(events.SourceDown, nil)
+	if err := c.ReadJSON(&e); err != nil || e.Type != events.SourceDown {
+		t.Fatalf("ws event %v %v", e, err)
+	}
+	if _, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/api/events?token=bad", nil); err == nil {
+		t.Fatal("ws with a wrong token connected")
+	}
+}
+
+func TestStartedProbe(t *testing.T) {
+	var done bool
+	h := New(Config{Version: "1", Started: time.Now(), StartupDone: func() bool { return done }})
+	resp, m := get(t, h, "GET", "/api/started", nil)
+	if resp.StatusCode != 503 || m["started"] != false {
+		t.Fatalf("before: %d %v", resp.StatusCode, m)
+	}
+	done = true
+	resp, m = get(t, h, "GET", "/api/started", nil)
+	if resp.StatusCode != 200 || m["started"] != true {
+		t.Fatalf("after: %d %v", resp.StatusCode, m)
 	}
 }

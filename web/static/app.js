@@ -621,8 +621,52 @@ window.icey = {
   get server() { return state.server; },
 };
 
+// Live ops updates: the /api/events stream (as a WebSocket, since browsers
+// cannot put the token in a header there) triggers a refresh of the panel
+// when something happens; polling stays as a slow fallback and takes over
+// while the stream is down.
+const opsEvents = { ws: null, live: false, retry: 0, refresh: null };
+const eventText = {
+  "session.started": (d) => `viewer session ${d.id} started`,
+  "session.ended": (d) => `session ${d.id} ended (${d.reason})`,
+  "source.up": () => "source is up",
+  "source.reconnecting": (d) => `source reconnecting${d.error ? ": " + d.error : ""}`,
+  "source.down": (d) => `source down${d.detail ? ": " + d.detail : ""}`,
+  "source.ended": () => "source ended",
+  "readiness.changed": (d) => (d.ready ? "server ready" : `server not ready: ${(d.failing || []).join("; ")}`),
+  "turn.refused": (d) => `TURN refused ${d.count} request(s): ${d.reason}`,
+  "shutdown": () => "server is shutting down",
+};
+function scheduleOpsRefresh() {
+  clearTimeout(opsEvents.refresh);
+  opsEvents.refresh = setTimeout(pollOps, 150);
+}
+function connectOpsEvents() {
+  const url = new URL("/api/events", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (token) url.searchParams.set("token", token);
+  let ws;
+  try { ws = new WebSocket(url); } catch { return; }
+  opsEvents.ws = ws;
+  ws.onopen = () => { opsEvents.live = true; opsEvents.retry = 0; $("ops-live").hidden = false; };
+  ws.onmessage = (m) => {
+    let e;
+    try { e = JSON.parse(m.data); } catch { return; }
+    if (e.type !== "snapshot" && eventText[e.type]) logEvent("ops", eventText[e.type](e.data || {}));
+    scheduleOpsRefresh();
+  };
+  ws.onclose = () => {
+    opsEvents.live = false;
+    $("ops-live").hidden = true;
+    const delay = Math.min(30000, 1000 * 2 ** opsEvents.retry++);
+    setTimeout(connectOpsEvents, delay);
+  };
+}
+
 renderPeers();
 connect();
 pollOps();
-setInterval(pollOps, 5000);
+connectOpsEvents();
+setInterval(() => { if (!opsEvents.live) pollOps(); }, 5000); // fallback while the stream is down
+setInterval(() => { if (opsEvents.live && !document.hidden) pollOps(); }, 30000); // uptime, fps
 document.addEventListener("visibilitychange", () => { if (!document.hidden) pollOps(); });
