@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/icey/icey-server/config"
@@ -23,13 +24,16 @@ const doctorSourceWait = 8 * time.Second
 func doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	a := newApp(cfg, log)
+	staticChecks(a.pf, cfg, time.Now())
 	if ln, err := bindAll(cfg); err != nil {
 		a.pf.Set(preflight.CheckPorts, preflight.Fail, err.Error())
+		if be, ok := err.(*bindError); ok && strings.HasPrefix(be.what, "TURN") {
+			a.pf.Set(preflight.CheckTURN, preflight.Fail, "TURN is enabled but its port cannot be bound: "+err.Error())
+		}
 	} else {
 		ln.Close()
 		a.pf.Set(preflight.CheckPorts, preflight.Pass, portsDetail(cfg))
 	}
-	staticChecks(a.pf, cfg, time.Now())
 	a.pf.SetFunc(preflight.CheckSource, a.sourceCheck)
 	if cfg.Media.Mode == "stream" {
 		a.src, _, a.srcErr = buildSource(cfg, logging.Module(log, "media"))

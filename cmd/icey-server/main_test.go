@@ -461,6 +461,22 @@ func TestDoctor(t *testing.T) {
 	if checkByName(rep, "source")["result"] != "pass" {
 		t.Fatalf("source %v", checkByName(rep, "source"))
 	}
+	// TURN port taken: both the ports and the turn check fail.
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tport := strconv.Itoa(busy.LocalAddr().(*net.UDPAddr).Port)
+	b := launch(t, []string{"--doctor", "--turn-port", tport})
+	if code := b.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("doctor with TURN port taken: exit %d\n%s", code, b.stdout)
+	}
+	var brep map[string]any
+	_ = json.Unmarshal([]byte(b.stdout.String()), &brep)
+	if checkByName(brep, "turn")["result"] != "fail" || checkByName(brep, "ports")["result"] != "fail" {
+		t.Fatalf("turn/ports checks: %v / %v", checkByName(brep, "turn"), checkByName(brep, "ports"))
+	}
 	// Not ready: an RTSP camera that does not answer.
 	q := launch(t, []string{"--doctor", "--source", "rtsp://127.0.0.1:1/none"})
 	if code := q.wait(t, 30*time.Second); code != 1 {
