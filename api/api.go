@@ -133,9 +133,7 @@ func New(c Config) *Handler {
 	h.route("/api/status", true, h.status)
 	h.route("/api/config", true, h.config)
 	if c.Events != nil {
-		// Browsers cannot set headers on a WebSocket upgrade, so the events
-		// upgrade (only) also accepts ?token= (spec/ops-api.md).
-		h.mux.Handle("/api/events", onlyGET(requireTokenOrWSQuery(c.Token, http.HandlerFunc(h.events))))
+		h.mux.Handle("/api/events", onlyGET(requireToken(c.Token, true, http.HandlerFunc(h.events))))
 	}
 	return h
 }
@@ -173,25 +171,18 @@ func onlyGET(next http.Handler) http.Handler {
 // "Authorization: Bearer <t>" or "X-Icey-Token: <t>". An empty token leaves
 // the handler open.
 func RequireToken(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !TokenOK(token, RequestToken(r)) {
-			WriteError(w, http.StatusUnauthorized, "unauthorized")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return requireToken(token, false, next)
 }
 
-func requireTokenOrWSQuery(token string, next http.Handler) http.Handler {
+// requireToken also accepts ?token= on WebSocket upgrades when wsQuery is
+// set: browsers cannot put headers on an upgrade (spec/ops-api.md).
+func requireToken(token string, wsQuery bool, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := RequestToken(r)
-		if got == "" && websocket.IsWebSocketUpgrade(r) {
+		if got == "" && wsQuery && websocket.IsWebSocketUpgrade(r) {
 			got = r.URL.Query().Get("token")
 		}
 		if !TokenOK(token, got) {
