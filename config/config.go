@@ -129,6 +129,22 @@ type Media struct {
 	Intelligence Intelligence    `json:"intelligence"`
 }
 
+// VideoTarget reads the transcode targets of media.video (existing icey
+// configs: width, height, fps, bitrate in bits/s). Unknown keys are kept
+// but ignored; absent or malformed values are zero (keep the input's).
+func (m Media) VideoTarget() (width, height, fps, bitrate int) {
+	var v struct {
+		Width   int `json:"width"`
+		Height  int `json:"height"`
+		FPS     int `json:"fps"`
+		Bitrate int `json:"bitrate"`
+	}
+	if len(m.Video) > 0 {
+		_ = json.Unmarshal(m.Video, &v)
+	}
+	return v.Width, v.Height, v.FPS, v.Bitrate
+}
+
 // Intelligence mirrors existing icey configs; analysers are not built in yet.
 type Intelligence struct {
 	Vision Analyser `json:"vision"`

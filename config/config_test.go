@@ -216,3 +216,18 @@ func TestHelpAndVersionShortCircuit(t *testing.T) {
 		t.Fatalf("version: %v", err)
 	}
 }
+
+func TestVideoTargetFromExistingConfig(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "c.json", `{"media":{"video":{"codec":"h264","width":1280,"height":720,"fps":25,"bitrate":1800000}}}`)
+	o, err := Parse([]string{"-c", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, h, fps, br := o.Config.Media.VideoTarget()
+	if w != 1280 || h != 720 || fps != 25 || br != 1800000 {
+		t.Fatalf("targets %d %d %d %d", w, h, fps, br)
+	}
+	if len(o.Config.Warnings) != 0 {
+		t.Fatalf("media.video keys must not warn: %v", o.Config.Warnings)
+	}
+}

@@ -76,7 +76,9 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 }
 
 func transcoded(src, kind string, cfg config.Config, log *slog.Logger, why string) (media.Source, []string, error) {
-	s, err := transcode.New(transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file"}, log)
+	w, h, fps, bitrate := cfg.Media.VideoTarget()
+	s, err := transcode.New(transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file",
+		Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 	}
