@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/icey/icey-server/api"
+	"github.com/icey/icey-server/internal/browsertest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/signaling"
@@ -80,34 +81,13 @@ func (u *uiServer) restart(down time.Duration) {
 func newChromium(t *testing.T, parent context.Context) (context.Context, context.CancelFunc) {
 	t.Helper()
 	chromium := testenv.RequireTool(t, "chromium")
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 800),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-	)
+	opts := browsertest.AllocatorOptions(chromium, t.TempDir(), browsertest.Options{Width: 1280, Height: 800})
 	actx, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	return ctx, func() { cancelCtx(); cancelAlloc() }
 }
 
-func artifactsDir(t *testing.T) string {
-	dir := os.Getenv("ICEY_TEST_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "test-artifacts")
-	}
-	dir, _ = filepath.Abs(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func artifactsDir(t *testing.T) string { return browsertest.ArtifactsDir(t) }
 
 const framesDecodedJS = `(async () => {
   const pc = window.icey.pc; if (!pc) return -1;
