@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: all build run test test-short deps lint vet fmt bench docker clean
+.PHONY: all build run test test-short deps lint vet fmt bench ops-bench docker clean
 
 all: build
 
@@ -42,6 +42,9 @@ vet:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+ops-bench:
+	@scripts/netns.sh scripts/ops-bench.sh
 
 bench: deps build
 	@scripts/netns.sh scripts/bench.sh
