@@ -156,6 +156,7 @@ type SubscriberStats struct {
 //	    Name             string
 //	    MaxPayload       int // RTP payload bound, default 1200
 //	    GOPCacheMaxBytes int // bound on the cached GOP, default 8 MiB
+//	    RetransmitPackets int // shared NACK history of video packets, default 4096
 //	}
 //	func (s *Stream) SetTracks(t Tracks)                        // source declares tracks (each run)
 //	func (s *Stream) Tracks() Tracks                            // zero Tracks until declared
@@ -164,6 +165,7 @@ type SubscriberStats struct {
 //	func (s *Stream) WriteAudio(pts time.Duration, frame []byte) // one encoded audio frame
 //	func (s *Stream) Discontinuity()                            // source restarted / file looped: rebase timestamps
 //	func (s *Stream) Subscribe(id string, o SubscribeOptions) (*Subscriber, error) // ErrNoTracks, ErrClosed
+//	func (s *Stream) RecentVideo(seq uint16) *Packet             // a recent video packet by hub seq, for NACKs; nil if gone
 //	func (s *Stream) Stats() StreamStats
 //	func (s *Stream) Close()
 //

@@ -12,9 +12,10 @@ import (
 
 // Defaults of StreamConfig and SubscribeOptions.
 const (
-	DefaultMaxPayload       = 1200
-	DefaultGOPCacheMaxBytes = 8 << 20
-	DefaultQueuePackets     = 1024
+	DefaultMaxPayload        = 1200
+	DefaultGOPCacheMaxBytes  = 8 << 20
+	DefaultQueuePackets      = 1024
+	DefaultRetransmitPackets = 4096
 
 	// minMaxPayload keeps FU-A fragments meaningful (2 header bytes + data).
 	minMaxPayload = 64
@@ -42,6 +43,12 @@ type StreamConfig struct {
 	// 8 MiB). A GOP that grows past it is dropped from the cache until the
 	// next keyframe, so new subscribers then wait for a live keyframe.
 	GOPCacheMaxBytes int
+	// RetransmitPackets is how many of the latest video packets the stream
+	// keeps for answering viewers' NACKs (default 4096, rounded up to a
+	// power of two, max 32768). Every viewer is sent the same packets, so
+	// one history per stream serves them all (RecentVideo); it must hold a
+	// cached GOP burst: a 4 s GOP at 2 Mb/s is ~900 packets.
+	RetransmitPackets int
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -54,6 +61,10 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	if c.GOPCacheMaxBytes <= 0 {
 		c.GOPCacheMaxBytes = DefaultGOPCacheMaxBytes
 	}
+	if c.RetransmitPackets <= 0 {
+		c.RetransmitPackets = DefaultRetransmitPackets
+	}
+	c.RetransmitPackets = pow2(min(c.RetransmitPackets, 1<<15))
 	return c
 }
 
@@ -108,6 +119,12 @@ type Stream struct {
 
 	subs []*Subscriber
 
+	// vHist is the shared retransmission history: the latest published
+	// video packets indexed by sequence number modulo its (power of two)
+	// length. Written under mu by the publisher, read lock-free by the
+	// viewers' RTCP goroutines.
+	vHist []atomic.Pointer[Packet]
+
 	// Scratch reused across writes so that the hot path does not allocate
 	// beyond the packets themselves.
 	nalus [][]byte
@@ -145,6 +162,7 @@ func NewStream(cfg StreamConfig, log *slog.Logger) *Stream {
 		aSSRC:       rand.Uint32(),
 		vTSBase:     rand.Uint32(),
 		aTSBase:     rand.Uint32(),
+		vHist:       make([]atomic.Pointer[Packet], cfg.RetransmitPackets),
 	}
 	return s
 }
@@ -321,6 +339,10 @@ func (s *Stream) publishLocked(kind Kind, pkts []*Packet, payloadBytes int, mt t
 		s.aLastOut, s.aOut = mt, true
 	}
 	if kind == KindVideo {
+		mask := uint16(len(s.vHist) - 1)
+		for _, p := range pkts {
+			s.vHist[p.RTP.SequenceNumber&mask].Store(p)
+		}
 		s.vLastOut, s.vOut = mt, true
 		s.auTimes[s.auNext] = now.UnixNano()
 		s.auNext = (s.auNext + 1) % len(s.auTimes)
@@ -336,6 +358,17 @@ func (s *Stream) publishLocked(kind Kind, pkts []*Packet, payloadBytes int, mt t
 		sub.push(kind, pkts)
 	}
 	clear(pkts) // scratch: do not keep packets alive
+}
+
+// RecentVideo returns the published video packet with hub sequence number
+// seq while the stream's retransmission history still holds it, else nil.
+// Safe for concurrent use; the packet is shared and must not be modified.
+func (s *Stream) RecentVideo(seq uint16) *Packet {
+	p := s.vHist[seq&uint16(len(s.vHist)-1)].Load()
+	if p == nil || p.RTP.SequenceNumber != seq {
+		return nil
+	}
+	return p
 }
 
 // mediaSignal returns a channel closed when the next packet is published.
@@ -497,6 +530,9 @@ func (s *Stream) Close() {
 	subs := s.subs
 	s.subs = nil
 	s.dropCacheLocked()
+	for i := range s.vHist {
+		s.vHist[i].Store(nil)
+	}
 	s.mu.Unlock()
 	for _, sub := range subs {
 		sub.close()
@@ -505,6 +541,15 @@ func (s *Stream) Close() {
 
 // Done is closed when the stream is closed.
 func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// pow2 rounds n (>= 1) up to a power of two.
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
 
 func clone(b []byte) []byte {
 	if b == nil {

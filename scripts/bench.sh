@@ -15,8 +15,10 @@
 #   MAX_SESSIONS=1000  written to the server's config.json (the default cap
 #                      of 200 sessions would answer 503 at the 400 point)
 #   PPROF_URL=""   base URL of the server's pprof endpoint (e.g.
-#                  http://127.0.0.1:6060); when set, a CPU profile of the
-#                  window is saved for PROFILE_AT viewers (default 200).
+#                  http://127.0.0.1:6060, with SERVER_ARGS="--pprof-listen
+#                  127.0.0.1:6060"); when set, a CPU profile of the window
+#                  and a heap profile from its middle are saved for
+#                  PROFILE_AT viewers (default 200).
 #   SKIP_BUILD=1   use the binaries already in bin/
 set -euo pipefail
 
@@ -120,10 +122,13 @@ for gop in $GOPS; do
         curl -fsS -o "$OUT/cpu-$STAMP-gop${gop}s-$n.prof" \
           "$PPROF_URL/debug/pprof/profile?seconds=$(( secs > 5 ? secs - 3 : secs ))" ) &
       prof_pid=$!
+      ( sleep $(( n / RAMP + 4 + secs / 2 )) &&
+        curl -fsS -o "$OUT/heap-$STAMP-gop${gop}s-$n.prof" "$PPROF_URL/debug/pprof/heap?gc=1" ) &
+      prof_pid="$prof_pid $!"
     fi
     "$ROOT/bin/icey-bench" -url "http://127.0.0.1:$PORT/whep" -viewers "$n" -ramp "$RAMP" \
       -duration "$DURATION" -pid "$SRV_PID" -label "gop${gop}s" -json "$JSONL" | tee -a "$TXT"
-    if [ -n "$prof_pid" ]; then wait "$prof_pid" || echo "bench: profile capture failed" >&2; fi
+    for p in $prof_pid; do wait "$p" || echo "bench: profile capture failed" >&2; done
     stop_server
   done
 done

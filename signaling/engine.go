@@ -7,7 +7,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
@@ -77,18 +76,11 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 	return m, nil
 }
 
-// newInterceptors builds the sender-side interceptor chain. The NACK
-// responder keeps packets by reference (DisableCopy): every header handed to
-// it is a fresh per-viewer allocation and payloads are the hub's immutable
-// buffers, so a 4096-packet history costs pointers, not 6 MB per viewer.
-func newInterceptors(nackHistory uint16, lf logging.LoggerFactory) (*interceptor.Registry, error) {
+// newInterceptors builds the sender-side interceptor chain. There is no
+// NACK responder: NACKs are answered from the stream's shared history (see
+// nack.go) instead of a per-viewer copy of every packet sent.
+func newInterceptors(lf logging.LoggerFactory) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
-	responder, err := nack.NewResponderInterceptor(
-		nack.ResponderSize(nackHistory), nack.DisableCopy(), nack.WithResponderLoggerFactory(lf))
-	if err != nil {
-		return nil, err
-	}
-	reg.Add(responder)
 	// Sender reports carry the RTP/NTP mapping browsers need for lip-sync.
 	sr, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(lf))
 	if err != nil {
@@ -101,16 +93,6 @@ func newInterceptors(nackHistory uint16, lf logging.LoggerFactory) (*interceptor
 	}
 	reg.Add(twccExt)
 	return reg, nil
-}
-
-// nackHistorySize rounds n up to a size the NACK responder accepts (a power
-// of two between 1 and 32768).
-func nackHistorySize(n int) uint16 {
-	size := 1
-	for size < n && size < 1<<15 {
-		size <<= 1
-	}
-	return uint16(size)
 }
 
 // newSettingEngine configures ICE for a server: one shared UDP mux, no mDNS,

@@ -70,10 +70,6 @@ type Config struct {
 	ICEServers func() []webrtc.ICEServer
 	// MaxBodyBytes bounds SDP request bodies (default 64 KiB).
 	MaxBodyBytes int64
-	// NACKHistory is the per-track retransmission history in packets
-	// (default 4096, rounded up to a power of two, max 32768). It must hold
-	// a cached GOP burst: a 4 s GOP at 2 Mb/s is ~900 packets.
-	NACKHistory int
 	// CacheBurstSpeed paces the cached GOP a new viewer starts with: at most
 	// this many times faster than real time (default 8; negative: unpaced).
 	CacheBurstSpeed float64
@@ -117,9 +113,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheBurstSpeed == 0 {
 		c.CacheBurstSpeed = 8
-	}
-	if c.NACKHistory <= 0 {
-		c.NACKHistory = 4096
 	}
 }
 
@@ -197,7 +190,7 @@ func NewManager(cfg Config, st *media.Stream, log *slog.Logger) (*Manager, error
 	if err != nil {
 		return nil, fmt.Errorf("signaling: media engine: %w", err)
 	}
-	reg, err := newInterceptors(nackHistorySize(cfg.NACKHistory), lf)
+	reg, err := newInterceptors(lf)
 	if err != nil {
 		return nil, fmt.Errorf("signaling: interceptors: %w", err)
 	}

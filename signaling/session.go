@@ -53,7 +53,9 @@ type Session struct {
 	writeErrs  atomic.Uint64
 	packetsOut atomic.Uint64 // written to the peer (only this session's goroutine adds)
 	bytesOut   atomic.Uint64
-	live       atomic.Bool // setup finished: visible to Manager.Session
+	// NACK answers, added when the RTCP reader ends (before rtcpWG.Done).
+	retransmits, nackMisses atomic.Uint64
+	live                    atomic.Bool // setup finished: visible to Manager.Session
 }
 
 // ID is the session id (the last element of the WHEP resource URL).
@@ -195,6 +197,7 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 			profile = v.SPS[1]
 		}
 		s.video = newViewerTrack(webrtc.RTPCodecTypeVideo, webrtc.MimeTypeH264, profile, streamID, randomSeq())
+		s.video.hist = &seqMap{}
 		snd, err := pc.AddTrack(s.video)
 		if err != nil {
 			return "", fmt.Errorf("signaling: add video track: %w", err)
@@ -251,12 +254,12 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 	if (s.video == nil || s.video.bound() == nil) && (s.audio == nil || s.audio.bound() == nil) {
 		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
 	}
-	// Drain RTCP per sender: interceptors (NACK responder, reports) only see
-	// incoming RTCP when someone reads it.
+	// Read RTCP per sender: the video sender's carries the NACKs we answer,
+	// and interceptors only see incoming RTCP when someone reads it.
 	for _, x := range senders {
 		if x.tr.bound() != nil { // an unanswered track has no RTCP
 			s.rtcpWG.Add(1)
-			go s.readRTCP(x.snd)
+			go s.readRTCP(x.snd, x.tr)
 		}
 	}
 	select {
@@ -269,20 +272,33 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 	return pc.LocalDescription().SDP, nil
 }
 
-// readRTCP feeds incoming RTCP through the interceptors until the sender
-// stops. Its first call returns only once SRTP is ready, which is what
-// gates the first media write (pion drops writes made before that, and
-// "connected" can be reported slightly earlier).
-func (s *Session) readRTCP(snd *webrtc.RTPSender) {
+// readRTCP feeds incoming RTCP through the interceptors and answers NACKs
+// for tr (if it keeps a sequence map) until the sender stops. Its first
+// call returns only once SRTP is ready, which is what gates the first media
+// write (pion drops writes made before that, and "connected" can be
+// reported slightly earlier).
+func (s *Session) readRTCP(snd *webrtc.RTPSender, tr *viewerTrack) {
 	defer s.rtcpWG.Done()
 	if err := snd.SetReadDeadline(time.Time{}); err != nil {
 		return
 	}
 	s.srtpOnce.Do(func() { close(s.srtpReady) })
+	var rt *retransmitter
+	if tr.hist != nil {
+		rt = &retransmitter{t: tr, recent: s.m.st.RecentVideo}
+		defer func() {
+			s.retransmits.Add(rt.sent)
+			s.nackMisses.Add(rt.missed)
+		}()
+	}
 	buf := make([]byte, 1500)
 	for {
-		if _, _, err := snd.Read(buf); err != nil {
+		n, _, err := snd.Read(buf)
+		if err != nil {
 			return
+		}
+		if rt != nil {
+			rt.handleRTCP(buf[:n])
 		}
 	}
 }
@@ -356,7 +372,8 @@ func (s *Session) run() {
 	}
 	m.log.Info("session ended", "id", s.id, "role", s.role, "remote", s.remote, "reason", reason,
 		"duration", time.Since(s.createdAt).Round(time.Millisecond),
-		"sent", st.Sent, "dropped", st.Dropped, "writeErrors", s.writeErrs.Load())
+		"sent", st.Sent, "dropped", st.Dropped, "writeErrors", s.writeErrs.Load(),
+		"retransmitted", s.retransmits.Load(), "nackMissed", s.nackMisses.Load())
 	if m.cfg.Observer != nil {
 		info := s.info()
 		info.State = "closed"

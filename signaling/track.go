@@ -15,8 +15,8 @@ import (
 // with this viewer's SSRC, payload type and its own continuous sequence
 // numbers (so packets the hub dropped for this viewer leave no gap the
 // browser would NACK or conceal). The shared media.Packet is never mutated:
-// each write uses a fresh header, which the NACK responder keeps by
-// reference.
+// the header is copied into one reused per-track header (nothing down the
+// write path keeps it), so a write allocates nothing here.
 type viewerTrack struct {
 	kind     webrtc.RTPCodecType
 	mime     string // media codec this track carries (webrtc MIME type)
@@ -27,8 +27,13 @@ type viewerTrack struct {
 	mu      sync.Mutex
 	binding *trackBinding
 
+	// hist maps sent sequence numbers to hub packets for NACKs (video
+	// only; nil when the track is not retransmitted).
+	hist *seqMap
+
 	// Owned by the session's pump goroutine.
 	seq uint16
+	hdr rtp.Header
 }
 
 type trackBinding struct {
@@ -102,21 +107,68 @@ func (t *viewerTrack) bound() *trackBinding {
 }
 
 // write sends one hub packet on binding b with the next sequence number.
+// Only the pump goroutine calls it.
 func (t *viewerTrack) write(b *trackBinding, p *media.Packet) error {
-	h := new(rtp.Header)
-	*h = p.RTP.Header
-	h.SequenceNumber = t.seq
+	seq := t.seq
 	t.seq++
+	if t.hist != nil {
+		// Before the write: a NACK may follow it at once.
+		t.hist.record(seq, p.RTP.SequenceNumber)
+	}
+	h := &t.hdr
+	fillHeader(h, b, p, seq)
+	_, err := b.write.WriteRTP(h, p.RTP.Payload)
+	return err
+}
+
+// fillHeader sets h to p's header as this viewer sends it. h's extension
+// slice is kept for its capacity: the TWCC interceptor appends to it.
+func fillHeader(h *rtp.Header, b *trackBinding, p *media.Packet, seq uint16) {
+	ext := h.Extensions[:0]
+	*h = p.RTP.Header
+	h.SequenceNumber = seq
 	h.SSRC = b.ssrc
 	h.PayloadType = b.pt
 	// Extension IDs are negotiated per peer; the source's are meaningless
-	// here (and interceptors append their own to this header).
-	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+	// here (and interceptors add their own to this header).
+	h.Extension, h.Extensions, h.ExtensionProfile = false, ext, 0
 	if p.RTP.PaddingSize != 0 && h.PaddingSize == 0 {
 		h.PaddingSize = p.RTP.PaddingSize
 	}
-	_, err := b.write.WriteRTP(h, p.RTP.Payload)
-	return err
+}
+
+// retransmitter answers one video track's NACKs from the stream's shared
+// history. It is owned by the track's RTCP goroutine.
+type retransmitter struct {
+	t      *viewerTrack
+	recent func(hubSeq uint16) *media.Packet
+	hdr    rtp.Header
+	sent   uint64 // packets sent again
+	missed uint64 // NACKed packets no longer (or never) held
+}
+
+// handleRTCP answers the generic NACKs in the compound RTCP packet b.
+func (r *retransmitter) handleRTCP(b []byte) {
+	bnd := r.t.bound()
+	if bnd == nil {
+		return
+	}
+	forEachNACK(b, bnd.ssrc, func(seq uint16) {
+		hubSeq, ok := r.t.hist.lookup(seq)
+		var p *media.Packet
+		if ok {
+			p = r.recent(hubSeq)
+		}
+		if p == nil {
+			r.missed++
+			return
+		}
+		fillHeader(&r.hdr, bnd, p, seq)
+		// A failed write is the peer going away; the pump notices that.
+		if _, err := bnd.write.WriteRTP(&r.hdr, p.RTP.Payload); err == nil {
+			r.sent++
+		}
+	})
 }
 
 // h264Fmtp extracts packetization-mode and the decoded profile-level-id
