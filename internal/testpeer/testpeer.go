@@ -35,6 +35,8 @@ type Viewer struct {
 	firstIDR     atomic.Int64 // ns since Joined, 0 = none yet
 	connected    chan struct{}
 	once         sync.Once
+	mu           sync.Mutex // guards closed and wg.Add against Close's Wait
+	closed       bool
 	wg           sync.WaitGroup
 }
 
@@ -81,6 +83,11 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		}
 	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.closed {
+			return
+		}
 		v.wg.Add(1)
 		go v.read(tr)
 	})
@@ -208,6 +215,9 @@ func (v *Viewer) Close() {
 			resp.Body.Close()
 		}
 	}
+	v.mu.Lock()
+	v.closed = true
+	v.mu.Unlock()
 	_ = v.pc.Close()
 	v.wg.Wait()
 }
