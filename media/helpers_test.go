@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -18,23 +17,8 @@ import (
 	"github.com/icey/icey-server/internal/testenv"
 )
 
-// checkLeaks fails the test if goroutines started during it outlive it.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				n := runtime.Stack(buf, true)
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+// checkLeaks: see testenv.CheckGoroutines.
+func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
 // makeClip encodes a synthetic H.264 clip with ffmpeg (baseline, no
 // B-frames, access unit delimiters on so that AUs can be split exactly)

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -562,20 +561,8 @@ func waitChan(t *testing.T, what string, ch <-chan struct{}, timeout time.Durati
 	}
 }
 
-// checkGoroutines waits for the goroutine count to settle back to base.
+// checkGoroutines: see testenv.WaitGoroutines.
 func checkGoroutines(t *testing.T, base int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: %d now, %d before\n%s", n, base, buf)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitGoroutines(t, base, 15*time.Second)
 }

@@ -3,10 +3,10 @@ package turn
 import (
 	"bytes"
 	"errors"
+	"github.com/icey/icey-server/internal/testenv"
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -51,29 +51,8 @@ func (ts *testServer) addr(transport string) string {
 	return ts.udpAddr
 }
 
-// leakCheck records the goroutine count; the returned func fails the test if
-// the count has not settled back to it. Register it with t.Cleanup before
-// anything else so it runs last.
-func leakCheck(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d at start, %d after cleanup\n%s", base, n, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
+// leakCheck: see testenv.CheckGoroutines.
+func leakCheck(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()

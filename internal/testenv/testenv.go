@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // envInNetns marks a re-executed test binary that runs inside `unshare -n`.
@@ -72,4 +74,41 @@ func RequireTool(t *testing.T, name string) string {
 		t.Fatalf("%s not found: run `make deps` (apt-get install -y chromium ffmpeg) or `make test`, which installs it", name)
 	}
 	return p
+}
+
+// CheckGoroutines fails the test if goroutines started during it are still
+// running after its cleanups (it waits up to 10 s for them to settle).
+// Call it first: cleanups run last-in first-out, so this one runs last.
+func CheckGoroutines(t testing.TB) {
+	t.Helper()
+	base := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		if n, stacks := settle(base, 10*time.Second); n > base {
+			t.Errorf("goroutine leak: %d before, %d after\n%s", base, n, stacks)
+		}
+	})
+}
+
+// WaitGoroutines waits until at most base goroutines run, failing the test
+// with every stack if they have not settled within d.
+func WaitGoroutines(t testing.TB, base int, d time.Duration) {
+	t.Helper()
+	if n, stacks := settle(base, d); n > base {
+		t.Fatalf("goroutines: %d now, %d before\n%s", n, base, stacks)
+	}
+}
+
+func settle(base int, d time.Duration) (int, []byte) {
+	deadline := time.Now().Add(d)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			return n, buf[:runtime.Stack(buf, true)]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,21 +16,8 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-// checkLeaks fails the test if goroutines started during it are still
-// running after its cleanups. Register it first: cleanups run last-in first-out.
-func checkLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+// checkLeaks: see testenv.CheckGoroutines.
+func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
 // logBuf captures the source's logs to check that no secret reaches them.
 type logBuf struct {

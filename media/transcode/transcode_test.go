@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,19 +15,8 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-func checkLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+// checkLeaks: see testenv.CheckGoroutines.
+func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
 // makeClip writes a short test clip with ffmpeg and returns its path.
 func makeClip(t *testing.T, name string, codecArgs ...string) string {

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/icey/icey-server/internal/testenv"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -30,28 +30,8 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// checkLeaks fails the test if goroutines started during it outlive it.
-// Register it first: cleanups run last-in first-out.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-}
+// checkLeaks: see testenv.CheckGoroutines.
+func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
 // testServer is a Symple server on an httptest server at 127.0.0.1.
 type testServer struct {
