@@ -36,7 +36,7 @@ func doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) in
 	}
 	a.pf.SetFunc(preflight.CheckSource, a.sourceCheck)
 	if cfg.Media.Mode == "stream" {
-		a.src, _, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
+		a.src, a.srcWarnings, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
 	}
 	if a.src != nil {
 		a.stream = media.NewStream(media.StreamConfig{Name: "doctor"}, logging.Module(log, "media"))

@@ -101,7 +101,39 @@ func baseEnv(extra ...string) []string {
 }
 
 // launch starts the binary; args get --host/--port/--turn-port unless given.
+// Ports it picks itself can be taken by another process between the pick
+// and the bind (other tests, benchmarks): then it retries with new ones.
 func launch(t *testing.T, args []string, env ...string) *proc {
+	t.Helper()
+	joined := strings.Join(args, " ")
+	auto := !strings.Contains(joined, "--port") && !strings.Contains(joined, "--turn-port")
+	for attempt := 0; ; attempt++ {
+		p := launchOnce(t, args, env...)
+		if !auto || attempt == 2 || !p.bindFailed() {
+			return p
+		}
+		t.Logf("auto-picked port was taken (%s); retrying", strings.TrimSpace(p.stderr.String()))
+	}
+}
+
+// bindFailed reports whether the process exited at once with a bind error.
+func (p *proc) bindFailed() bool {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return p.code == 4 && strings.Contains(p.stderr.String(), "cannot bind")
+		default:
+		}
+		if strings.Contains(p.stderr.String(), "msg=\"icey-server serving\"") || strings.Contains(p.stderr.String(), `"msg":"icey-server serving"`) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+func launchOnce(t *testing.T, args []string, env ...string) *proc {
 	t.Helper()
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	joined := strings.Join(args, " ")

@@ -45,9 +45,11 @@ type app struct {
 	stream *media.Stream
 	src    media.Source
 	srcErr error
-	sup    *media.Supervisor
-	sig    *signaling.Manager
-	srv    *http.Server
+	// srcWarnings come from choosing the source (e.g. "transcoding AAC").
+	srcWarnings []string
+	sup         *media.Supervisor
+	sig         *signaling.Manager
+	srv         *http.Server
 
 	metricsSrv *http.Server
 	pprofSrv   *http.Server
@@ -157,7 +159,7 @@ func (a *app) start() int {
 	a.pf.Set(preflight.CheckPorts, preflight.Pass, portsDetail(cfg))
 	staticChecks(a.pf, cfg, time.Now())
 	if cfg.Media.Mode == "stream" {
-		a.src, _, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
+		a.src, a.srcWarnings, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
 	}
 	// Fail fast on everything but a live source that may come back: the
 	// source check only counts here when the source cannot even be built.
@@ -455,7 +457,7 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 		c.Result, c.Detail = preflight.Fail, "Source not started"
 		return c, nil
 	}
-	warns := sourceWarnings(a.src)
+	warns := a.sourceWarnings()
 	desc := a.src.Kind() + " source " + a.src.String()
 	st := a.sup.Status()
 	switch st.State {
@@ -622,7 +624,7 @@ func (s streamInfo) StreamDetails() api.StreamDetails {
 		d.State, d.StateSince, d.LastError, d.Reconnects = string(ss.State), &since, ss.LastError, ss.Reconnects
 	}
 	if a.src != nil {
-		d.Warnings = sourceWarnings(a.src)
+		d.Warnings = a.sourceWarnings()
 	}
 	return d
 }

@@ -104,12 +104,14 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// sourceWarnings returns the source's current warnings, if it keeps any.
-func sourceWarnings(s media.Source) []string {
-	if w, ok := s.(warner); ok {
-		return w.Warnings()
+// sourceWarnings: why the source was chosen as it was, plus the source's
+// own current warnings (e.g. audio dropped).
+func (a *app) sourceWarnings() []string {
+	out := append([]string(nil), a.srcWarnings...)
+	if w, ok := a.src.(warner); ok {
+		out = append(out, w.Warnings()...)
 	}
-	return nil
+	return out
 }
 
 func joinNonEmpty(parts ...string) string {
