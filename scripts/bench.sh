@@ -19,6 +19,8 @@
 #                  127.0.0.1:6060"); when set, a CPU profile of the window
 #                  and a heap profile from its middle are saved for
 #                  PROFILE_AT viewers (default 200).
+#   BENCH_ARGS=""  extra icey-bench flags (e.g. "-nack=false -rcvbuf 0" for a
+#                  generator that neither NACKs nor enlarges its sockets)
 #   SKIP_BUILD=1   use the binaries already in bin/
 set -euo pipefail
 
@@ -33,6 +35,7 @@ RAMP=${RAMP:-25}
 PORT=${PORT:-4610}
 SERVER=${SERVER:-$ROOT/bin/icey-server}
 SERVER_ARGS=${SERVER_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-}
 MAX_SESSIONS=${MAX_SESSIONS:-1000}
 PPROF_URL=${PPROF_URL:-}
 PROFILE_AT=${PROFILE_AT:-200}
@@ -105,7 +108,7 @@ start_server() {
 {
   echo "# icey-server fan-out benchmark $STAMP"
   echo "# $(uname -srm), $(nproc) cores, $(go version | cut -d' ' -f3)"
-  echo "# viewers: $VIEWERS; GOPs: $GOPS s; window $DURATION; ramp $RAMP/s"
+  echo "# viewers: $VIEWERS; GOPs: $GOPS s; window $DURATION; ramp $RAMP/s; server $SERVER $SERVER_ARGS; bench $BENCH_ARGS"
 } | tee "$TXT"
 
 for gop in $GOPS; do
@@ -126,7 +129,8 @@ for gop in $GOPS; do
         curl -fsS -o "$OUT/heap-$STAMP-gop${gop}s-$n.prof" "$PPROF_URL/debug/pprof/heap?gc=1" ) &
       prof_pid="$prof_pid $!"
     fi
-    "$ROOT/bin/icey-bench" -url "http://127.0.0.1:$PORT/whep" -viewers "$n" -ramp "$RAMP" \
+    # shellcheck disable=SC2086
+    "$ROOT/bin/icey-bench" $BENCH_ARGS -url "http://127.0.0.1:$PORT/whep" -viewers "$n" -ramp "$RAMP" \
       -duration "$DURATION" -pid "$SRV_PID" -label "gop${gop}s" -json "$JSONL" | tee -a "$TXT"
     for p in $prof_pid; do wait "$p" || echo "bench: profile capture failed" >&2; done
     stop_server

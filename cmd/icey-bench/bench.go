@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,15 +30,32 @@ type result struct {
 	Dropped   int            `json:"dropped"`      // connected, then lost before the end
 	Errors    map[string]int `json:"errors,omitempty"`
 
-	WindowS       float64 `json:"window_s"`
-	Packets       int64   `json:"packets"`
-	Bytes         int64   `json:"bytes"`
-	Expected      int64   `json:"expected"`
-	Lost          int64   `json:"lost"`
-	LossPct       float64 `json:"loss_pct"`
-	RunLossPct    float64 `json:"run_loss_pct"` // from each viewer's first packet to the end
-	MbpsPerViewer float64 `json:"mbps_per_viewer"`
-	MbpsTotal     float64 `json:"mbps_total"`
+	WindowS    float64 `json:"window_s"`
+	Packets    int64   `json:"packets"`
+	Bytes      int64   `json:"bytes"`
+	Expected   int64   `json:"expected"`
+	Lost       int64   `json:"lost"`
+	LossPct    float64 `json:"loss_pct"`
+	RunLossPct float64 `json:"run_loss_pct"` // from each viewer's first packet to the end
+
+	// Gap accounting (gapTracker), window and whole run: a gap is a
+	// sequence number a later packet skipped; it is recovered when the
+	// packet arrives within 1 s (NACK + retransmission), unrecovered when
+	// not. Duplicates are counted apart and never offset a loss.
+	NACK              bool    `json:"nack"`
+	RcvbufBytes       int64   `json:"rcvbuf_bytes,omitempty"` // per viewer socket, as granted (0: OS default, not set)
+	Gaps              int64   `json:"gaps"`
+	Unrecovered       int64   `json:"unrecovered"`
+	GapPct            float64 `json:"gap_pct"`
+	UnrecoveredPct    float64 `json:"unrecovered_pct"`
+	RunGaps           int64   `json:"run_gaps"`
+	RunRecovered      int64   `json:"run_recovered"`
+	RunUnrecovered    int64   `json:"run_unrecovered"`
+	RunDuplicates     int64   `json:"run_duplicates"`
+	RunGapPct         float64 `json:"run_gap_pct"`
+	RunUnrecoveredPct float64 `json:"run_unrecovered_pct"`
+	MbpsPerViewer     float64 `json:"mbps_per_viewer"`
+	MbpsTotal         float64 `json:"mbps_total"`
 
 	FirstPacket dist `json:"join_first_packet"` // first video RTP packet
 	FirstIDR    dist `json:"join_first_idr"`    // first packet of a keyframe
@@ -71,7 +89,8 @@ type serverResult struct {
 // bench runs one load point: ramp, wait for connections, settle, measure
 // the window, tear down. It always stops by itself: every phase is bounded.
 func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
-	api, err := newAPI(o.loopback, o.receiverReports)
+	var granted atomic.Int64
+	api, err := newAPI(apiOptions{loopback: o.loopback, receiverReports: o.receiverReports, nack: o.nack, rcvbuf: o.rcvbuf}, &granted)
 	if err != nil {
 		return nil, err
 	}
@@ -155,10 +174,18 @@ func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 	for i, v := range viewers {
 		after[i] = v.snap()
 	}
+	// The run's gaps are settled once the last ones had their chance to
+	// be retransmitted.
+	sleepUntil(ctx, time.Now().Add(recoverWithin+100*time.Millisecond))
+	final := make([]viewerSnap, len(viewers))
+	for i, v := range viewers {
+		final[i] = v.snap()
+	}
 
 	// Gather per-viewer outcomes before tearing down.
 	var firstPkt, firstIDR []time.Duration
 	var runExpected, runLost int64
+	var winGaps, runGaps gapCounts
 	active := 0 // connected at the window start: the viewer-seconds divisor
 	errs := map[string]int{}
 	for i, v := range viewers {
@@ -196,6 +223,8 @@ func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 		res.Lost += after[i].lost - before[i].lost
 		runExpected += after[i].expected
 		runLost += after[i].lost
+		winGaps = winGaps.plus(after[i].gaps.minus(before[i].gaps))
+		runGaps = runGaps.plus(final[i].gaps)
 	}
 	if len(errs) > 0 {
 		res.Errors = errs
@@ -208,6 +237,12 @@ func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 	res.WindowS = round(window.Seconds(), 3)
 	res.LossPct = pct(res.Lost, res.Expected)
 	res.RunLossPct = pct(runLost, runExpected)
+	res.NACK = o.nack
+	res.RcvbufBytes = granted.Load()
+	res.Gaps, res.Unrecovered = winGaps.gaps, winGaps.unrecovered
+	res.GapPct, res.UnrecoveredPct = pct(winGaps.gaps, res.Expected), pct(winGaps.unrecovered, res.Expected)
+	res.RunGaps, res.RunRecovered, res.RunUnrecovered, res.RunDuplicates = runGaps.gaps, runGaps.recovered, runGaps.unrecovered, runGaps.duplicates
+	res.RunGapPct, res.RunUnrecoveredPct = pct(runGaps.gaps, runExpected), pct(runGaps.unrecovered, runExpected)
 	res.MbpsTotal = round(float64(res.Bytes)*8/window.Seconds()/1e6, 3)
 	if active > 0 {
 		res.MbpsPerViewer = round(res.MbpsTotal/float64(active), 3)

@@ -69,6 +69,9 @@ func TestBenchAgainstWHEPServer(t *testing.T) {
 			if r.LossPct > 1 {
 				t.Fatalf("loss %.3f %% on loopback", r.LossPct)
 			}
+			if !r.NACK || r.RcvbufBytes <= 0 || r.RunUnrecovered > r.RunGaps {
+				t.Fatalf("nack=%v rcvbuf=%d gaps=%d unrecovered=%d", r.NACK, r.RcvbufBytes, r.RunGaps, r.RunUnrecovered)
+			}
 			if r.FirstPacket.N != 3 || r.FirstIDR.N != 3 || r.NoIDR != 0 {
 				t.Fatalf("first packet n=%d, first IDR n=%d, none=%d", r.FirstPacket.N, r.FirstIDR.N, r.NoIDR)
 			}

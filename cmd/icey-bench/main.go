@@ -48,6 +48,8 @@ type options struct {
 	label           string
 	loopback        bool
 	receiverReports bool
+	nack            bool
+	rcvbuf          int
 	cpuProfile      string
 	summary         string
 }
@@ -69,6 +71,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.label, "label", "", "label recorded with the result")
 	fs.BoolVar(&o.loopback, "loopback", true, "gather loopback ICE candidates only and require a loopback URL")
 	fs.BoolVar(&o.receiverReports, "rtcp-rr", true, "send RTCP receiver reports, as a browser does")
+	fs.BoolVar(&o.nack, "nack", true, "send NACKs for missing video packets, as a browser does (loss is then reported raw and after retransmission)")
+	fs.IntVar(&o.rcvbuf, "rcvbuf", 4<<20, "receive buffer per viewer socket in bytes, capped by net.core.rmem_max (0: leave the OS default)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile here")
 	fs.StringVar(&o.summary, "summary", "", "print a table of the JSON lines in this file and exit")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-ramp must be positive")
 	case o.duration <= 0:
 		return o, errors.New("-duration must be positive")
+	case o.rcvbuf < 0:
+		return o, errors.New("-rcvbuf must not be negative")
 	}
 	u, err := url.Parse(o.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -17,8 +17,10 @@ func (r *result) writeTable(w io.Writer) {
 	fmt.Fprintf(tw, "  connected\t%d\tfailed\t%d (503: %d)\tdropped\t%d\n", r.Connected, r.Failed, r.Rejected, r.Dropped)
 	fmt.Fprintf(tw, "  packets\t%d\tbytes\t%d\tloss\t%.3f %% (%d of %d; whole run %.3f %%)\n",
 		r.Packets, r.Bytes, r.LossPct, r.Lost, r.Expected, r.RunLossPct)
-	fmt.Fprintf(tw, "  Mb/s per viewer\t%.3f\tMb/s total\t%.1f\tUDP buffer drops\trcv %d, snd %d (whole run, this netns)\n",
-		r.MbpsPerViewer, r.MbpsTotal, r.UDPRcvbufErrors, r.UDPSndbufErrors)
+	fmt.Fprintf(tw, "  gaps (NACK %v)\twindow %.3f %%\tunrecovered %.3f %%\trun: gaps %d (%.3f %%), recovered %d, unrecovered %d (%.3f %%), duplicates %d\n",
+		r.NACK, r.GapPct, r.UnrecoveredPct, r.RunGaps, r.RunGapPct, r.RunRecovered, r.RunUnrecovered, r.RunUnrecoveredPct, r.RunDuplicates)
+	fmt.Fprintf(tw, "  Mb/s per viewer\t%.3f\tMb/s total\t%.1f\tUDP buffer drops\trcv %d, snd %d (whole run, this netns); viewer SO_RCVBUF %d\n",
+		r.MbpsPerViewer, r.MbpsTotal, r.UDPRcvbufErrors, r.UDPSndbufErrors, r.RcvbufBytes)
 	fmt.Fprintf(tw, "  join->first packet\tp50 %.0f ms\tp95 %.0f ms\tmax %.0f ms\t(n=%d)\n",
 		r.FirstPacket.P50, r.FirstPacket.P95, r.FirstPacket.Max, r.FirstPacket.N)
 	fmt.Fprintf(tw, "  join->first IDR\tp50 %.0f ms\tp95 %.0f ms\tmax %.0f ms\t(n=%d, none: %d)\n",
@@ -69,7 +71,7 @@ func printSummary(path string, w io.Writer) error {
 	}
 	defer f.Close()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "label\tviewers\tconn\tfail\tloss%\trun loss%\tudp drops\tMb/s/v\tpkt p50\tIDR p50\tIDR p95\tIDR max\tsrv ms/v-s\tsrv core%\tMB/viewer\tgen ms/v-s\tgen core%\t\n")
+	fmt.Fprint(tw, "label\tviewers\tconn\tfail\tloss%\tgap%\trun loss%\trun gap%\trun unrec%\tudp drops\tMb/s/v\tpkt p50\tIDR p50\tIDR p95\tIDR max\tsrv ms/v-s\tsrv core%\tMB/viewer\tgen ms/v-s\tgen core%\t\n")
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -83,8 +85,8 @@ func printSummary(path string, w io.Writer) error {
 			srvPct = fmt.Sprintf("%.0f", s.CPUPct)
 			rssV = fmt.Sprintf("%.3f", s.RSSPerViewerMB)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.3f\t%.0f\t\n",
-			r.Label, r.Viewers, r.Connected, r.Failed, r.LossPct, r.RunLossPct, r.UDPRcvbufErrors+r.UDPSndbufErrors, r.MbpsPerViewer,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.3f\t%.0f\t\n",
+			r.Label, r.Viewers, r.Connected, r.Failed, r.LossPct, r.GapPct, r.RunLossPct, r.RunGapPct, r.RunUnrecoveredPct, r.UDPRcvbufErrors+r.UDPSndbufErrors, r.MbpsPerViewer,
 			r.FirstPacket.P50, r.FirstIDR.P50, r.FirstIDR.P95, r.FirstIDR.Max,
 			srvMs, srvPct, rssV, r.Generator.CPUMsPerViewerS, r.Generator.CPUPct)
 	}

@@ -193,3 +193,130 @@ func summarise(ds []time.Duration) dist {
 		Max: ms(s[len(s)-1]),
 	}
 }
+
+// gapWindow is how many sequence numbers a gapTracker remembers to tell a
+// duplicate from a late packet.
+const gapWindow = 4096
+
+// recoverWithin is how long a missing packet may take to arrive (by NACK
+// and retransmission, or plain reordering) and still count as recovered.
+// A browser's jitter buffer waits a few hundred milliseconds at most, so a
+// second is generous.
+const recoverWithin = time.Second
+
+// missingSeq is a sequence number found missing at a given time.
+type missingSeq struct {
+	seq int64
+	at  time.Time
+}
+
+// gapTracker tells raw loss from loss that stayed: every sequence number a
+// later packet skipped over is a gap; a gap is recovered when its packet
+// arrives within recoverWithin of the gap being seen, and unrecovered when
+// it does not. Duplicates (a retransmission of a packet that had arrived,
+// e.g. when a NACK crossed the retransmission) are counted apart and never
+// offset a loss, unlike RFC 3550's expected − received. time.Now is read
+// only while some packet is missing, so the steady state costs nothing.
+type gapTracker struct {
+	started bool
+	max     int64 // highest extended sequence number seen
+	seen    [gapWindow / 64]uint64
+	missing []missingSeq // outstanding gaps, oldest first
+	now     func() time.Time
+
+	gaps        int64 // sequence numbers skipped by a later packet
+	recovered   int64 // of those, arrived within recoverWithin
+	unrecovered int64 // of those, not arrived within recoverWithin
+	late        int64 // arrived after recoverWithin (already unrecovered)
+	duplicates  int64
+}
+
+func (g *gapTracker) clock() time.Time {
+	if g.now != nil {
+		return g.now()
+	}
+	return time.Now()
+}
+
+func (g *gapTracker) bit(ext int64) (word int, mask uint64) {
+	i := uint64(ext) % gapWindow
+	return int(i / 64), 1 << (i % 64)
+}
+
+func (g *gapTracker) add(seq uint16) {
+	if !g.started {
+		g.started = true
+		g.max = int64(seq)
+		w, m := g.bit(g.max)
+		g.seen[w] |= m
+		return
+	}
+	d := int64(int16(seq - uint16(g.max)))
+	ext := g.max + d
+	switch {
+	case d > gapWindow:
+		// A jump longer than the memory: nothing in it can be told
+		// apart any more, so it is lost for good.
+		g.gaps += d - 1
+		g.unrecovered += d - 1
+		g.seen = [gapWindow / 64]uint64{}
+		g.max = ext
+	case d > 0:
+		var now time.Time
+		if d > 1 || len(g.missing) > 0 {
+			now = g.clock()
+			g.expire(now)
+		}
+		for k := g.max + 1; k < ext; k++ {
+			w, m := g.bit(k)
+			g.seen[w] &^= m
+			g.missing = append(g.missing, missingSeq{seq: k, at: now})
+			g.gaps++
+		}
+		g.max = ext
+	case g.max-ext >= gapWindow:
+		g.late++ // too old to tell; any gap it filled has expired
+		return
+	default:
+		w, m := g.bit(ext)
+		if g.seen[w]&m != 0 {
+			g.duplicates++
+			return
+		}
+		g.fill(ext)
+	}
+	w, m := g.bit(ext)
+	g.seen[w] |= m
+}
+
+// fill settles the gap that a late packet ext closes, if it is still
+// outstanding.
+func (g *gapTracker) fill(ext int64) {
+	for i, ms := range g.missing {
+		if ms.seq == ext {
+			if g.clock().Sub(ms.at) <= recoverWithin {
+				g.recovered++
+			} else {
+				g.late++
+				g.unrecovered++
+			}
+			g.missing = append(g.missing[:i], g.missing[i+1:]...)
+			return
+		}
+	}
+	// Its gap expired already (counted unrecovered then), or it precedes
+	// the first packet seen (never a gap).
+	g.late++
+}
+
+// expire counts the gaps older than recoverWithin as unrecovered.
+func (g *gapTracker) expire(now time.Time) {
+	i := 0
+	for i < len(g.missing) && now.Sub(g.missing[i].at) > recoverWithin {
+		i++
+	}
+	if i > 0 {
+		g.unrecovered += int64(i)
+		g.missing = append(g.missing[:0], g.missing[i:]...)
+	}
+}

@@ -223,3 +223,69 @@ func TestH264KeyframeOnRealPacketization(t *testing.T) {
 		})
 	}
 }
+
+func TestGapTracker(t *testing.T) {
+	type step struct {
+		seq   uint16
+		after time.Duration // advance the clock before this packet
+	}
+	seqs := func(ss ...uint16) []step {
+		out := make([]step, len(ss))
+		for i, s := range ss {
+			out[i] = step{seq: s}
+		}
+		return out
+	}
+	tests := []struct {
+		name                                         string
+		steps                                        []step
+		gaps, recovered, unrecovered, late, dup, out int64 // out: still outstanding at the end
+	}{
+		{"in order", seqs(1, 2, 3, 4), 0, 0, 0, 0, 0, 0},
+		{"gap filled at once", seqs(1, 2, 4, 3, 5), 1, 1, 0, 0, 0, 0},
+		{"gap across the wrap, filled", seqs(65534, 0, 65535, 1), 1, 1, 0, 0, 0, 0},
+		{"two gaps, one filled", seqs(1, 4, 2, 5), 2, 1, 0, 0, 0, 1},
+		{"duplicate does not hide a loss", seqs(1, 2, 2, 4), 1, 0, 0, 0, 1, 1},
+		{"retransmission of a filled gap is a duplicate", seqs(1, 3, 2, 2, 4), 1, 1, 0, 0, 1, 0},
+		{"filled too late", []step{{1, 0}, {3, 0}, {2, 1500 * time.Millisecond}}, 1, 0, 1, 1, 0, 0},
+		{"expires when later packets arrive", []step{{1, 0}, {3, 0}, {4, 1100 * time.Millisecond}, {2, 0}}, 1, 0, 1, 1, 0, 0},
+		{"filled just in time", []step{{1, 0}, {3, 0}, {2, 900 * time.Millisecond}}, 1, 1, 0, 0, 0, 0},
+		{"packet before the first is not a gap", seqs(10, 11, 9, 12), 0, 0, 0, 1, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			g := gapTracker{now: func() time.Time { return now }}
+			for _, s := range tt.steps {
+				now = now.Add(s.after)
+				g.add(s.seq)
+			}
+			if g.gaps != tt.gaps || g.recovered != tt.recovered || g.unrecovered != tt.unrecovered ||
+				g.late != tt.late || g.duplicates != tt.dup || int64(len(g.missing)) != tt.out {
+				t.Fatalf("gaps=%d recovered=%d unrecovered=%d late=%d dup=%d outstanding=%d, want %d %d %d %d %d %d",
+					g.gaps, g.recovered, g.unrecovered, g.late, g.duplicates, len(g.missing),
+					tt.gaps, tt.recovered, tt.unrecovered, tt.late, tt.dup, tt.out)
+			}
+		})
+	}
+
+	// A long run with wraps and a gap every 100 packets, each filled 5
+	// packets later: every gap recovered, nothing outstanding.
+	var g gapTracker
+	var held []uint16
+	for i := range 200000 {
+		s := uint16(i)
+		if i%100 == 50 {
+			held = append(held, s)
+			continue
+		}
+		g.add(s)
+		if len(held) > 0 && i%100 == 55 {
+			g.add(held[0])
+			held = held[1:]
+		}
+	}
+	if g.gaps != 2000 || g.recovered != 2000 || g.unrecovered != 0 || g.duplicates != 0 || len(g.missing) != 0 {
+		t.Fatalf("long run: %+v", g)
+	}
+}

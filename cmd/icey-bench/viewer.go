@@ -11,11 +11,16 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -29,12 +34,29 @@ var (
 	errGatherFailed = errors.New("ICE gathering timed out")
 )
 
+// apiOptions are the receive-path features of the simulated viewers.
+type apiOptions struct {
+	loopback        bool
+	receiverReports bool // RTCP receiver reports, as a browser sends
+	nack            bool // NACK missing video packets, as a browser does
+	rcvbuf          int  // SO_RCVBUF for each viewer's socket (0: OS default)
+}
+
 // newAPI returns the one webrtc.API every simulated viewer shares. Its
 // interceptors are kept to what a browser's receive path costs the server
-// (receiver reports; no NACK generator, so loss is seen rather than
-// repaired) and nothing else, so that the generator's own CPU stays low.
-func newAPI(loopback, receiverReports bool) (*webrtc.API, error) {
+// (receiver reports, and NACKs unless disabled) and nothing else, so that
+// the generator's own CPU stays low. rb, when not nil, records the receive
+// buffer size the kernel granted.
+func newAPI(o apiOptions, rb *atomic.Int64) (*webrtc.API, error) {
 	se := webrtc.SettingEngine{}
+	if o.rcvbuf > 0 {
+		n, err := stdnet.NewNet()
+		if err != nil {
+			return nil, err
+		}
+		se.SetNet(&bufNet{Net: n, rcvbuf: o.rcvbuf, granted: rb})
+	}
+	loopback := o.loopback
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if loopback {
@@ -79,7 +101,16 @@ func newAPI(loopback, receiverReports bool) (*webrtc.API, error) {
 	}
 
 	reg := &interceptor.Registry{}
-	if receiverReports {
+	if o.nack {
+		// pion's defaults: a 512-packet log, a NACK every 100 ms for
+		// what is still missing, as long as it is in the log.
+		g, err := nack.NewGeneratorInterceptor()
+		if err != nil {
+			return nil, err
+		}
+		reg.Add(g)
+	}
+	if o.receiverReports {
 		rr, err := report.NewReceiverInterceptor()
 		if err != nil {
 			return nil, err
@@ -87,6 +118,53 @@ func newAPI(loopback, receiverReports bool) (*webrtc.API, error) {
 		reg.Add(rr)
 	}
 	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg)), nil
+}
+
+// bufNet is the standard network with a larger receive buffer on every
+// UDP socket ICE opens: a new viewer is sent a whole cached GOP at several
+// times real time, and the default buffer (208 KB) overflows before a
+// generator busy with hundreds of viewers drains it. The kernel caps the
+// size at net.core.rmem_max; granted records what it gave.
+type bufNet struct {
+	*stdnet.Net
+	rcvbuf  int
+	granted *atomic.Int64
+}
+
+func (n *bufNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err == nil {
+		n.grow(c)
+	}
+	return c, err
+}
+
+func (n *bufNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err == nil {
+		n.grow(c)
+	}
+	return c, err
+}
+
+func (n *bufNet) grow(c any) {
+	u, ok := c.(*net.UDPConn)
+	if !ok {
+		return
+	}
+	_ = u.SetReadBuffer(n.rcvbuf)
+	if n.granted == nil {
+		return
+	}
+	if rc, err := u.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			// Linux reports twice the size asked for (its bookkeeping
+			// overhead); the figure is what the socket can hold.
+			if v, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err == nil {
+				n.granted.Store(int64(v))
+			}
+		})
+	}
 }
 
 // newHTTPClient returns a client that never consults proxy environment
@@ -118,13 +196,30 @@ type client struct {
 type ssrcCount struct {
 	ssrc uint32
 	seqCounter
+	gaps gapTracker
 }
 
 // viewerSnap is a consistent copy of a viewer's counters.
 type viewerSnap struct {
 	packets, bytes   int64
 	expected, lost   int64
+	gaps             gapCounts
 	connected, ended bool
+}
+
+// gapCounts are a gapTracker's counters, summed over SSRCs.
+type gapCounts struct {
+	gaps, recovered, unrecovered, late, duplicates int64
+}
+
+func (c gapCounts) minus(o gapCounts) gapCounts {
+	return gapCounts{c.gaps - o.gaps, c.recovered - o.recovered, c.unrecovered - o.unrecovered,
+		c.late - o.late, c.duplicates - o.duplicates}
+}
+
+func (c gapCounts) plus(o gapCounts) gapCounts {
+	return gapCounts{c.gaps + o.gaps, c.recovered + o.recovered, c.unrecovered + o.unrecovered,
+		c.late + o.late, c.duplicates + o.duplicates}
 }
 
 // viewer is one simulated WHEP viewer: one PeerConnection, receive only.
@@ -324,20 +419,26 @@ func (v *viewer) count(ssrc uint32, seq uint16) {
 	for i := range v.ssrcs {
 		if v.ssrcs[i].ssrc == ssrc {
 			v.ssrcs[i].add(seq)
+			v.ssrcs[i].gaps.add(seq)
 			return
 		}
 	}
 	v.ssrcs = append(v.ssrcs, ssrcCount{ssrc: ssrc})
 	v.ssrcs[len(v.ssrcs)-1].add(seq)
+	v.ssrcs[len(v.ssrcs)-1].gaps.add(seq)
 }
 
 func (v *viewer) snap() viewerSnap {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := viewerSnap{packets: v.packets, bytes: v.bytes, connected: v.connected, ended: v.ended}
+	now := time.Now()
 	for i := range v.ssrcs {
 		s.expected += v.ssrcs[i].expected()
 		s.lost += v.ssrcs[i].lost()
+		g := &v.ssrcs[i].gaps
+		g.expire(now) // gaps older than recoverWithin are settled now
+		s.gaps = s.gaps.plus(gapCounts{g.gaps, g.recovered, g.unrecovered, g.late, g.duplicates})
 	}
 	return s
 }
