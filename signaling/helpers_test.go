@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/icey/icey-server/internal/testenv"
+	"github.com/icey/icey-server/internal/testpeer"
 	"github.com/icey/icey-server/media"
 )
 
@@ -315,14 +315,7 @@ type testViewer struct {
 	gotFrames  atomic.Int64
 }
 
-func loopbackSettings() webrtc.SettingEngine {
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return se
-}
+func loopbackSettings() webrtc.SettingEngine { return testpeer.LoopbackSettings() }
 
 func newClientPC(t *testing.T) *webrtc.PeerConnection {
 	t.Helper()
@@ -348,24 +341,11 @@ func newClientPC(t *testing.T) *webrtc.PeerConnection {
 func newOfferPC(t *testing.T, kinds ...webrtc.RTPCodecType) (*webrtc.PeerConnection, string) {
 	t.Helper()
 	pc := newClientPC(t)
-	if len(kinds) == 0 {
-		kinds = []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio}
-	}
-	for _, k := range kinds {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
+	offer, err := testpeer.RecvOffer(pc, kinds...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	return pc, pc.LocalDescription().SDP
+	return pc, offer
 }
 
 // startViewer connects a viewer through POST /whep and starts reading media.
@@ -395,26 +375,13 @@ func tryViewer(t *testing.T, h *harness, kinds ...webrtc.RTPCodecType) (*testVie
 		v.wg.Add(1)
 		go v.read(tr)
 	})
-	if len(kinds) == 0 {
-		kinds = []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio}
-	}
-	for _, k := range kinds {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
+	offer, err := testpeer.RecvOffer(pc, kinds...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
 	t.Cleanup(v.close)
 	v.posted = time.Now()
-	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", pc.LocalDescription().SDP)
+	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", offer)
 	if resp.StatusCode != http.StatusCreated {
 		return v, fmt.Errorf("POST /whep: %d %s", resp.StatusCode, body)
 	}

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/binary"
+	"github.com/icey/icey-server/internal/testpeer"
 	"net/http"
 	"runtime"
 	"slices"
@@ -331,21 +332,11 @@ func TestNACKedPacketsAreRetransmitted(t *testing.T) {
 			}
 		}()
 	})
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
+	offer, err := testpeer.RecvOffer(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", pc.LocalDescription().SDP)
+	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", offer)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("POST /whep: %d %s", resp.StatusCode, body)
 	}

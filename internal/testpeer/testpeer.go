@@ -53,11 +53,7 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Second
 	}
-	var se webrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se := LoopbackSettings()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err
@@ -73,15 +69,6 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 	}
 	v := &Viewer{pc: pc, token: o.Token, connected: make(chan struct{})}
 	fail := func(err error) (*Viewer, error) { _ = pc.Close(); return nil, err }
-	kinds := []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}
-	if !o.VideoOnly {
-		kinds = append(kinds, webrtc.RTPCodecTypeAudio)
-	}
-	for _, k := range kinds {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			return fail(err)
-		}
-	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		v.mu.Lock()
 		defer v.mu.Unlock()
@@ -96,17 +83,16 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 			v.once.Do(func() { close(v.connected) })
 		}
 	})
-	offer, err := pc.CreateOffer(nil)
+	kinds := []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}
+	if !o.VideoOnly {
+		kinds = append(kinds, webrtc.RTPCodecTypeAudio)
+	}
+	offer, err := RecvOffer(pc, kinds...)
 	if err != nil {
 		return fail(err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return fail(err)
-	}
-	<-gathered
 	v.Joined = time.Now()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, whepURL, strings.NewReader(pc.LocalDescription().SDP))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, whepURL, strings.NewReader(offer))
 	req.Header.Set("Content-Type", "application/sdp")
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)
@@ -135,6 +121,41 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		return fail(ctx.Err())
 	}
 	return v, nil
+}
+
+// LoopbackSettings confines a pion peer to loopback: loopback host
+// candidates over UDP4 only, no mDNS (which would send multicast).
+func LoopbackSettings() webrtc.SettingEngine {
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return se
+}
+
+// RecvOffer adds a recvonly transceiver per kind (video and audio when none
+// are given) and returns the complete offer, candidates included (the
+// non-trickle form WHEP servers answer in one round trip).
+func RecvOffer(pc *webrtc.PeerConnection, kinds ...webrtc.RTPCodecType) (string, error) {
+	if len(kinds) == 0 {
+		kinds = []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio}
+	}
+	for _, k := range kinds {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return "", err
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return "", err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return "", err
+	}
+	<-gathered
+	return pc.LocalDescription().SDP, nil
 }
 
 // StatusError is a non-201 WHEP answer.
