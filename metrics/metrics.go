@@ -6,6 +6,8 @@
 package metrics
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -170,8 +172,19 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// Unwrap lets http.ResponseController reach the real writer (WebSocket hijack).
+// Unwrap lets http.ResponseController reach the real writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack passes WebSocket upgrades through (gorilla/websocket asserts
+// http.Hijacker on the writer it is given). A hijacked request is recorded
+// as 101.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && !w.wrote {
+		w.code, w.wrote = http.StatusSwitchingProtocols, true
+	}
+	return conn, rw, err
+}
 
 // scrape is a collector that reads the components at scrape time.
 type scrape struct{ src Sources }

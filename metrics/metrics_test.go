@@ -68,3 +68,28 @@ func TestReasonLabelIsBounded(t *testing.T) {
 		}
 	}
 }
+
+func TestInstrumentKeepsHijackForWebSockets(t *testing.T) {
+	m := New(prometheus.NewRegistry(), Sources{})
+	hijacked := make(chan error, 1)
+	srv := httptest.NewServer(m.Instrument(func(*http.Request) string { return "/ws" }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, ok := w.(http.Hijacker)
+		if !ok {
+			hijacked <- fmt.Errorf("writer %T is not an http.Hijacker", w)
+			return
+		}
+		c, _, err := h.Hijack()
+		if err == nil {
+			c.Close()
+		}
+		hijacked <- err
+	})))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if err := <-hijacked; err != nil {
+		t.Fatal(err)
+	}
+}
