@@ -320,17 +320,42 @@ func (a *app) routes() http.Handler {
 	return mux
 }
 
-// withToken protects WHEP/WHIP; CORS preflights stay open (browsers send
-// them without credentials).
+// withToken protects WHEP/WHIP. CORS preflights stay open (browsers send
+// them without credentials), but an unauthenticated preflight must not
+// receive the TURN credentials the WHEP handler advertises in Link headers.
 func withToken(token string, next http.Handler) http.Handler {
 	protected := api.RequireToken(token, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
+			if token != "" && !api.TokenOK(token, api.RequestToken(r)) {
+				w = &noLinkWriter{ResponseWriter: w}
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
 		protected.ServeHTTP(w, r)
 	})
+}
+
+// noLinkWriter drops Link headers (ICE servers with credentials).
+type noLinkWriter struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (w *noLinkWriter) WriteHeader(code int) {
+	if !w.done {
+		w.Header().Del("Link")
+		w.done = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *noLinkWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // advertisedHost is the address browsers should use for TURN/STUN: the

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +97,36 @@ func TestMaxSessionsAndSharedPipeline(t *testing.T) {
 	_, st, _ := p.get(t, "/api/status")
 	if s := st["stream"].(map[string]any); s["viewers"] != float64(3) || s["packets"].(float64) <= 0 {
 		t.Fatalf("stream section %v", s)
+	}
+}
+
+// With a token, an unauthenticated WHEP preflight gets CORS answers but no
+// TURN credentials; an authenticated one gets them.
+func TestWHEPPreflightHidesTURNCredentialsWithoutToken(t *testing.T) {
+	p := launch(t, []string{"-c", writeConfig(t, `{"turn":{"secret":"s3cret-turn"}}`)}, "ICEY_AUTH_TOKEN=tk")
+	p.waitFor(t, "/api/health", 200, 20*time.Second)
+	options := func(hdr ...string) *http.Response {
+		req, _ := http.NewRequest(http.MethodOptions, p.base+"/whep", nil)
+		req.Header.Set("Origin", "http://viewer.example")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	anon := options()
+	if anon.StatusCode != 204 || anon.Header.Get("Access-Control-Allow-Methods") == "" {
+		t.Fatalf("preflight %d %v", anon.StatusCode, anon.Header)
+	}
+	if links := anon.Header.Values("Link"); len(links) != 0 {
+		t.Fatalf("unauthenticated preflight got ICE servers: %v", links)
+	}
+	authed := options("Authorization", "Bearer tk")
+	if links := strings.Join(authed.Header.Values("Link"), " "); !strings.Contains(links, "credential=") {
+		t.Fatalf("authenticated preflight lacks TURN credentials: %q", links)
 	}
 }
