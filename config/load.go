@@ -39,33 +39,40 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 	fs := flag.NewFlagSet("icey-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
-		o                                          Options
-		cfgPath, host, tlsCert, tlsKey, extIP      string
-		mode, source, recordDir, webRoot, logLevel string
-		logFormat, healthURL, pprofListen          string
-		port, webrtcPort, turnPort                 int
-		noTURN, loop, noLoop                       bool
+		o       Options
+		cfgPath string
 	)
 	fs.StringVar(&cfgPath, "c", "", "config file (JSON)")
 	fs.StringVar(&cfgPath, "config", "", "config file (JSON); default ./config.json if present")
-	fs.StringVar(&host, "host", "", "bind host (default 0.0.0.0)")
-	fs.IntVar(&port, "port", 0, "HTTP/WebSocket port (default 4500)")
-	fs.IntVar(&webrtcPort, "webrtc-port", 0, "WebRTC UDP port shared by all sessions (default: the HTTP port)")
-	fs.StringVar(&tlsCert, "tls-cert", "", "TLS certificate file (PEM)")
-	fs.StringVar(&tlsKey, "tls-key", "", "TLS private key file (PEM)")
-	fs.BoolVar(&noTURN, "no-turn", false, "disable the embedded TURN server")
-	fs.IntVar(&turnPort, "turn-port", 0, "TURN port, UDP and TCP (default 3478)")
-	fs.StringVar(&extIP, "turn-external-ip", "", "public IP advertised as the TURN relay address")
-	fs.StringVar(&mode, "mode", "", "stream | record | relay (default stream)")
-	fs.StringVar(&source, "source", "", "rtsp://..., a media file, v4l2:/dev/videoN or a URL (default: built-in test stream)")
-	fs.StringVar(&recordDir, "record-dir", "", "directory for recordings (default ./recordings)")
-	fs.BoolVar(&loop, "loop", false, "loop file sources (default)")
-	fs.BoolVar(&noLoop, "no-loop", false, "play file sources once")
-	fs.StringVar(&webRoot, "web-root", "", "serve the web UI from this directory instead of the embedded copy")
-	fs.StringVar(&logLevel, "log-level", "", "debug | info | warn | error (default info)")
-	fs.StringVar(&logFormat, "log-format", "", "text | json (default text)")
-	fs.StringVar(&healthURL, "health-check-url", "", "healthchecks.io-style ping URL (start, success, fail)")
-	fs.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback host:port")
+	// Each setting flag records how it applies to the config; only flags
+	// given on the command line are applied (over file and environment).
+	b := binder{fs: fs, apply: map[string]func(*Config){}}
+	b.str("host", "bind host (default 0.0.0.0)", func(c *Config) *string { return &c.HTTP.Host })
+	b.num("port", "HTTP/WebSocket port (default 4500)", func(c *Config) *int { return &c.HTTP.Port })
+	b.num("webrtc-port", "WebRTC UDP port shared by all sessions (default: the HTTP port)", func(c *Config) *int { return &c.WebRTC.Port })
+	b.str("tls-cert", "TLS certificate file (PEM)", func(c *Config) *string { return &c.TLS.Cert })
+	b.str("tls-key", "TLS private key file (PEM)", func(c *Config) *string { return &c.TLS.Key })
+	b.boolean("no-turn", "disable the embedded TURN server", func(c *Config, v bool) {
+		if v {
+			c.TURN.Enabled = false
+		}
+	})
+	b.num("turn-port", "TURN port, UDP and TCP (default 3478)", func(c *Config) *int { return &c.TURN.Port })
+	b.str("turn-external-ip", "public IP advertised as the TURN relay address", func(c *Config) *string { return &c.TURN.ExternalIP })
+	b.str("mode", "stream | record | relay (default stream)", func(c *Config) *string { return &c.Media.Mode })
+	b.str("source", "rtsp://..., a media file, v4l2:/dev/videoN or a URL (default: built-in test stream)", func(c *Config) *string { return &c.Media.Source })
+	b.str("record-dir", "directory for recordings (default ./recordings)", func(c *Config) *string { return &c.Media.RecordDir })
+	b.boolean("loop", "loop file sources (default)", func(c *Config, v bool) { c.Media.Loop = v })
+	b.boolean("no-loop", "play file sources once", func(c *Config, v bool) {
+		if v {
+			c.Media.Loop = false
+		}
+	})
+	b.str("web-root", "serve the web UI from this directory instead of the embedded copy", func(c *Config) *string { return &c.WebRoot })
+	b.str("log-level", "debug | info | warn | error (default info)", func(c *Config) *string { return &c.LogLevel })
+	b.str("log-format", "text | json (default text)", func(c *Config) *string { return &c.LogFormat })
+	b.str("health-check-url", "healthchecks.io-style ping URL (start, success, fail)", func(c *Config) *string { return &c.HealthCheckURL })
+	b.str("pprof-listen", "serve Go profiles (net/http/pprof) on this loopback host:port", func(c *Config) *string { return &c.PprofListen })
 	fs.BoolVar(&o.Help, "h", false, "show help")
 	fs.BoolVar(&o.Help, "help", false, "show help")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -120,60 +127,10 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 		return nil, pre.Validate()
 	}
 
-	// Flags.
-	if set["host"] {
-		cfg.HTTP.Host = host
-	}
-	if set["port"] {
-		cfg.HTTP.Port = port
-	}
-	if set["webrtc-port"] {
-		cfg.WebRTC.Port = webrtcPort
-	}
-	if set["tls-cert"] {
-		cfg.TLS.Cert = tlsCert
-	}
-	if set["tls-key"] {
-		cfg.TLS.Key = tlsKey
-	}
-	if set["no-turn"] && noTURN {
-		cfg.TURN.Enabled = false
-	}
-	if set["turn-port"] {
-		cfg.TURN.Port = turnPort
-	}
-	if set["turn-external-ip"] {
-		cfg.TURN.ExternalIP = extIP
-	}
-	if set["mode"] {
-		cfg.Media.Mode = mode
-	}
-	if set["source"] {
-		cfg.Media.Source = source
-	}
-	if set["record-dir"] {
-		cfg.Media.RecordDir = recordDir
-	}
-	if set["loop"] {
-		cfg.Media.Loop = loop
-	}
-	if set["no-loop"] && noLoop {
-		cfg.Media.Loop = false
-	}
-	if set["web-root"] {
-		cfg.WebRoot = webRoot
-	}
-	if set["log-level"] {
-		cfg.LogLevel = logLevel
-	}
-	if set["log-format"] {
-		cfg.LogFormat = logFormat
-	}
-	if set["pprof-listen"] {
-		cfg.PprofListen = pprofListen
-	}
-	if set["health-check-url"] {
-		cfg.HealthCheckURL = healthURL
+	for name := range set {
+		if apply := b.apply[name]; apply != nil {
+			apply(&cfg)
+		}
 	}
 
 	cfg = finish(cfg)
@@ -182,6 +139,27 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 	}
 	o.Config = cfg
 	return &o, nil
+}
+
+// binder defines setting flags and remembers how each applies to a Config.
+type binder struct {
+	fs    *flag.FlagSet
+	apply map[string]func(*Config)
+}
+
+func (b binder) str(name, usage string, field func(*Config) *string) {
+	v := b.fs.String(name, "", usage)
+	b.apply[name] = func(c *Config) { *field(c) = *v }
+}
+
+func (b binder) num(name, usage string, field func(*Config) *int) {
+	v := b.fs.Int(name, 0, usage)
+	b.apply[name] = func(c *Config) { *field(c) = *v }
+}
+
+func (b binder) boolean(name, usage string, set func(*Config, bool)) {
+	v := b.fs.Bool(name, false, usage)
+	b.apply[name] = func(c *Config) { set(c, *v) }
 }
 
 // finish fills derived defaults.
