@@ -513,14 +513,16 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 func (a *app) startBackground() {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.bgCancel = cancel
-	a.pf.OnChange(func(r preflight.Report) {
+	onChange := func(r preflight.Report) {
 		if r.Ready {
 			a.log.Info("ready", "module", "preflight", "status", r.Status)
 		} else {
 			a.log.Warn("not ready", "module", "preflight", "failing", r.Failing())
 		}
 		a.readinessEvent(r)
-	})
+	}
+	a.pf.OnChange(onChange)
+	onChange(a.pf.Report()) // the state at startup; later edges come from Poll
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
