@@ -522,7 +522,14 @@ func (a *app) startBackground() {
 		a.readinessEvent(r)
 	}
 	a.pf.OnChange(onChange)
-	onChange(a.pf.Report()) // the state at startup; later edges come from Poll
+	// The state at startup (later edges come from Poll). A source still
+	// connecting is expected here, so that is info, not a warning.
+	if r := a.pf.Report(); r.Ready {
+		onChange(r)
+	} else {
+		a.log.Info("not ready yet", "module", "preflight", "waiting_for", r.Failing())
+		a.readinessEvent(r)
+	}
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
