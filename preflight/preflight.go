@@ -215,4 +215,3 @@ func known(n string) bool {
 	}
 	return false
 }
-
