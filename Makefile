@@ -28,6 +28,7 @@ test: deps
 	$(GO) mod download
 	$(GO) build ./...
 	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) $(PKGS)
 
 # Quick loop while developing: no browser tests, no race detector.
