@@ -26,6 +26,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/icey/icey-server/internal/auth"
 	"github.com/icey/icey-server/signaling"
 )
 
@@ -156,7 +157,7 @@ func New(cfg Config, sessions Sessions, log *slog.Logger) *Server {
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
-			// The origin was checked before the upgrade (see allowOrigin).
+			// The origin was checked before the upgrade (see auth.AllowOrigin).
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
@@ -187,7 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks Symple over WebSocket", http.StatusUpgradeRequired)
 		return
 	}
-	if !allowOrigin(r, s.cfg.AllowedOrigins) {
+	if !auth.AllowOrigin(r, s.cfg.AllowedOrigins) {
 		s.log.Warn("websocket origin refused", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return

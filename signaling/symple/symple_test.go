@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/icey/icey-server/internal/auth"
 )
 
 func TestAuthErrors(t *testing.T) {
@@ -305,7 +307,7 @@ func TestOriginRule(t *testing.T) {
 		if tc.origin != "" {
 			r.Header.Set("Origin", tc.origin)
 		}
-		if got := allowOrigin(r, tc.allowed); got != tc.ok {
+		if got := auth.AllowOrigin(r, tc.allowed); got != tc.ok {
 			t.Errorf("host %s origin %q allowed %v: got %v", tc.host, tc.origin, tc.allowed, got)
 		}
 	}

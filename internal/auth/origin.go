@@ -1,4 +1,6 @@
-package symple
+// Package auth holds the checks every surface shares: which browser origins
+// may open a WebSocket or call the API.
+package auth
 
 import (
 	"net"
@@ -7,10 +9,10 @@ import (
 	"strings"
 )
 
-// allowOrigin implements the spec's origin rule: no Origin (a non-browser
+// AllowOrigin implements the spec's origin rule: no Origin (a non-browser
 // client) is fine; a browser must come from this very origin, a loopback
 // origin on the same port (localhost vs 127.0.0.1), or a configured one.
-func allowOrigin(r *http.Request, allowed []string) bool {
+func AllowOrigin(r *http.Request, allowed []string) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
