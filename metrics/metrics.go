@@ -51,6 +51,11 @@ type SessionTotals struct {
 	PacketsSent  uint64
 	BytesSent    uint64
 	Dropped      uint64
+	// Pending is the number of sessions created but not connected yet;
+	// Refusals counts sessions refused by admission, by reason. Both are
+	// exported only when Refusals is non-nil (the source reports them).
+	Pending  int64
+	Refusals map[string]uint64
 }
 
 // Sources are read at scrape time; nil members are skipped.
@@ -195,6 +200,8 @@ var (
 	dReady        = desc("ready", "1 when /api/ready answers 200.", nil)
 	dActive       = desc("sessions_active", "WebRTC sessions connected now, by role.", []string{"role"})
 	dTotal        = desc("sessions_total", "WebRTC sessions created since start.", nil)
+	dPending      = desc("sessions_pending", "WebRTC sessions created but not connected (ICE+DTLS) yet.", nil)
+	dRefusals     = desc("session_refusals_total", "WebRTC sessions refused by admission control, by reason (capacity, pending, client_pending).", []string{"reason"})
 	dPktSent      = desc("packets_sent_total", "RTP packets handed to viewers.", nil)
 	dBytesSent    = desc("bytes_sent_total", "RTP bytes handed to viewers.", nil)
 	dDropped      = desc("packets_dropped_total", "Packets dropped for slow viewers.", nil)
@@ -215,7 +222,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 }
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPktSent, dBytesSent, dDropped,
+	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
 		dViewerDrops, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
 		ch <- d
 	}
@@ -243,6 +250,12 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 			gauge(dActive, float64(n), r)
 		}
 		counter(dTotal, float64(t.Total))
+		if t.Refusals != nil {
+			gauge(dPending, float64(t.Pending))
+			for reason, n := range t.Refusals {
+				counter(dRefusals, float64(n), reason)
+			}
+		}
 		counter(dPktSent, float64(t.PacketsSent))
 		counter(dBytesSent, float64(t.BytesSent))
 		counter(dDropped, float64(t.Dropped))

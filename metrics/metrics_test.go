@@ -93,3 +93,24 @@ func TestInstrumentKeepsHijackForWebSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Admission figures appear when the session source reports them, and not
+// as a misleading 0 when it does not.
+func TestScrapeExportsPendingAndRefusals(t *testing.T) {
+	scrapeBody := func(st SessionTotals) string {
+		m := New(prometheus.NewRegistry(), Sources{Sessions: func() SessionTotals { return st }})
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	body := scrapeBody(SessionTotals{Pending: 5, Refusals: map[string]uint64{"capacity": 0, "pending": 2, "client_pending": 492}})
+	for _, want := range []string{"icey_sessions_pending 5", `icey_session_refusals_total{reason="client_pending"} 492`,
+		`icey_session_refusals_total{reason="pending"} 2`, `icey_session_refusals_total{reason="capacity"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	if body := scrapeBody(SessionTotals{}); strings.Contains(body, "icey_sessions_pending") || strings.Contains(body, "icey_session_refusals_total") {
+		t.Error("admission series exported without a source reporting them")
+	}
+}
