@@ -22,10 +22,12 @@ func URL(s string) string {
 		b.WriteString(s[:i+3])
 		s = s[i+3:]
 		// The authority ends at the path, query, fragment, whitespace or a
-		// delimiter typical of quoting in messages.
+		// delimiter typical of quoting in messages. Not at '\'': RFC 3986
+		// allows it in a password (a quote closing 'scheme://u:p@host' is
+		// after the '@' anyway).
 		end := strings.IndexFunc(s, func(r rune) bool {
 			switch r {
-			case '/', '?', '#', ' ', '\t', '\n', '\r', '"', '\'', '<', '>', '`':
+			case '/', '?', '#', ' ', '\t', '\n', '\r', '"', '<', '>', '`':
 				return true
 			}
 			return false

@@ -12,6 +12,9 @@ func TestURL(t *testing.T) {
 		"":                                                "",
 		"rtsp://u:p@ss@host/x":                            "rtsp://host/x",
 		`open "rtsp://u:pw@h:554"`:                        `open "rtsp://h:554"`,
+		// Found by FuzzURLPassword: '\'' is valid in a password.
+		"rtsp://u:it's@h/x":    "rtsp://h/x",
+		"'rtsp://u:p'w@h:554'": "'rtsp://h:554'",
 	}
 	for in, want := range cases {
 		if got := URL(in); got != want {
