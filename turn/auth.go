@@ -56,37 +56,43 @@ func parseRESTUsername(username, suffix string) (int64, bool) {
 // authenticate is pion's AuthHandler: it returns the long-term key for
 // username, which pion then checks against MESSAGE-INTEGRITY (a forged
 // password is counted in onAuth). It runs for every authenticated request,
-// not only Allocate.
+// not only Allocate. Requests with bad credentials normally never reach it:
+// inspect answers them with 401 first (pion would answer 400).
 func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
-	if realm != s.cfg.Realm {
-		s.refuse(reasonAuth, src.String())
+	key, reason := s.lookupKey(username, realm, src)
+	if reason != "" {
+		s.refuse(reason, src.String())
 		return nil, false
+	}
+	return key, true
+}
+
+// lookupKey returns the long-term key of username, or the refusal reason.
+func (s *Server) lookupKey(username, realm string, src net.Addr) (key []byte, reason string) {
+	if realm != s.cfg.Realm {
+		return nil, reasonAuth
 	}
 	if s.cfg.Secret == "" {
 		if username != s.cfg.StaticUsername {
-			s.refuse(reasonAuth, src.String())
-			return nil, false
+			return nil, reasonAuth
 		}
-		return pionturn.GenerateAuthKey(username, realm, s.cfg.StaticPassword), true
+		return pionturn.GenerateAuthKey(username, realm, s.cfg.StaticPassword), ""
 	}
 	exp, ok := parseRESTUsername(username, s.cfg.UsernameSuffix)
 	if !ok {
-		s.refuse(reasonAuth, src.String())
-		return nil, false
+		return nil, reasonAuth
 	}
 	now := s.cfg.Now()
 	if exp > now.Add(s.cfg.MaxTTL).Unix() {
-		s.refuse(reasonTooFar, src.String())
-		return nil, false
+		return nil, reasonTooFar
 	}
 	// An expired username may still refresh the allocation it created (as
 	// coturn keeps a session's key): the expiry gates new allocations, it does
 	// not cut a viewer off mid-stream when its credential ages out.
 	if exp < now.Unix() && !s.hasAllocation(src, username) {
-		s.refuse(reasonExpired, src.String())
-		return nil, false
+		return nil, reasonExpired
 	}
-	return pionturn.GenerateAuthKey(username, realm, restPassword(s.cfg.Secret, username)), true
+	return pionturn.GenerateAuthKey(username, realm, restPassword(s.cfg.Secret, username)), ""
 }
 
 // onAuth counts requests whose MESSAGE-INTEGRITY did not match the key.

@@ -97,16 +97,23 @@ func quietLogger() logging.LoggerFactory {
 // newClient connects a real pion/turn client over transport ("udp"/"tcp").
 func newClient(t *testing.T, transport, server, user, pass string) *pionturn.Client {
 	t.Helper()
+	return newClientFrom(t, transport, "127.0.0.1", server, user, pass)
+}
+
+// newClientFrom is newClient from another local address (any of 127/8 works
+// in the loopback-only namespace), so tests can play several client IPs.
+func newClientFrom(t *testing.T, transport, localIP, server, user, pass string) *pionturn.Client {
+	t.Helper()
 	var conn net.PacketConn
 	switch transport {
 	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp4", net.JoinHostPort(localIP, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		conn = c
 	case "tcp":
-		c, err := net.Dial("tcp4", server)
+		c, err := dialTCPFrom(localIP, server)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,17 +199,32 @@ type rawSession struct {
 
 func newRawSession(t *testing.T, transport, server, user, pass string) *rawSession {
 	t.Helper()
-	r := &rawSession{t: t, user: user}
+	r := dialRaw(t, transport, "127.0.0.1", server)
+	r.challenge(user, pass)
+	res := r.authed(stun.NewType(stun.MethodAllocate, stun.ClassRequest), reqTransportUDP)
+	if res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("raw allocate: %v", res)
+	}
+	return r
+}
+
+// reqTransportUDP is REQUESTED-TRANSPORT: UDP.
+var reqTransportUDP = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+
+// dialRaw opens a raw STUN session from localIP without sending anything.
+func dialRaw(t *testing.T, transport, localIP, server string) *rawSession {
+	t.Helper()
+	r := &rawSession{t: t}
 	switch transport {
 	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp4", net.JoinHostPort(localIP, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.conn = c
 		r.server, _ = net.ResolveUDPAddr("udp4", server)
 	case "tcp":
-		c, err := net.Dial("tcp4", server)
+		c, err := dialTCPFrom(localIP, server)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,21 +232,22 @@ func newRawSession(t *testing.T, transport, server, user, pass string) *rawSessi
 		r.server = c.RemoteAddr()
 	}
 	t.Cleanup(func() { _ = r.conn.Close() })
+	return r
+}
 
-	reqTransport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
-	res := r.roundTrip(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), reqTransport)
+// challenge sends an unauthenticated Allocate to learn the realm and nonce
+// (the 401 challenge) and sets up the long-term credential for user/pass.
+func (r *rawSession) challenge(user, pass string) {
+	r.t.Helper()
+	res := r.roundTrip(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), reqTransportUDP)
 	if err := r.nonce.GetFrom(res); err != nil {
-		t.Fatalf("no nonce in %v", res)
+		r.t.Fatalf("no nonce in %v", res)
 	}
 	if err := r.realm.GetFrom(res); err != nil {
-		t.Fatalf("no realm in %v", res)
+		r.t.Fatalf("no realm in %v", res)
 	}
+	r.user = user
 	r.integrty = stun.NewLongTermIntegrity(user, r.realm.String(), pass)
-	res = r.authed(stun.NewType(stun.MethodAllocate, stun.ClassRequest), reqTransport)
-	if res.Type.Class != stun.ClassSuccessResponse {
-		t.Fatalf("raw allocate: %v", res)
-	}
-	return r
 }
 
 func (r *rawSession) authed(typ stun.MessageType, attrs ...stun.Setter) *stun.Message {
@@ -273,4 +296,10 @@ func mustNotContain(t *testing.T, logs, what, secret string) {
 	if secret != "" && strings.Contains(logs, secret) {
 		t.Errorf("log contains the %s", what)
 	}
+}
+
+// dialTCPFrom dials server over TCP from localIP.
+func dialTCPFrom(localIP, server string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 10 * time.Second}
+	return d.Dial("tcp4", server)
 }

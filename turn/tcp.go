@@ -3,26 +3,29 @@ package turn
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// tcpListener bounds pion's TCP side: it caps concurrent connections, gives
-// each an idle deadline while it holds no allocation, survives transient
-// Accept errors (pion's accept loop would end on the first one) and closes
-// the accepted connections on Close (pion leaves them open).
+// tcpListener bounds pion's TCP side: it caps concurrent connections in
+// total and per client address (so one address cannot shut others out),
+// gives each an idle deadline while it holds no allocation, survives
+// transient Accept errors (pion's accept loop would end on the first one)
+// and closes the accepted connections on Close (pion leaves them open).
 type tcpListener struct {
 	net.Listener
 	s *Server
 
 	mu     sync.Mutex
 	closed bool
-	conns  map[string]*tcpConn // by remote address
+	conns  map[string]*tcpConn  // by remote address
+	perIP  map[netip.Prefix]int // live connections by clientPrefix
 }
 
 func newTCPListener(l net.Listener, s *Server) *tcpListener {
-	return &tcpListener{Listener: l, s: s, conns: make(map[string]*tcpConn)}
+	return &tcpListener{Listener: l, s: s, conns: make(map[string]*tcpConn), perIP: make(map[netip.Prefix]int)}
 }
 
 func (l *tcpListener) Accept() (net.Conn, error) {
@@ -46,20 +49,31 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		backoff = 0
+		ip := clientPrefix(c.RemoteAddr())
 		l.mu.Lock()
+		reason := ""
 		switch {
 		case l.closed:
 			l.mu.Unlock()
 			_ = c.Close()
 			continue // the next Accept fails with net.ErrClosed
+		case l.s.cfg.MaxTCPConnsPerIP > 0 && l.perIP[ip] >= l.s.cfg.MaxTCPConnsPerIP:
+			reason = reasonTCPCapIP
 		case l.s.cfg.MaxTCPConns > 0 && len(l.conns) >= l.s.cfg.MaxTCPConns:
+			reason = reasonTCPCap
+		}
+		if reason != "" {
 			l.mu.Unlock()
-			l.s.refuse(reasonTCPCap, c.RemoteAddr().String()) // counted before the peer can see the close
+			l.s.refuse(reason, c.RemoteAddr().String()) // counted before the peer can see the close
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset: no TIME_WAIT state per refused connection
+			}
 			_ = c.Close()
 			continue
 		}
-		tc := &tcpConn{Conn: c, l: l, key: c.RemoteAddr().String()}
+		tc := &tcpConn{Conn: c, l: l, key: c.RemoteAddr().String(), ip: ip, remote: c.RemoteAddr()}
 		l.conns[tc.key] = tc
+		l.perIP[ip]++
 		l.s.wg.Add(1) // released when pion closes the connection
 		l.mu.Unlock()
 		return tc, nil
@@ -104,34 +118,87 @@ func (l *tcpListener) setAllocated(remote string, on bool) {
 	}
 }
 
-// tcpConn is one TURN control connection.
+// tcpConn is one TURN control connection. Its Read splits the stream into
+// TURN frames and hands pion one inspected frame at a time (see inspect), so
+// a request with bad credentials is answered with 401 here and never
+// reaches pion. pion reads from a single goroutine per connection.
 type tcpConn struct {
 	net.Conn
 	l         *tcpListener
 	key       string
+	ip        netip.Prefix
+	remote    net.Addr
 	allocated atomic.Bool
 	closeOnce sync.Once
+
+	in   []byte // bytes read, not yet framed
+	out  []byte // inspected frames not yet handed to pion
+	rbuf []byte
+	rerr error // sticky read error, returned once in and out are drained
 }
 
-// Read arms the idle deadline before every read while the connection holds
-// no allocation; with one, the allocation lifetime bounds it instead.
+// tcpReadBuf is the size of one read from the socket.
+const tcpReadBuf = 4096
+
+// Read returns inspected frame bytes. While no complete frame is buffered it
+// reads from the socket, arming the idle deadline before every read while
+// the connection holds no allocation; with one, the allocation lifetime
+// bounds it instead.
 func (c *tcpConn) Read(b []byte) (int, error) {
-	if idle := c.l.s.cfg.TCPIdleTimeout; idle > 0 {
-		if c.allocated.Load() {
-			_ = c.Conn.SetReadDeadline(time.Time{})
-			if !c.allocated.Load() { // deleted meanwhile: don't lose its deadline
-				_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
+	for len(c.out) == 0 {
+		n, err := frameLen(c.in)
+		if err != nil {
+			// Not TURN: pion would close the connection on this too.
+			c.in = nil
+			return 0, err
+		}
+		if n > 0 {
+			r := c.l.s.inspect(c.in[:n], c.remote)
+			if r.reply != nil {
+				_, _ = c.Conn.Write(r.reply)
 			}
-		} else {
-			_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
+			c.out = append(c.out[:0], r.frame...)
+			c.in = append(c.in[:0], c.in[n:]...)
+			continue
+		}
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if len(c.in) >= maxTURNFrameLen {
+			return 0, errBadFrame // cannot happen: frameLen bounds frames
+		}
+		c.armDeadline()
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, tcpReadBuf)
+		}
+		m, err := c.Conn.Read(c.rbuf)
+		c.in = append(c.in, c.rbuf[:m]...)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.l.s.refuse(reasonTCPIdle, c.key)
+			}
+			c.rerr = err
 		}
 	}
-	n, err := c.Conn.Read(b)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		c.l.s.refuse(reasonTCPIdle, c.key)
+	n := copy(b, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+func (c *tcpConn) armDeadline() {
+	idle := c.l.s.cfg.TCPIdleTimeout
+	if idle <= 0 {
+		return
 	}
-	return n, err
+	if c.allocated.Load() {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+		if !c.allocated.Load() { // deleted meanwhile: don't lose its deadline
+			_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
+		}
+		return
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
 }
 
 // Close is called by pion when its loop for this connection has ended.
@@ -142,6 +209,7 @@ func (c *tcpConn) Close() error {
 		if c.l.conns[c.key] == c {
 			delete(c.l.conns, c.key)
 		}
+		decr(c.l.perIP, c.ip)
 		c.l.mu.Unlock()
 		c.l.s.wg.Done()
 	})

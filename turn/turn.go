@@ -27,7 +27,12 @@ const (
 	DefaultMaxAllocationsPerIP   = 10
 	DefaultMaxAllocations        = 1000
 	DefaultMaxTCPConns           = 1000
-	DefaultTCPIdleTimeout        = 60 * time.Second
+	DefaultMaxTCPConnsPerIP      = 16
+	DefaultTCPIdleTimeout        = 10 * time.Second
+	// DefaultMaxLifetime is the longest allocation lifetime granted. pion/turn
+	// honours a requested LIFETIME only below one hour (and falls back to 10
+	// minutes at or above it), so an hour minus a second is the ceiling.
+	DefaultMaxLifetime = time.Hour - time.Second
 )
 
 // Refusal reasons, the keys of Stats.Refusals.
@@ -40,8 +45,9 @@ const (
 	reasonQuotaTotal = "quota_total"
 	reasonPeer       = "peer_denied"      // CreatePermission / ChannelBind to a denied IP
 	reasonPeerPort   = "peer_port_denied" // datagram to a non-media port of an own IP (or otherwise denied)
-	reasonTCPCap     = "tcp_conn_cap"
-	reasonTCPIdle    = "tcp_idle" // TCP control connection closed after TCPIdleTimeout without allocation
+	reasonTCPCap     = "tcp_conn_cap"     // global TCP connection cap
+	reasonTCPCapIP   = "tcp_conn_cap_ip"  // per-address TCP connection cap
+	reasonTCPIdle    = "tcp_idle"         // TCP control connection closed after TCPIdleTimeout without allocation
 )
 
 // Sentinel errors of New.
@@ -83,7 +89,9 @@ type Config struct {
 	MaxAllocationsPerIP   int
 	MaxAllocations        int
 	MaxTCPConns           int              // concurrent TCP control connections; 0 = 1000, negative = unlimited
-	TCPIdleTimeout        time.Duration    // closes TCP connections idle this long without an allocation; 0 = 60s, negative = never
+	MaxTCPConnsPerIP      int              // concurrent TCP connections per client address (IPv6: per /64); 0 = 16, negative = unlimited
+	MaxLifetime           time.Duration    // longest allocation lifetime granted; 0 or more than DefaultMaxLifetime = DefaultMaxLifetime
+	TCPIdleTimeout        time.Duration    // closes TCP connections idle this long without an allocation; 0 = 10s, negative = never
 	Now                   func() time.Time // clock for credentials; default time.Now
 }
 
@@ -115,6 +123,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxAllocationsPerIP, DefaultMaxAllocationsPerIP)
 	defInt(&c.MaxAllocations, DefaultMaxAllocations)
 	defInt(&c.MaxTCPConns, DefaultMaxTCPConns)
+	defInt(&c.MaxTCPConnsPerIP, DefaultMaxTCPConnsPerIP)
 	if c.TCPIdleTimeout == 0 {
 		c.TCPIdleTimeout = DefaultTCPIdleTimeout
 	}
@@ -152,7 +161,7 @@ type Server struct {
 	mu       sync.Mutex
 	allocs   map[string]allocInfo // by tupleKey
 	byUser   map[string]int
-	byIP     map[netip.Addr]int
+	byIP     map[netip.Prefix]int // by clientPrefix
 	pending  []pendingAlloc
 	total    uint64
 	refusals map[string]uint64
@@ -162,7 +171,7 @@ type Server struct {
 
 type allocInfo struct {
 	src, user string
-	ip        netip.Addr
+	ip        netip.Prefix // clientPrefix of src
 }
 
 // pendingAlloc is a quota slot granted by the quota check but not yet turned
@@ -170,7 +179,7 @@ type allocInfo struct {
 // two requests could both pass the check for the last slot.
 type pendingAlloc struct {
 	src, user string
-	ip        netip.Addr
+	ip        netip.Prefix
 	at        time.Time
 }
 
@@ -209,7 +218,7 @@ func New(cfg Config, udp net.PacketConn, tcp net.Listener, log *slog.Logger) (*S
 		done:     make(chan struct{}),
 		allocs:   make(map[string]allocInfo),
 		byUser:   make(map[string]int),
-		byIP:     make(map[netip.Addr]int),
+		byIP:     make(map[netip.Prefix]int),
 		refusals: make(map[string]uint64),
 		window:   make(map[string]uint64),
 		lastPeer: make(map[string]string),
@@ -367,7 +376,7 @@ func (s *Server) flushRefusals() {
 
 // quota is pion's QuotaHandler, called before each new allocation.
 func (s *Server) quota(username, _ string, src net.Addr) bool {
-	ip := addrIP(src)
+	ip := clientPrefix(src)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -427,11 +436,27 @@ func addrIP(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// clientPrefix is the unit of per-address limits: the client's IPv4
+// address, or its IPv6 /64 (one subscriber usually holds a whole /64, so
+// per-address limits on IPv6 addresses would be no limit at all).
+func clientPrefix(a net.Addr) netip.Prefix {
+	ip := addrIP(a)
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
+}
+
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, _ net.Addr, _ int) {
 	// Allocations are only created by goroutines that hold a wg count
 	// themselves, so this Add never races a Wait that saw zero.
 	s.wg.Add(1)
-	info := allocInfo{src: src.String(), user: username, ip: addrIP(src)}
+	info := allocInfo{src: src.String(), user: username, ip: clientPrefix(src)}
 	s.mu.Lock()
 	for i, p := range s.pending {
 		if p.src == info.src && p.user == username {
@@ -494,18 +519,38 @@ type udpConn struct {
 	once sync.Once
 }
 
+// ReadFrom hands pion the next datagram that passes inspect (which may
+// answer it itself or rewrite it).
 func (c *udpConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err != nil {
-		// pion's read loop returns on any error; this is its last read.
-		c.once.Do(func() {
-			select {
-			case <-c.s.done:
-			default:
-				c.s.log.Error("TURN UDP listener stopped", "err", err)
-			}
-			c.s.wg.Done()
-		})
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			// pion's read loop returns on any error; this is its last read.
+			c.once.Do(func() {
+				select {
+				case <-c.s.done:
+				default:
+					c.s.log.Error("TURN UDP listener stopped", "err", err)
+				}
+				c.s.wg.Done()
+			})
+			return n, addr, err
+		}
+		if n > len(p) || n == 0 {
+			return n, addr, nil
+		}
+		r := c.s.inspect(p[:n], addr)
+		if r.reply != nil {
+			_, _ = c.PacketConn.WriteTo(r.reply, addr)
+		}
+		switch {
+		case r.frame == nil:
+			continue // answered (or dropped) here
+		case len(r.frame) > len(p):
+			continue // cannot happen: a rewrite never grows
+		case &r.frame[0] != &p[0]:
+			n = copy(p, r.frame)
+		}
+		return n, addr, nil
 	}
-	return n, addr, err
 }
