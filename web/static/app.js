@@ -29,6 +29,7 @@ const state = {
   retryTimer: null,
   call: null, // {kind, pc, phase, pendingRemote: [], localStream}
   lastUptime: null,
+  ready: null, // the last /api/ready report
 };
 
 // ---------------------------------------------------------------- UI helpers
@@ -118,6 +119,12 @@ function connect() {
   c.addEventListener("message", (e) => onMessage(e.detail));
   c.addEventListener("event", (e) => {
     const m = e.detail;
+    if (!fromServer(m)) {
+      // Another peer's event (the server sets "from" to its real address):
+      // shown for what it is, never acted on.
+      logEvent("presence", `event ${short(m.name || "")} from ${m.from}`);
+      return;
+    }
     if (m.name === "shutdown") {
       logEvent("system", m.message || "server shutting down");
       banner("Server is restarting", "The server is shutting down; this page reconnects automatically.", true);
@@ -160,10 +167,22 @@ function onPresence(m) {
   renderPeers();
 }
 
+// fromServer: did the server itself send this frame? The server routes
+// every peer's frame with "from" rewritten to that peer's real address
+// ("user|randomid"), so only the server's own frames come without "from"
+// (the shutdown event) or from its virtual peer "icey|server". A peer that
+// calls itself "icey" still gets a random id, never "server".
+function fromServer(m) {
+  return m.from === undefined || m.from === null || m.from === SERVER;
+}
+
 function onMessage(m) {
   const sub = m.subtype || m.type || "";
   if (sub.startsWith("call:") && m.from === SERVER) return onCall(sub.slice(5), m.data || {});
-  if (sub.startsWith("icey:")) return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
+  if (sub.startsWith("icey:")) {
+    if (m.from === SERVER) return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
+    return logEvent("presence", `${short(sub)} from ${m.from || "?"} ignored (only the server sends icey: messages)`);
+  }
   if (m.type === "join:ok" || m.type === "leave:ok") return logEvent("system", `${m.type} ${m.room}`);
   logEvent("system", `${sub} from ${m.from || "?"}`);
 }
@@ -248,11 +267,14 @@ function button(label, action, fn) {
 
 // ---------------------------------------------------------------- calls
 
-async function iceServers() {
+// iceServers loads /api/config into call.cfg (kept to explain an ICE
+// failure later) and returns the STUN/TURN servers it names.
+async function iceServers(call) {
   try {
     const r = await fetch("/api/config", { headers: authHeaders, cache: "no-store" });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const cfg = await r.json();
+    call.cfg = cfg;
     const out = [];
     const host = (h) => (h && h.includes(":") && !h.startsWith("[") ? `[${h}]` : h);
     if (cfg.stun && cfg.stun.urls && cfg.stun.urls.length) out.push({ urls: cfg.stun.urls });
@@ -278,7 +300,8 @@ function waitFor(phase, ms) {
 async function startCall(kind) {
   if (state.call || !state.client || !state.client.online) return;
   clearBanner();
-  const call = { kind, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {}, rejecter: null, localStream: null };
+  const call = { kind, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {}, rejecter: null, localStream: null,
+    cfg: null, serverCands: [], localCands: [], iceErrors: [], failing: false };
   state.call = call;
   renderPeers();
   $("btn-hangup").hidden = false;
@@ -287,7 +310,7 @@ async function startCall(kind) {
   setCallState("Calling the server…");
   logEvent("call", `${kind === "view" ? "watch" : "broadcast"}: call:init`);
   try {
-    const ice = iceServers();
+    const ice = iceServers(call);
     state.client.sendCall("init", {});
     await waitFor("accept", 10000);
     if (state.call !== call) return;
@@ -314,16 +337,22 @@ async function startCall(kind) {
       v.play().catch(() => {});
     };
     pc.onicecandidate = (e) => {
-      if (state.call !== call || !state.client.online) return;
+      if (state.call !== call) return;
       const c = e.candidate;
+      if (c && c.candidate) call.localCands.push(c.candidate);
+      if (!state.client.online) return;
       state.client.sendCall("candidate", c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
                                             : { candidate: "" });
+    };
+    pc.onicecandidateerror = (e) => {
+      if (state.call !== call || !e.url) return;
+      call.iceErrors.push({ url: e.url, code: e.errorCode, text: e.errorText || "" });
     };
     pc.oniceconnectionstatechange = () => {
       if (state.call !== call) return;
       const s = pc.iceConnectionState;
       logEvent("call", `ICE ${s}`);
-      if (s === "failed") failICE();
+      if (s === "failed") failICE(call);
     };
     pc.onconnectionstatechange = () => {
       if (state.call !== call) return;
@@ -332,13 +361,16 @@ async function startCall(kind) {
         call.phase = "connected";
         setCallState(kind === "view" ? "Playing live stream" : "Broadcasting");
         setStage("playing");
+        $("live").textContent = kind === "view" ? "LIVE" : "ON AIR";
+        $("live").title = kind === "view" ? "This browser is receiving the live stream from the server right now"
+                                          : "This browser is sending its camera to the server right now";
         $("live").hidden = false;
         $("hud").hidden = kind !== "view";
         $("btn-snap").disabled = kind !== "view";
         startStats(call);
         pollOps();
       } else if (s === "failed") {
-        failICE();
+        failICE(call);
       }
     };
     await pc.setLocalDescription(await pc.createOffer());
@@ -346,21 +378,122 @@ async function startCall(kind) {
     logEvent("call", "call:offer sent");
     const answer = await waitFor("answer", 15000);
     if (state.call !== call) return;
+    for (const line of answer.sdp.split(/\r?\n/)) if (line.startsWith("a=candidate:")) call.serverCands.push(line.slice(2));
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     call.remoteSet = true;
     for (const c of call.pendingRemote) await addRemoteCandidate(pc, c);
     call.pendingRemote = [];
     setCallState("Connecting media (ICE/DTLS)…");
     // Without any path the browser may sit in "checking" for a long time.
-    setTimeout(() => { if (state.call === call && call.phase !== "connected") failICE(); }, 20000);
+    setTimeout(() => { if (state.call === call && call.phase !== "connected") failICE(call, "no connection within 20 s"); }, 20000);
   } catch (err) {
     if (state.call === call) endCall(err.message, true, true);
   }
 }
 
-function failICE() {
-  endCall("ICE failed: no network path to the server's media port. If you are behind NAT or a firewall, " +
-    "the server needs TURN (turn.enabled with turn.externalIp set to its public address) and UDP open to it.", true, true);
+// failICE ends the call with the likely cause of an ICE failure, from what
+// is known rather than guessed: where this page was loaded from, the
+// candidates the server offered and this browser gathered, the relay in
+// /api/config, and the turn/webrtc checks of /api/ready.
+async function failICE(call, reason = "") {
+  if (call.failing || state.call !== call) return;
+  call.failing = true;
+  let ev;
+  try { ev = await iceEvidence(call); } catch { ev = null; }
+  if (state.call !== call) return;
+  endCall(iceFailureText(ev || { pageHost: location.hostname, server: [], local: [], iceErrors: [] }, reason), true, true);
+}
+
+function timeout(p, ms) {
+  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), ms))]);
+}
+
+async function iceEvidence(call) {
+  let ready = state.ready;
+  try {
+    const r = await timeout(fetch("/api/ready", { headers: authHeaders, cache: "no-store" }), 2000);
+    ready = await r.json();
+    state.ready = ready;
+  } catch {}
+  return {
+    pageHost: location.hostname,
+    server: call.serverCands.map(parseCandidate).filter(Boolean),
+    local: call.localCands.map(parseCandidate).filter(Boolean),
+    iceErrors: call.iceErrors,
+    cfg: call.cfg,
+    ready,
+  };
+}
+
+// parseCandidate reads "candidate:<f> <c> <proto> <prio> <addr> <port> typ <type> ...".
+function parseCandidate(line) {
+  const f = String(line).replace(/^a=/, "").split(/\s+/);
+  if (f.length < 8 || f[6] !== "typ") return null;
+  return { protocol: f[2].toLowerCase(), address: f[4], port: f[5], type: f[7] };
+}
+
+function isLoopbackHost(h) {
+  h = String(h || "").replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || /^127\./.test(h) || h === "::1";
+}
+
+function isPrivateIP(a) {
+  return /^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)/.test(a) ||
+    /^(f[cd]|fe80)/i.test(a) || /\.local$/i.test(a);
+}
+
+function uniq(xs) { return [...new Set(xs)]; }
+
+// iceFailureText is the message for an ICE failure given the evidence.
+// Exposed on window.icey so tests can check the wording for situations a
+// loopback-only test machine cannot produce.
+function iceFailureText(ev, reason = "") {
+  const checks = {};
+  for (const c of (ev.ready && ev.ready.checks) || []) checks[c.name] = c;
+  const says = (name) => {
+    const c = checks[name];
+    return c && c.result !== "pass" && c.detail ? ` The server's ${name} check says: "${c.detail}".` : "";
+  };
+  const server = ev.server || [], local = ev.local || [];
+  const addrs = uniq(server.map((c) => c.address)).slice(0, 4).join(", ");
+  const udpPorts = uniq(server.filter((c) => c.protocol === "udp").map((c) => c.port)).join(", ");
+  const cfg = ev.cfg;
+  const turn = cfg && cfg.turn && cfg.turn.enabled && cfg.turn.host ? cfg.turn : null;
+  const relayURL = turn ? `turn:${turn.host}:${turn.port}` : "";
+  const pageLocal = isLoopbackHost(ev.pageHost);
+  const readyHint = "check the webrtc check in /api/ready";
+  let cause, fix;
+  if (!server.length) {
+    cause = "the server offered no ICE candidate at all, so this browser had no address to send media to.";
+    fix = pageLocal
+      ? `You opened this page on ${ev.pageHost}: start the server with --host 127.0.0.1 so it offers a loopback candidate, or ${readyHint}.`
+      : `Set webrtc.publicIps (or --host) to an address browsers can reach, and ${readyHint}.`;
+  } else if (pageLocal && !server.some((c) => isLoopbackHost(c.address))) {
+    cause = `you opened this page on ${ev.pageHost}, but the server offered only ${addrs}, no candidate this browser could use.`;
+    fix = `Start the server with --host 127.0.0.1 (this machine only), or ${readyHint}.`;
+  } else if (pageLocal && !local.length) {
+    cause = `the server offered ${addrs}, but this browser gathered no local address to send media from (browsers leave out loopback-only interfaces).`;
+    fix = `Open the page from a device with a network connection, or ${readyHint}.`;
+  } else if (pageLocal) {
+    cause = `the server offered ${addrs}${udpPorts ? ` (UDP ${udpPorts})` : ""}, but every connectivity check failed.`;
+    fix = `Check that no local firewall blocks UDP${udpPorts ? " " + udpPorts : ""}, and ${readyHint}.`;
+  } else if (!turn) {
+    const priv = server.every((c) => isPrivateIP(c.address) || isLoopbackHost(c.address));
+    cause = `the server offered only ${priv ? "private " : ""}address${server.length > 1 ? "es" : ""} ${addrs}, which this browser's network cannot reach, ` +
+      `and no TURN relay is configured${cfg ? "" : " (or /api/config could not be loaded)"}.`;
+    fix = "Enable TURN on the server (turn.enabled with turn.externalIp set to its public address) and open its UDP/TCP port" +
+      `${udpPorts ? ` and UDP ${udpPorts}` : ""}, or set webrtc.publicIps to its public address.` + says("turn");
+  } else if (!local.some((c) => c.type === "relay")) {
+    const err = (ev.iceErrors || []).find((e) => e.url && e.url.startsWith("turn"));
+    cause = `the TURN relay at ${relayURL} gave this browser no relay address${err ? ` (error ${err.code}${err.text ? ": " + err.text : ""})` : ""}.`;
+    fix = `Open UDP/TCP ${turn.port} to the server and make sure turn.externalIp (${turn.host}) is its public address.` + says("turn");
+  } else {
+    cause = `this browser got a relay address from ${relayURL}, but the relay could not reach the server's media address${server.length > 1 ? "es" : ""} ${addrs}.`;
+    fix = (server.every((c) => isPrivateIP(c.address) || isLoopbackHost(c.address))
+      ? "Those are private addresses, which the relay refuses unless turn.allowLocalRelay is set (see turn.refused in Events); set webrtc.publicIps or turn.allowLocalRelay."
+      : `Open UDP${udpPorts ? " " + udpPorts : ""} on the server to the relay.`) + says("turn");
+  }
+  return `ICE failed${reason ? ` (${reason})` : ""}: ${cause} ${fix}${says("webrtc")}`;
 }
 
 async function addRemoteCandidate(pc, c) {
@@ -390,7 +523,8 @@ function onCall(action, data) {
       endCall(rejectText(call.kind, data.reason), true, true);
       break;
     case "hangup":
-      endCall(hangupText(data.reason), true, data.reason !== "hangup");
+      if (data.reason === "connection failed" || data.reason === "handshake timeout") failICE(call, data.reason);
+      else endCall(hangupText(data.reason), true, data.reason !== "hangup");
       break;
   }
 }
@@ -406,10 +540,6 @@ function hangupText(reason = "") {
   if (reason.startsWith("source unavailable")) {
     return `Source unavailable: ${reason.replace(/^source unavailable:?\s*/, "") || "the camera or file is not delivering media"}. ` +
       "The server keeps retrying; press Watch again in a moment.";
-  }
-  if (reason === "connection failed" || reason === "handshake timeout") {
-    return `ICE failed (${reason}): the browser and the server found no working network path. ` +
-      "Behind NAT or a firewall the server needs TURN (turn.enabled with turn.externalIp).";
   }
   if (reason === "shutdown") return "The server is shutting down; it will be back shortly.";
   if (reason === "source closed") return "The stream ended on the server (source closed).";
@@ -506,9 +636,9 @@ $("btn-mute").onclick = () => { video.muted = !video.muted; if (!video.muted) vi
 renderMute();
 
 $("btn-full").onclick = () => {
-  const stage = $("stage");
+  const player = $("player");
   if (document.fullscreenElement) return document.exitFullscreen();
-  if (stage.requestFullscreen) stage.requestFullscreen().catch(() => {});
+  if (player.requestFullscreen) player.requestFullscreen().catch(() => {});
   else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen(); // iOS Safari
 };
 
@@ -547,6 +677,146 @@ function uptime(sec) {
   return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
 }
 
+// ---------------------------------------------------------------- status explained
+
+// advice turns a check that warns or fails into plain words and what to do.
+// Each entry: [check name, result or "*", detail pattern or null, what it means, what to do].
+const ADVICE = [
+  ["config", "warn", null, "Some keys in the config file are not recognised and were ignored.",
+    "Check their spelling (they are listed below) against deploy/config.example.json."],
+  ["config", "fail", null, "The config file cannot be used.", "Fix the file named above; the server says what is wrong with it."],
+  ["source", "warn", null, "The camera or source is reconnecting. Viewers stay connected and resume by themselves.",
+    "Nothing yet. If it lasts, check that the camera is on and reachable from the server."],
+  ["source", "fail", null, "No media is arriving from the source, so there is nothing to watch.",
+    "Check the source address and its credentials (--source / media.source), or that the file exists."],
+  ["turn", "warn", /externalIp/i, "Viewers on other networks may fail to connect: the built-in TURN relay does not know this server's public address.",
+    "Set turn.externalIp (--turn-external-ip) to the server's public IP. Fine as it is for viewers on this machine or LAN."],
+  ["turn", "warn", /demo credentials|turn\.secret/i, "The built-in TURN relay uses fixed demo credentials that anyone could reuse.",
+    "Set turn.secret (ICEY_TURN_SECRET) before exposing the server; viewers on this machine or LAN are not affected."],
+  ["turn", "warn", /disabled/i, "TURN is off: viewers behind strict NATs or firewalls may not connect.",
+    "Enable it (drop --no-turn, set turn.enabled) if remote viewers cannot connect."],
+  ["turn", "fail", null, "The TURN relay could not start.", "Pick a free --turn-port, or stop what already uses it."],
+  ["webrtc", "warn", /bound to loopback/i, "Only browsers on this machine can watch: the media port listens on loopback.",
+    "Nothing, to try it out here. To serve other devices, start with --host 0.0.0.0 (or a LAN address)."],
+  ["webrtc", "warn", /besides loopback/i, "Only browsers on this machine can watch: it has no network address besides loopback.",
+    "Attach the server to a network (in a container: publish the UDP port or use host networking), or set webrtc.publicIps."],
+  ["webrtc", "*", null, "Browsers may find no network path to the server's media port.",
+    "Bind with --host to an address browsers can reach, or set webrtc.publicIps to the server's public address."],
+  ["ports", "fail", null, "A port is in use or configured twice.", "Choose free ports with --port, --webrtc-port and --turn-port."],
+  ["tls", "fail", null, "TLS is misconfigured.", "Set both tls.cert and tls.key to a readable, valid certificate and key, or neither."],
+  ["recordings", "warn", null, "The recordings disk is nearly full.", "Free some space, or point media.recordDir at a larger disk."],
+  ["recordings", "fail", null, "Recordings cannot be written.", "Make media.recordDir writable by the server."],
+  ["intelligence", "warn", null, "An analyser is enabled but cannot run.", "Install what it needs (see above) or disable it."],
+  ["web_root", "*", null, "The --web-root directory cannot be used; the built-in UI is served instead.",
+    "Fix the directory named above, or unset --web-root."],
+  ["shutdown", "*", null, "The server is shutting down and takes no new viewers.", "Nothing: a supervisor (Docker, Kubernetes) starts it again."],
+];
+const WARNING_ADVICE = [
+  [/externalIp is unset/i, "Set turn.externalIp (--turn-external-ip) to the server's public IP if viewers on other networks will watch."],
+  [/demo credentials|turn\.secret/i, "Set turn.secret (ICEY_TURN_SECRET) before exposing the server."],
+  [/TURN is disabled/i, "Enable TURN (drop --no-turn) if remote viewers cannot connect."],
+  [/unknown config key/i, "Check the key's spelling; unknown keys are ignored."],
+];
+
+function adviceFor(c) {
+  for (const [name, result, re, means, todo] of ADVICE) {
+    if (name !== c.name) continue;
+    if (result !== "*" && result !== c.result) continue;
+    if (re && !re.test(c.detail || "")) continue;
+    return { means, todo };
+  }
+  return { means: c.result === "fail" ? "This check fails." : "This check warns.", todo: "Read the detail; the server names what it found." };
+}
+
+function explainItem(cls, title, means, raw, todo) {
+  const li = document.createElement("li");
+  li.className = cls;
+  const head = document.createElement("b");
+  head.textContent = title;
+  li.append(head, document.createTextNode(" — " + means));
+  if (raw) {
+    const r = document.createElement("span");
+    r.className = "raw";
+    r.textContent = raw;
+    li.append(r);
+  }
+  if (todo) {
+    const w = document.createElement("span");
+    w.className = "what";
+    const b = document.createElement("b");
+    b.textContent = "What to do: ";
+    w.append(b, document.createTextNode(todo));
+    li.append(w);
+  }
+  return li;
+}
+
+// explainStatus fills the status badge's popover and the one-line summary
+// from a readiness report: what each warning or failure means, in plain
+// words, and what to do about it.
+function explainStatus(rep) {
+  const box = $("ops-explain"), sum = $("ops-summary");
+  box.textContent = "";
+  sum.className = "ops-summary";
+  const p = document.createElement("p");
+  if (!rep || !rep.status) {
+    p.textContent = "The server's status is unknown: its ops API did not answer.";
+    box.append(p);
+    sum.textContent = "";
+    return;
+  }
+  const bad = (rep.checks || []).filter((c) => c.result === "fail" || c.result === "warn");
+  const warnings = rep.warnings || [];
+  const n = bad.length + warnings.length;
+  const notes = bad.length || warnings.length; // a check and its warning are one thing to look at
+  if (rep.status === "ok") {
+    p.textContent = "Everything is fine: every check passes and there are no warnings.";
+    sum.textContent = "";
+  } else if (rep.ready !== false) {
+    p.textContent = "Degraded means: the server works and viewers can watch now, but something should be looked at before you rely on it beyond this machine or network.";
+    sum.textContent = `Viewers can watch. ${notes} thing${notes === 1 ? "" : "s"} to look at before production: hover or tap ${rep.status}.`;
+    sum.classList.add("degraded");
+  } else {
+    p.textContent = "Not ready: viewers cannot watch until what fails below is fixed.";
+    sum.textContent = `Not ready: ${bad.filter((c) => c.result === "fail").map((c) => c.name).join(", ") || "a check fails"}. Hover or tap ${rep.status} for what to do.`;
+    sum.classList.add("error");
+  }
+  box.append(p);
+  if (!n) return;
+  const ul = document.createElement("ul");
+  for (const c of bad) {
+    const a = adviceFor(c);
+    ul.append(explainItem(c.result, `${c.name} check`, a.means, c.detail, a.todo));
+  }
+  for (const w of warnings) {
+    const hit = WARNING_ADVICE.find(([re]) => re.test(w));
+    ul.append(explainItem("warn", "Warning", w, "", hit ? hit[1] : ""));
+  }
+  box.append(ul);
+}
+
+// The popover opens on hover or keyboard focus, and stays open after a tap
+// or click until the next tap, Escape or a tap elsewhere.
+(() => {
+  const btn = $("ops-status"), box = $("ops-explain");
+  let pinned = false, hover = false, leaveTimer = null;
+  const render = () => {
+    const open = pinned || hover;
+    box.classList.toggle("open", open);
+    btn.setAttribute("aria-expanded", String(open));
+  };
+  // A short grace lets the pointer travel from the badge into the popover.
+  const enter = () => { clearTimeout(leaveTimer); hover = true; render(); };
+  const leave = () => { clearTimeout(leaveTimer); leaveTimer = setTimeout(() => { hover = false; render(); }, 200); };
+  for (const el of [btn, box]) { el.addEventListener("mouseenter", enter); el.addEventListener("mouseleave", leave); }
+  btn.addEventListener("focus", () => { if (btn.matches(":focus-visible")) { hover = true; render(); } });
+  btn.addEventListener("blur", () => { hover = false; render(); });
+  btn.addEventListener("click", (e) => { e.stopPropagation(); pinned = !pinned; hover = false; render(); });
+  box.addEventListener("click", (e) => e.stopPropagation());
+  document.addEventListener("click", () => { if (pinned) { pinned = false; render(); } });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && (pinned || hover)) { pinned = false; hover = false; render(); } });
+})();
+
 async function pollOps() {
   const note = $("ops-note");
   let ready = null, status = null;
@@ -556,6 +826,7 @@ async function pollOps() {
       fetch("/api/status", { headers: authHeaders, cache: "no-store" }),
     ]);
     ready = await r1.json().catch(() => null);
+    if (ready) state.ready = ready;
     if (r2.status === 401) note.textContent = "Status needs the access token (open the page with ?token=…).";
     else if (r2.ok) { status = await r2.json(); note.textContent = ""; }
     else note.textContent = `/api/status: HTTP ${r2.status}`;
@@ -563,12 +834,14 @@ async function pollOps() {
     $("ops-status").textContent = "unreachable";
     $("ops-status").className = "badge error";
     note.textContent = "The ops API is unreachable.";
+    explainStatus(null);
     return;
   }
   const rep = status || ready || {};
   const badge = $("ops-status");
   badge.textContent = rep.status || "?";
   badge.className = `badge ${rep.status || ""}`;
+  explainStatus(ready || rep);
 
   const dl = $("ops-facts");
   dl.textContent = "";
@@ -616,6 +889,7 @@ async function pollOps() {
 
 // For tests and debugging in the console.
 window.icey = {
+  iceFailureText,
   get pc() { return state.call && state.call.pc; },
   get connected() { return state.connected; },
   get server() { return state.server; },
