@@ -1,8 +1,11 @@
 package signaling
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -97,6 +100,10 @@ func newInterceptors(lf logging.LoggerFactory) (*interceptor.Registry, error) {
 
 // newSettingEngine configures ICE for a server: one shared UDP mux, no mDNS,
 // host candidates only (optionally rewritten to public IPs for NAT 1:1).
+// Loopback candidates are always offered: on a loopback bind they are the
+// only ones, on a wildcard bind they come with every usable interface
+// address, so a browser on the same machine connects even where the machine
+// has no other interface (a container, a namespace, a laptop offline).
 func newSettingEngine(cfg *Config, mux ice.UDPMux, lf logging.LoggerFactory) (webrtc.SettingEngine, error) {
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	se.SetICEUDPMux(mux)
@@ -110,6 +117,7 @@ func newSettingEngine(cfg *Config, mux ice.UDPMux, lf logging.LoggerFactory) (we
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	} else {
+		se.SetIncludeLoopbackCandidate(true)
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	}
 	if len(cfg.PublicIPs) > 0 {
@@ -124,4 +132,105 @@ func newSettingEngine(cfg *Config, mux ice.UDPMux, lf logging.LoggerFactory) (we
 		}
 	}
 	return se, nil
+}
+
+// CandidateAddrs reports the host candidate addresses the session layer
+// offers in its answers when its media socket is bound to bindHost (an IP
+// address or a host name; "" or a wildcard means every interface), with
+// publicIPs (webrtc.publicIps) replacing them as NewManager does. It follows
+// pion's gathering rules for a UDP mux: on a wildcard bind every address of
+// every interface that is up, loopback included, IPv6 link-local, site-local
+// and IPv4-compatible addresses excluded; on a specific address just that
+// one. external reports whether any address is usable from outside this
+// machine (not loopback): when it is false only a browser on this machine
+// can connect, and an empty list means no viewer can connect at all. This
+// is what a preflight "webrtc" check reports.
+func CandidateAddrs(bindHost string, publicIPs []string) (addrs []netip.Addr, external bool, err error) {
+	if len(publicIPs) > 0 {
+		for _, p := range publicIPs {
+			a, err := netip.ParseAddr(p)
+			if err != nil {
+				return nil, false, fmt.Errorf("signaling: public IP %q is not an IP address", p)
+			}
+			addrs = append(addrs, a.Unmap())
+		}
+		return addrs, anyExternal(addrs), nil
+	}
+	host := strings.Trim(bindHost, "[]")
+	var bind netip.Addr
+	if host == "" {
+		bind = netip.IPv6Unspecified()
+	} else if a, err := netip.ParseAddr(host); err == nil {
+		bind = a.Unmap()
+	} else {
+		ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+		if err != nil || len(ips) == 0 {
+			return nil, false, fmt.Errorf("signaling: bind host %q: %v", bindHost, err)
+		}
+		bind = ips[0].Unmap()
+		for _, ip := range ips { // Go's listeners prefer IPv4
+			if ip.Unmap().Is4() {
+				bind = ip.Unmap()
+				break
+			}
+		}
+	}
+	if !bind.IsUnspecified() {
+		return []netip.Addr{bind}, anyExternal([]netip.Addr{bind}), nil
+	}
+	// "udp" on 0.0.0.0 or :: is one dual-stack socket (what the server
+	// binds), so both families count.
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, false, fmt.Errorf("signaling: listing interfaces: %w", err)
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		list, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range list {
+			var ip net.IP
+			switch v := a.(type) {
+			case *net.IPNet:
+				ip = v.IP
+			case *net.IPAddr:
+				ip = v.IP
+			}
+			na, ok := netip.AddrFromSlice(ip)
+			if !ok {
+				continue
+			}
+			na = na.Unmap()
+			if na.Is6() {
+				b := na.As16()
+				if isZero(b[:12]) || b[0] == 0xfe && b[1]&0xc0 == 0xc0 || na.IsLinkLocalUnicast() {
+					continue // pion never offers these
+				}
+			}
+			addrs = append(addrs, na)
+		}
+	}
+	return addrs, anyExternal(addrs), nil
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func anyExternal(addrs []netip.Addr) bool {
+	for _, a := range addrs {
+		if !a.IsLoopback() && !a.IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }

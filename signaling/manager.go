@@ -6,11 +6,13 @@ package signaling
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +25,9 @@ import (
 
 // Sentinel errors. The HTTP edge maps them to status codes.
 var (
-	// ErrCapacity: MaxSessions sessions exist already (HTTP 503).
+	// ErrCapacity: no room for another session (HTTP 503). Admission
+	// refusals are *AdmissionError values that match ErrCapacity with
+	// errors.Is and carry the reason.
 	ErrCapacity = errors.New("signaling: too many sessions")
 	// ErrBadOffer: the offer is malformed or has nothing we can send (HTTP 400).
 	ErrBadOffer = errors.New("signaling: bad offer")
@@ -34,6 +38,37 @@ var (
 	// ErrClosed: the manager is shutting down (HTTP 503).
 	ErrClosed = errors.New("signaling: shutting down")
 )
+
+// Admission refusal reasons (the "reason" label of
+// icey_session_refusals_total and the reason in a 503 body).
+const (
+	// RefusedCapacity: active plus pending sessions reached MaxSessions.
+	RefusedCapacity = "capacity"
+	// RefusedPending: MaxPending sessions are connecting already.
+	RefusedPending = "pending"
+	// RefusedClientPending: this client address (an IPv4 address or an
+	// IPv6 /64) has MaxPendingPerClient sessions connecting already.
+	RefusedClientPending = "client_pending"
+)
+
+// RefusalReasons lists every admission refusal reason.
+var RefusalReasons = []string{RefusedCapacity, RefusedPending, RefusedClientPending}
+
+// AdmissionError is a refused session: errors.Is(err, ErrCapacity) holds.
+type AdmissionError struct{ Reason string }
+
+func (e *AdmissionError) Error() string {
+	switch e.Reason {
+	case RefusedPending:
+		return "signaling: too many sessions connecting (reason: pending)"
+	case RefusedClientPending:
+		return "signaling: too many sessions connecting from this address (reason: client_pending)"
+	}
+	return "signaling: too many sessions (reason: capacity)"
+}
+
+// Is makes an admission refusal match ErrCapacity.
+func (e *AdmissionError) Is(target error) bool { return target == ErrCapacity }
 
 // Reasons a session ends by itself, returned by Session.Err. Their messages
 // are short reasons fit for a Symple call:hangup.
@@ -59,11 +94,19 @@ type Config struct {
 	// LoopbackOnly gathers loopback candidates only (the bind host is a
 	// loopback address); IPv4 only.
 	LoopbackOnly bool
-	// MaxSessions bounds concurrent sessions (default 200); beyond it
-	// NewViewer returns ErrCapacity.
+	// MaxSessions bounds concurrent sessions, connected plus pending
+	// (default 200); beyond it NewViewer returns ErrCapacity. Pending
+	// sessions take at most MaxPending of it.
 	MaxSessions int
-	// HandshakeTimeout closes a session that has not connected (ICE and
-	// DTLS) in time (default 15 s).
+	// MaxPending bounds sessions that have not connected yet (ICE and
+	// DTLS), over all clients (default 64).
+	MaxPending int
+	// MaxPendingPerClient bounds pending sessions per client address: one
+	// IPv4 address or one IPv6 /64 (default 8). Behind a reverse proxy
+	// every client has the proxy's address: raise it there.
+	MaxPendingPerClient int
+	// HandshakeTimeout is the pending deadline: a session that has not
+	// connected (ICE and DTLS) in time is closed (default 10 s).
 	HandshakeTimeout time.Duration
 	// ICEServers, when set, are advertised to WHEP clients in Link headers
 	// (e.g. the embedded TURN server with fresh credentials).
@@ -96,6 +139,10 @@ type Observer interface {
 type Totals struct {
 	PacketsSent, BytesSent, Dropped uint64
 	ActiveByRole                    map[string]int64
+	// Pending: sessions created but not connected yet (now).
+	Pending int64
+	// Refusals counts refused sessions by reason (every RefusalReasons key).
+	Refusals map[string]uint64
 }
 
 func (c *Config) setDefaults() {
@@ -105,8 +152,14 @@ func (c *Config) setDefaults() {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 200
 	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
+	}
+	if c.MaxPendingPerClient <= 0 {
+		c.MaxPendingPerClient = 8
+	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 15 * time.Second
+		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 64 << 10
@@ -122,7 +175,8 @@ type SessionMeta struct {
 	Remote string // client address for logs and status
 }
 
-// SessionInfo is one session's snapshot for /api/status.
+// SessionInfo is one session's snapshot for /api/status. ID is the opaque
+// session id: safe to show, useless for acting on the session.
 type SessionInfo struct {
 	ID        string    `json:"id"`
 	Role      string    `json:"role"`
@@ -143,8 +197,14 @@ type Manager struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[string]*Session
-	wg       sync.WaitGroup // one per session (its run goroutine)
+	sessions map[string]*Session // by opaque id
+	byRes    map[string]*Session // by resource selector (see Session.resource)
+	wg       sync.WaitGroup      // one per session (its run goroutine)
+	// Admission (under mu): sessions not connected yet, in total and per
+	// client key; active is changed under mu too, so checks are exact.
+	pending         int64
+	pendingByClient map[string]int
+	refusals        [3]atomic.Uint64 // indexed like RefusalReasons
 
 	active atomic.Int64
 	total  atomic.Int64
@@ -203,7 +263,7 @@ func NewManager(cfg Config, st *media.Stream, log *slog.Logger) (*Manager, error
 	m := &Manager{
 		cfg: cfg, st: st, log: log, mux: mux,
 		api:      webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)),
-		sessions: map[string]*Session{},
+		sessions: map[string]*Session{}, byRes: map[string]*Session{}, pendingByClient: map[string]int{},
 	}
 	return m, nil
 }
@@ -222,7 +282,9 @@ func (m *Manager) Totals() Totals {
 	for _, s := range m.sessions {
 		list = append(list, s)
 	}
+	t.Pending = m.pending
 	m.mu.Unlock()
+	t.Refusals = m.Refusals()
 	for _, s := range list {
 		t.PacketsSent += s.packetsOut.Load()
 		t.BytesSent += s.bytesOut.Load()
@@ -235,13 +297,51 @@ func (m *Manager) Totals() Totals {
 	return t
 }
 
-// Session returns a live session by id, or nil (also while it is still
-// being set up).
+// Pending reports sessions created but not connected yet.
+func (m *Manager) Pending() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending
+}
+
+// Refusals counts refused sessions since start by reason; every
+// RefusalReasons key is present.
+func (m *Manager) Refusals() map[string]uint64 {
+	out := make(map[string]uint64, len(RefusalReasons))
+	for i, r := range RefusalReasons {
+		out[r] = m.refusals[i].Load()
+	}
+	return out
+}
+
+// Session returns a live session by its opaque id or by its resource
+// capability (the last element of its WHEP Location), or nil (also while
+// it is still being set up). It is for in-process callers; the HTTP
+// handler accepts the capability only.
 func (m *Manager) Session(id string) *Session {
 	m.mu.Lock()
 	s := m.sessions[id]
 	m.mu.Unlock()
+	if s == nil {
+		s = m.byResource(id)
+	}
 	if s == nil || !s.live.Load() {
+		return nil
+	}
+	return s
+}
+
+// byResource finds a session by its resource capability: the selector
+// half is a map key, the verifier half is compared in constant time.
+func (m *Manager) byResource(res string) *Session {
+	sel, ver, ok := splitResource(res)
+	if !ok {
+		return nil
+	}
+	m.mu.Lock()
+	s := m.byRes[sel]
+	m.mu.Unlock()
+	if s == nil || subtle.ConstantTimeCompare(ver, s.verifier) != 1 {
 		return nil
 	}
 	return s
@@ -282,32 +382,127 @@ func (m *Manager) Close(reason string) {
 	}
 }
 
-// add registers a new session unless closed or full. The session's run
-// goroutine (or the failed setup) must call m.wg.Done.
+// add registers a new, pending session unless closed or refused by
+// admission. The session's run goroutine (or the failed setup) must call
+// m.wg.Done.
 func (m *Manager) add(s *Session) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	if len(m.sessions) >= m.cfg.MaxSessions {
-		return ErrCapacity
+	refuse := func(i int) error {
+		m.refusals[i].Add(1)
+		return &AdmissionError{Reason: RefusalReasons[i]}
+	}
+	switch {
+	case m.pendingByClient[s.client] >= m.cfg.MaxPendingPerClient:
+		return refuse(2)
+	case m.pending >= int64(m.cfg.MaxPending):
+		return refuse(1)
+	case m.active.Load()+m.pending >= int64(m.cfg.MaxSessions):
+		return refuse(0)
 	}
 	m.sessions[s.id] = s
+	m.byRes[s.selector] = s
+	m.pending++
+	m.pendingByClient[s.client]++
+	s.pending = true
 	m.wg.Add(1)
 	return nil
 }
 
+// promote turns a pending session into an active one. It returns false if
+// the session already left.
+func (m *Manager) promote(s *Session) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !s.pending {
+		return false
+	}
+	m.unpend(s)
+	s.activeCounted = true
+	m.active.Add(1)
+	return true
+}
+
+// unpend drops s from the pending counts (m.mu held).
+func (m *Manager) unpend(s *Session) {
+	s.pending = false
+	m.pending--
+	if n := m.pendingByClient[s.client] - 1; n > 0 {
+		m.pendingByClient[s.client] = n
+	} else {
+		delete(m.pendingByClient, s.client)
+	}
+}
+
+// remove forgets s and releases its admission counts.
 func (m *Manager) remove(s *Session) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.sessions[s.id] == s {
 		delete(m.sessions, s.id)
 	}
-	m.mu.Unlock()
+	if m.byRes[s.selector] == s {
+		delete(m.byRes, s.selector)
+	}
+	if s.pending {
+		m.unpend(s)
+	}
+	if s.activeCounted {
+		s.activeCounted = false
+		m.active.Add(-1)
+	}
+}
+
+// clientKey groups client addresses for the per-client pending limit: an
+// IPv4 address, or the /64 of an IPv6 address (one subscriber's prefix).
+// Anything unparsable is its own key.
+func clientKey(remote string) string {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return remote
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// Resource capabilities: the last element of a session's WHEP Location is
+// hex(selector) + hex(verifier), 16 random bytes each. The selector finds
+// the session in a map; the verifier (128 bits from crypto/rand) is what
+// proves the caller was given the Location, compared in constant time. No
+// part of it is the opaque session id shown in status, events, metrics and
+// logs.
+const resourceHalf = 16
+
+func newResource() (selector string, verifier []byte) {
+	b := make([]byte, 2*resourceHalf)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b[:resourceHalf]), b[resourceHalf:]
+}
+
+func splitResource(res string) (selector string, verifier []byte, ok bool) {
+	if len(res) != 4*resourceHalf {
+		return "", nil, false
+	}
+	v, err := hex.DecodeString(res[2*resourceHalf:])
+	if err != nil {
+		return "", nil, false
+	}
+	return res[:2*resourceHalf], v, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,10 @@ import (
 // Session is one peer connection (a viewer for now).
 type Session struct {
 	m         *Manager
-	id        string
+	id        string // opaque: shown in status, events, metrics and logs
+	selector  string // resource capability, see newResource: never shown
+	verifier  []byte
+	client    string // clientKey(remote), for the per-client pending limit
 	etag      string
 	role      string
 	remote    string
@@ -56,10 +60,18 @@ type Session struct {
 	// NACK answers, added when the RTCP reader ends (before rtcpWG.Done).
 	retransmits, nackMisses atomic.Uint64
 	live                    atomic.Bool // setup finished: visible to Manager.Session
+
+	// Admission state, guarded by m.mu.
+	pending, activeCounted bool
 }
 
-// ID is the session id (the last element of the WHEP resource URL).
+// ID is the opaque session id: safe to show (status, events, metrics,
+// logs), useless for acting on the session.
 func (s *Session) ID() string { return s.id }
+
+// resource is the session's capability: the last element of its WHEP
+// Location. Whoever holds it can PATCH and DELETE the session.
+func (s *Session) resource() string { return s.selector + hex.EncodeToString(s.verifier) }
 
 // Done is closed once the session has ended and released its resources.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -149,8 +161,10 @@ func (m *Manager) NewViewer(ctx context.Context, offer string, meta SessionMeta)
 	if meta.Role == "" {
 		meta.Role = "viewer"
 	}
+	sel, ver := newResource()
 	s := &Session{
-		m: m, id: randomID(16), etag: `"` + randomID(8) + `"`,
+		m: m, id: randomID(8), selector: sel, verifier: ver, client: clientKey(meta.Remote),
+		etag: `"` + randomID(16) + `"`,
 		role: meta.Role, remote: meta.Remote, createdAt: time.Now(),
 		connected: make(chan struct{}), srtpReady: make(chan struct{}), done: make(chan struct{}),
 		remoteUfrag: offerUfrag(parsed),
@@ -329,11 +343,10 @@ func (s *Session) run() {
 		}
 	}
 	timer.Stop()
-	if ready && s.ctx.Err() == nil {
+	if ready && s.ctx.Err() == nil && m.promote(s) {
 		s.mu.Lock()
 		s.isActive = true
 		s.mu.Unlock()
-		m.active.Add(1)
 		m.log.Info("session connected", "id", s.id, "role", s.role, "remote", s.remote,
 			"setup", time.Since(s.createdAt).Round(time.Millisecond))
 		if m.cfg.Observer != nil {
@@ -354,15 +367,11 @@ func (s *Session) run() {
 	}
 	_ = s.pc.GracefulClose()
 	s.rtcpWG.Wait()
-	m.remove(s)
+	m.remove(s) // releases the pending or active count
 	s.mu.Lock()
-	wasActive := s.isActive
 	s.isActive = false
 	st := s.finalStat
 	s.mu.Unlock()
-	if wasActive {
-		m.active.Add(-1)
-	}
 	m.endedPackets.Add(s.packetsOut.Load())
 	m.endedBytes.Add(s.bytesOut.Load())
 	m.endedDrops.Add(st.Dropped)

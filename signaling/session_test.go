@@ -114,12 +114,13 @@ func TestWHEPTrickle(t *testing.T) {
 		hdr               []string
 		want              int
 	}{
-		{"wrong type", "application/sdp", frag, nil, 415},
+		{"wrong type", "application/sdp", frag, []string{"If-Match", etag}, 415},
+		{"no If-Match", "application/trickle-ice-sdpfrag", frag, nil, 428},
 		{"stale etag", "application/trickle-ice-sdpfrag", frag, []string{"If-Match", `"nope"`}, 412},
 		{"ICE restart", "application/trickle-ice-sdpfrag", frag, []string{"If-Match", "*"}, 422},
 		{"other ufrag", "application/trickle-ice-sdpfrag",
-			strings.Replace(frag, "ice-ufrag:"+ufrag, "ice-ufrag:other", 1), nil, 422},
-		{"bad candidate", "application/trickle-ice-sdpfrag", frag + "a=candidate:garbage\r\n", nil, 400},
+			strings.Replace(frag, "ice-ufrag:"+ufrag, "ice-ufrag:other", 1), []string{"If-Match", etag}, 422},
+		{"bad candidate", "application/trickle-ice-sdpfrag", frag + "a=candidate:garbage\r\n", []string{"If-Match", etag}, 400},
 	} {
 		r, body := h.do(http.MethodPatch, loc, tc.ctype, tc.body, tc.hdr...)
 		if r.StatusCode != tc.want {
@@ -139,7 +140,7 @@ func TestWHEPTrickle(t *testing.T) {
 		}
 		n++
 	}
-	r, _ := h.do(http.MethodPatch, loc, "application/trickle-ice-sdpfrag", frag+"a=end-of-candidates\r\n")
+	r, _ := h.do(http.MethodPatch, loc, "application/trickle-ice-sdpfrag", frag+"a=end-of-candidates\r\n", "If-Match", etag)
 	if r.StatusCode != http.StatusNoContent || n == 0 {
 		t.Fatalf("end-of-candidates: %d after %d candidates", r.StatusCode, n)
 	}
@@ -168,9 +169,11 @@ func sdpAttr(sdp, name string) string {
 // Ten viewers at once all connect and receive frames starting with an IDR.
 func TestManyViewers(t *testing.T) {
 	c := getClip(t)
-	h := newHarness(t, c, Config{}, nil)
-	time.Sleep(200 * time.Millisecond)
 	const n = 10
+	// All ten come from 127.0.0.1 at once: above the default per-client
+	// pending limit (8), which is what TestAdmissionPendingLimits is about.
+	h := newHarness(t, c, Config{MaxPendingPerClient: n}, nil)
+	time.Sleep(200 * time.Millisecond)
 	viewers := make([]*testViewer, n)
 	var wg sync.WaitGroup
 	for i := range viewers {

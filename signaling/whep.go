@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bufio"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -26,9 +27,12 @@ const (
 	retryAfterSeconds = "5"
 )
 
-// Handler serves POST /whep, PATCH|DELETE /whep/{id}, OPTIONS on both, and
-// POST /whip (+ /whip/{id}). Authentication is the caller's business (wrap
-// this handler; let OPTIONS through for CORS preflight).
+// Handler serves POST /whep, PATCH|DELETE /whep/{resource}, OPTIONS on
+// both, and POST /whip (+ /whip/{resource}). The resource element of a
+// Location is a capability (see newResource): without it a session cannot
+// be acted on, whatever else the caller knows (its opaque id, a token).
+// Authentication is the caller's business (wrap this handler; let OPTIONS
+// through for CORS preflight).
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(whepPath, m.serveWHEP)
@@ -39,7 +43,8 @@ func (m *Manager) Handler() http.Handler {
 }
 
 // withCORS lets browser pages on other origins use WHEP (players embedded
-// elsewhere); the bearer token, not the origin, is what authorizes.
+// elsewhere); the bearer token, not the origin, is what authorizes POST,
+// and the unguessable Location what authorizes PATCH and DELETE.
 func withCORS(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -76,7 +81,7 @@ func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request) {
 		m.writeError(w, r, err)
 		return
 	}
-	loc := whepPath + "/" + s.ID()
+	loc := whepPath + "/" + s.resource()
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
 	h.Set("Location", loc)
@@ -99,8 +104,10 @@ func (m *Manager) serveWHEPSession(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, allow)
 		return
 	}
-	s := m.Session(r.PathValue("id"))
-	if s == nil {
+	// Only the capability finds a session: an opaque id (from status,
+	// events or metrics) answers the same 404 as a guess.
+	s := m.byResource(r.PathValue("id"))
+	if s == nil || !s.live.Load() {
 		http.Error(w, "no such session", http.StatusNotFound)
 		return
 	}
@@ -118,15 +125,22 @@ func (m *Manager) serveWHEPSession(w http.ResponseWriter, r *http.Request) {
 	m.patchWHEP(w, r, s)
 }
 
-// patchWHEP applies a trickle ICE SDP fragment (RFC 8840, RFC 9725 §4.3.1).
-// ICE restarts are not supported and are answered 422 as RFC 9725 asks.
+// patchWHEP applies a trickle ICE SDP fragment (RFC 8840, RFC 9725 §4.3).
+// Trickle requests must carry the ETag of the 201 in If-Match (RFC 9725
+// §4.3.1): none is 428, another is 412. `If-Match: *` is how RFC 9725
+// §4.3.2 marks an ICE restart; this server supports trickle ICE but not ICE
+// restarts, so such a PATCH is answered 422 (RFC 9725 §4.3.1: a session
+// supporting one of the two answers 422 to the other) and the session keeps
+// its current ICE session.
 func (m *Manager) patchWHEP(w http.ResponseWriter, r *http.Request, s *Session) {
-	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
-	if ifMatch == "*" {
+	switch ifMatch(r.Header.Values("If-Match"), s.etag) {
+	case matchAbsent:
+		http.Error(w, "If-Match with the session's ETag is required", http.StatusPreconditionRequired)
+		return
+	case matchAny:
 		http.Error(w, "ICE restart is not supported", http.StatusUnprocessableEntity)
 		return
-	}
-	if ifMatch != "" && ifMatch != s.etag {
+	case matchFailed:
 		http.Error(w, "ETag mismatch", http.StatusPreconditionFailed)
 		return
 	}
@@ -235,8 +249,13 @@ func (m *Manager) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		http.Error(w, "source unavailable", http.StatusServiceUnavailable)
 	case errors.Is(err, ErrCapacity):
+		reason := RefusedCapacity
+		var ae *AdmissionError
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
 		w.Header().Set("Retry-After", retryAfterSeconds)
-		http.Error(w, "too many sessions", http.StatusServiceUnavailable)
+		http.Error(w, "too many sessions (reason: "+reason+")", http.StatusServiceUnavailable)
 	case errors.Is(err, ErrClosed):
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 	case r.Context().Err() != nil:
@@ -267,6 +286,41 @@ func (m *Manager) setLinkHeaders(w http.ResponseWriter) {
 			w.Header().Add("Link", v)
 		}
 	}
+}
+
+type matchResult int
+
+const (
+	matchOK matchResult = iota
+	matchAbsent
+	matchAny
+	matchFailed
+)
+
+// ifMatch evaluates If-Match field values (RFC 9110 §13.1.1: "*" or a list
+// of entity-tags, strong comparison) against the session's ETag; the
+// comparison runs in constant time.
+func ifMatch(values []string, etag string) matchResult {
+	seen := false
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			if t == "" {
+				continue
+			}
+			seen = true
+			if t == "*" {
+				return matchAny
+			}
+			if subtle.ConstantTimeCompare([]byte(t), []byte(etag)) == 1 {
+				return matchOK
+			}
+		}
+	}
+	if !seen {
+		return matchAbsent
+	}
+	return matchFailed
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
