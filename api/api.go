@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/icey/icey-server/internal/auth"
 	"github.com/icey/icey-server/preflight"
 )
 
@@ -42,19 +43,22 @@ type TURNInfo interface {
 
 // StreamDetails are the live, additive fields of the status stream section.
 type StreamDetails struct {
-	State      string         `json:"state,omitempty"` // starting|up|reconnecting|ended|stopped
-	StateSince *time.Time     `json:"stateSince,omitempty"`
-	LastError  string         `json:"lastError,omitempty"`
-	Reconnects uint64         `json:"reconnects"`
-	FPS        float64        `json:"fps"`
-	Video      string         `json:"video,omitempty"` // codec
-	Audio      string         `json:"audio,omitempty"`
-	Viewers    int            `json:"viewers"`
-	Packets    uint64         `json:"packets"`
-	Bytes      uint64         `json:"bytes"`
-	Drops      []ViewerDrops  `json:"drops,omitempty"`
-	Warnings   []string       `json:"warnings,omitempty"`
-	Extra      map[string]any `json:"extra,omitempty"`
+	State      string     `json:"state,omitempty"` // starting|up|reconnecting|ended|stopped
+	StateSince *time.Time `json:"stateSince,omitempty"`
+	LastError  string     `json:"lastError,omitempty"`
+	Reconnects uint64     `json:"reconnects"`
+	FPS        float64    `json:"fps"`
+	Video      string     `json:"video,omitempty"` // codec
+	Audio      string     `json:"audio,omitempty"`
+	Viewers    int        `json:"viewers"`
+	Packets    uint64     `json:"packets"`
+	Bytes      uint64     `json:"bytes"`
+	// Drops is per viewer (opaque ids), shown only when a token protects
+	// the API; DroppedTotal always.
+	Drops        []ViewerDrops  `json:"drops,omitempty"`
+	DroppedTotal uint64         `json:"droppedTotal"`
+	Warnings     []string       `json:"warnings,omitempty"`
+	Extra        map[string]any `json:"extra,omitempty"`
 }
 
 // ViewerDrops is one viewer's drop counter.
@@ -97,15 +101,22 @@ type Config struct {
 
 	// Static facts for status and config.
 	Source, SourceKind string // Source with credentials stripped
-	Loop               bool
-	RecordDir          string
-	Vision, Speech     bool
-	HTTPHost           string
-	TLS                bool
-	TURNEnabled        bool
-	TURNHost           string
-	TURNPort           int
-	STUNURLs           []string
+	// SourceRemote: the source is pulled over the network (not a local
+	// file, device or the built-in stream).
+	SourceRemote   bool
+	Loop           bool
+	RecordDir      string
+	Vision, Speech bool
+	HTTPHost       string
+	TLS            bool
+	TURNEnabled    bool
+	TURNHost       string
+	TURNPort       int
+	STUNURLs       []string
+	HTTPPort       int
+	// AllowedOrigins are the extra browser origins (auth.allowedOrigins)
+	// allowed besides this server's own; see auth.AllowOrigin.
+	AllowedOrigins []string
 }
 
 // Handler serves /api/*.
@@ -149,6 +160,14 @@ func (h *Handler) route(path string, protected bool, f http.HandlerFunc) {
 // ServeHTTP routes on the path only (the query string is ignored).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	// A page on another origin gets nothing from the ops API, token or not
+	// (no CORS headers are ever sent either): browsers send Origin on every
+	// cross-origin request and on WebSocket upgrades; probes and tools send
+	// none.
+	if !auth.AllowOrigin(r, h.c.AllowedOrigins) {
+		WriteError(w, http.StatusForbidden, "origin_not_allowed")
+		return
+	}
 	if _, pattern := h.mux.Handler(r); pattern == "" {
 		WriteError(w, http.StatusNotFound, "not_found")
 		return
@@ -276,10 +295,13 @@ type StatusBody struct {
 	Runtime      Runtime           `json:"runtime"`
 	UptimeSec    int64             `json:"uptimeSec"`
 	Sessions     Sessions          `json:"sessions"`
+	HTTP         HTTPInfo          `json:"http"`
+	Host         string            `json:"host"`
+	Port         int               `json:"port"`
 	Stream       StreamSection     `json:"stream"`
 	Record       Record            `json:"record"`
 	Intelligence Intelligence      `json:"intelligence"`
-	TURN         *TURNSection      `json:"turn,omitempty"`
+	TURN         TURNSection       `json:"turn"`
 	Checks       []preflight.Check `json:"checks"`
 	Warnings     []string          `json:"warnings"`
 }
@@ -327,6 +349,7 @@ type Intelligence struct {
 // TURNSection is the additive TURN part of the status.
 type TURNSection struct {
 	Enabled bool `json:"enabled"`
+	Port    int  `json:"port"`
 	TURNStats
 }
 
@@ -337,6 +360,9 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		Mode: h.c.Mode, Version: h.c.Version, Peer: ServerPeer,
 		Runtime:      Runtime{State: "running"},
 		UptimeSec:    int64(h.c.Now().Sub(h.c.Started) / time.Second),
+		HTTP:         h.httpInfo(),
+		Host:         h.c.HTTPHost,
+		Port:         h.c.HTTPPort,
 		Stream:       StreamSection{Source: h.c.Source, SourceKind: h.c.SourceKind, Loop: h.c.Loop},
 		Record:       Record{Dir: h.c.RecordDir},
 		Intelligence: Intelligence{Vision: h.c.Vision, Speech: h.c.Speech},
@@ -351,9 +377,18 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.c.Stream != nil {
 		b.Stream.StreamDetails = h.c.Stream.StreamDetails()
+		// Per-viewer detail only for authorized callers: without a token
+		// anyone who reaches the port reads this, so it gets aggregates.
+		for _, d := range b.Stream.Drops {
+			b.Stream.DroppedTotal += d.Dropped
+		}
+		if h.c.Token == "" {
+			b.Stream.Drops = nil
+		}
 	}
+	b.TURN = TURNSection{Enabled: h.c.TURNEnabled, Port: h.c.TURNPort, TURNStats: TURNStats{Refusals: map[string]uint64{}}}
 	if h.c.TURNEnabled && h.c.TURN != nil {
-		b.TURN = &TURNSection{Enabled: true, TURNStats: h.c.TURN.TURNStats()}
+		b.TURN.TURNStats = h.c.TURN.TURNStats()
 	}
 	WriteJSON(w, http.StatusOK, b)
 }
@@ -366,13 +401,23 @@ type ConfigBody struct {
 	Service string     `json:"service"`
 	Version string     `json:"version"`
 	HTTP    HTTPInfo   `json:"http"`
+	Source  SourceInfo `json:"source"`
 	TURN    TURNConfig `json:"turn"`
 	STUN    STUNConfig `json:"stun"`
+}
+
+// SourceInfo describes the default path's source as the original icey UI
+// reads it (value with credentials stripped, kind, pulled over the network).
+type SourceInfo struct {
+	Value  string `json:"value"`
+	Kind   string `json:"kind"`
+	Remote bool   `json:"remote"`
 }
 
 // HTTPInfo describes the HTTP listener.
 type HTTPInfo struct {
 	Host   string `json:"host"`
+	Port   int    `json:"port,omitempty"`
 	Scheme string `json:"scheme"`
 	TLS    bool   `json:"tls"`
 }
@@ -386,21 +431,26 @@ type TURNConfig struct {
 	Credential string `json:"credential"`
 }
 
+func (h *Handler) httpInfo() HTTPInfo {
+	scheme := "http"
+	if h.c.TLS {
+		scheme = "https"
+	}
+	return HTTPInfo{Host: h.c.HTTPHost, Port: h.c.HTTPPort, Scheme: scheme, TLS: h.c.TLS}
+}
+
 // STUNConfig lists STUN URLs for browsers.
 type STUNConfig struct {
 	URLs []string `json:"urls"`
 }
 
 func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
-	scheme := "http"
-	if h.c.TLS {
-		scheme = "https"
-	}
 	b := ConfigBody{
 		Status: "ok", Mode: h.c.Mode, Product: Product, Service: Service, Version: h.c.Version,
-		HTTP: HTTPInfo{Host: h.c.HTTPHost, Scheme: scheme, TLS: h.c.TLS},
-		TURN: TURNConfig{Enabled: h.c.TURNEnabled, Host: h.c.TURNHost, Port: h.c.TURNPort},
-		STUN: STUNConfig{URLs: append([]string{}, h.c.STUNURLs...)},
+		HTTP:   h.httpInfo(),
+		Source: SourceInfo{Value: h.c.Source, Kind: h.c.SourceKind, Remote: h.c.SourceRemote},
+		TURN:   TURNConfig{Enabled: h.c.TURNEnabled, Host: h.c.TURNHost, Port: h.c.TURNPort},
+		STUN:   STUNConfig{URLs: append([]string{}, h.c.STUNURLs...)},
 	}
 	if b.TURN.Host == "" {
 		// Wildcard bind without externalIp: the host the browser reached us

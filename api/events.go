@@ -21,8 +21,8 @@ const eventsKeepalive = 15 * time.Second
 var eventsUpgrader = websocket.Upgrader{
 	ReadBufferSize:  1024,
 	WriteBufferSize: 4096,
-	// The token already authenticated this request; browsers on other
-	// origins cannot read the stream without it.
+	// Handler.ServeHTTP already refused browser origins other than this
+	// server's own (and auth.allowedOrigins), like the Symple WebSocket.
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 

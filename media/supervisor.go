@@ -28,7 +28,8 @@ type SupervisorConfig struct {
 	// jittered to [d/2, d) so that many cameras do not retry in lockstep.
 	MinBackoff, MaxBackoff time.Duration
 	// GracePeriod (default 10s): a source Reconnecting for longer than this
-	// is reported Failed.
+	// after it has delivered media is reported Failed (before its first
+	// media, Reconnecting is Failed at once).
 	GracePeriod time.Duration
 	// StableAfter (default 10s): a run that delivered media for at least
 	// this long resets the backoff to MinBackoff.
@@ -62,11 +63,16 @@ func (c SupervisorConfig) withDefaults() SupervisorConfig {
 // SupervisorStatus is a snapshot of a source's supervision.
 type SupervisorStatus struct {
 	State      SourceState
-	Since      time.Time     // when State was entered
-	LastError  string        // credentials stripped
-	Reconnects uint64        // restarts after a failure
-	Failed     bool          // Reconnecting for longer than GracePeriod
-	RetryIn    time.Duration // the latest wait chosen before a restart (jittered backoff)
+	Since      time.Time // when State was entered
+	LastError  string    // credentials stripped
+	Reconnects uint64    // restarts after a failure
+	// Failed: Reconnecting for longer than GracePeriod, or Reconnecting
+	// before the source ever delivered media (a camera that never answered
+	// is not "briefly down": the grace period covers outages after media
+	// has flowed).
+	Failed  bool
+	EverUp  bool          // the source has delivered media at least once
+	RetryIn time.Duration // the latest wait chosen before a restart (jittered backoff)
 }
 
 // Supervisor runs a Source in a loop: it restarts it with a capped,
@@ -108,7 +114,7 @@ func (sv *Supervisor) Status() SupervisorStatus {
 	sv.mu.Lock()
 	s := sv.status
 	sv.mu.Unlock()
-	s.Failed = s.State == SourceReconnecting && time.Since(s.Since) > sv.cfg.GracePeriod
+	s.Failed = s.State == SourceReconnecting && (!s.EverUp || time.Since(s.Since) > sv.cfg.GracePeriod)
 	return s
 }
 
@@ -195,6 +201,9 @@ func (sv *Supervisor) setState(s SourceState, err error) {
 	sv.mu.Lock()
 	if err != nil {
 		sv.status.LastError = err.Error()
+	}
+	if s == SourceUp {
+		sv.status.EverUp = true
 	}
 	changed := sv.status.State != s
 	if changed {

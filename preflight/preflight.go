@@ -43,14 +43,18 @@ const (
 	CheckSource       = "source"
 	CheckTURN         = "turn"
 	CheckPorts        = "ports"
+	CheckWebRTC       = "webrtc"
+	CheckWebRoot      = "web_root"
 	CheckTLS          = "tls"
 	CheckRecordings   = "recordings"
 	CheckIntelligence = "intelligence"
 	CheckShutdown     = "shutdown"
 )
 
+// webrtc and web_root are additions after the contract's checks; web_root
+// appears only when a web root is configured.
 var order = []string{CheckConfig, CheckSource, CheckTURN, CheckPorts, CheckTLS,
-	CheckRecordings, CheckIntelligence, CheckShutdown}
+	CheckRecordings, CheckIntelligence, CheckWebRTC, CheckWebRoot, CheckShutdown}
 
 // Func computes a check and any warnings that go with it. It runs while a
 // report is built (on every probe), so it must not block or do I/O: read

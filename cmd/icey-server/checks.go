@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/icey/icey-server/config"
 	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/web"
 )
 
 // Warnings with the seed's exact wording.
@@ -143,6 +146,60 @@ func intelligenceCheck(cfg config.Config) (preflight.Result, string) {
 	return preflight.Warn, fmt.Sprintf("%s analysis enabled in config but not available in this build", strings.Join(on, " and "))
 }
 
+// webrtcCheck says whether browsers on other machines can reach the media
+// port: with a wildcard bind and no interface but loopback (a container
+// without a network, an offline laptop), only this machine's browsers can.
+// addrs are the host's interface addresses.
+func webrtcCheck(cfg config.Config, addrs []netip.Addr) (preflight.Result, string, []string) {
+	port := cfg.WebRTC.Port
+	if len(cfg.WebRTC.PublicIPs) > 0 {
+		return preflight.Pass, fmt.Sprintf("ICE offers %s (webrtc.publicIps) on UDP port %d", strings.Join(cfg.WebRTC.PublicIPs, ", "), port), nil
+	}
+	host := cfg.HTTP.Host
+	if config.IsLoopbackHost(host) {
+		return preflight.Warn, fmt.Sprintf("WebRTC media is bound to loopback (%s): only browsers on this machine can connect", hostPort(host, port)),
+			[]string{"WebRTC is bound to loopback: only browsers on this machine can play; bind --host 0.0.0.0 (or a LAN address) to serve other machines."}
+	}
+	if !config.IsWildcardHost(host) {
+		return preflight.Pass, fmt.Sprintf("ICE offers %s on UDP port %d", host, port), nil
+	}
+	var usable []string
+	for _, a := range addrs {
+		if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast() {
+			continue
+		}
+		usable = append(usable, a.Unmap().String())
+	}
+	if len(usable) == 0 {
+		return preflight.Warn, "No network interface besides loopback: ICE offers only loopback candidates, so only browsers on this machine can connect",
+			[]string{"No network address besides loopback: only browsers on this machine can play. Attach the server to a network (in a container: publish the UDP port or use host networking) or set webrtc.publicIps."}
+	}
+	if len(usable) > 4 {
+		usable = append(usable[:4], fmt.Sprintf("%d more", len(usable)-4))
+	}
+	return preflight.Pass, fmt.Sprintf("ICE offers %s and loopback on UDP port %d", strings.Join(usable, ", "), port), nil
+}
+
+// interfaceAddrs lists the host's interface addresses (up interfaces).
+func interfaceAddrs() []netip.Addr {
+	var out []netip.Addr
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(ipn.IP); ok {
+					out = append(out, a.Unmap())
+				}
+			}
+		}
+	}
+	return out
+}
+
 func portsDetail(cfg config.Config) string {
 	d := fmt.Sprintf("HTTP on %s (TCP), WebRTC media on %s (UDP)",
 		hostPort(cfg.HTTP.Host, cfg.HTTP.Port), hostPort(cfg.HTTP.Host, cfg.WebRTC.Port))
@@ -165,7 +222,13 @@ func staticChecks(pf *preflight.Preflight, cfg config.Config, now time.Time) {
 	pf.Set(preflight.CheckRecordings, r, d)
 	r, d = intelligenceCheck(cfg)
 	pf.Set(preflight.CheckIntelligence, r, d)
-	if cfg.Media.Mode != "stream" {
-		pf.AddWarning(fmt.Sprintf("%s mode is not implemented yet: WHIP publishing answers 501 Not Implemented.", cfg.Media.Mode))
+	r, d, w = webrtcCheck(cfg, interfaceAddrs())
+	pf.Set(preflight.CheckWebRTC, r, d, w...)
+	if cfg.WebRoot != "" {
+		if err := web.CheckRoot(cfg.WebRoot); err != nil {
+			pf.Set(preflight.CheckWebRoot, preflight.Fail, err.Error())
+		} else {
+			pf.Set(preflight.CheckWebRoot, preflight.Pass, "Serving the UI from "+cfg.WebRoot)
+		}
 	}
 }

@@ -45,10 +45,11 @@ func doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) in
 		// wait is a failure the operator should see.
 		a.sup = media.NewSupervisor(a.src, a.stream, media.SupervisorConfig{GracePeriod: time.Millisecond},
 			logging.Module(log, "media"))
-		sctx, cancel := context.WithTimeout(ctx, doctorSourceWait)
+		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = a.sup.Run(sctx) }()
 		tick := time.NewTicker(50 * time.Millisecond)
+		deadline := time.NewTimer(doctorSourceWait)
 	wait:
 		for {
 			select {
@@ -56,12 +57,17 @@ func doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) in
 				if a.sup.Status().State == media.SourceUp {
 					break wait
 				}
-			case <-sctx.Done():
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
 				break wait
 			}
 		}
 		tick.Stop()
-		rep := a.pf.Report() // snapshot while the source is still running
+		deadline.Stop()
+		// Snapshot while the source still runs, so the detail says why it
+		// is not delivering (not merely that the doctor stopped it).
+		rep := a.pf.Report()
 		cancel()
 		<-done
 		return printReport(stdout, rep)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/icey/icey-server/config"
 )
@@ -37,7 +38,23 @@ type bindError struct {
 }
 
 func (e *bindError) Error() string {
-	return fmt.Sprintf("cannot bind %s on %s: %v", e.what, e.addr, e.err)
+	return fmt.Sprintf("cannot bind %s on %s: %v (%s)", e.what, e.addr, e.err, bindHint(e.what))
+}
+
+// bindHint says which setting moves the listener that could not bind.
+func bindHint(what string) string {
+	switch {
+	case what == "HTTP":
+		return "use another port with --port, ICEY_PORT or http.port"
+	case strings.HasPrefix(what, "WebRTC"):
+		return "use another port with --webrtc-port, ICEY_WEBRTC_PORT or webrtc.port"
+	case strings.HasPrefix(what, "TURN"):
+		return "use another port with --turn-port, ICEY_TURN_PORT or turn.port, or run without TURN with --no-turn"
+	case what == "metrics":
+		return "change metrics.listen (ICEY_METRICS_LISTEN)"
+	default:
+		return "change --pprof-listen (ICEY_PPROF_LISTEN)"
+	}
 }
 
 func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -98,8 +100,11 @@ func (a *app) snapshot() any {
 		st := a.sup.Status()
 		snap["source"] = map[string]any{"state": string(st.State), "kind": a.src.Kind(), "source": a.src.String()}
 	}
-	list := a.sig.Sessions()
-	snap["sessionList"] = list
+	// Per-session detail (client addresses) only when a token protects the
+	// stream; without one, anyone who reaches the port reads it.
+	if a.cfg.Auth.Token != "" {
+		snap["sessionList"] = a.sig.Sessions()
+	}
 	return snap
 }
 
@@ -223,25 +228,37 @@ func isUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// metricsAuth guards /metrics: open on loopback binds; beyond loopback a
-// bearer token is required, and without one configured it stays closed.
-func metricsAuth(bindHost, token string, next http.Handler) http.Handler {
-	if config.IsLoopbackHost(bindHost) && token == "" {
-		return next
-	}
+// metricsAuth guards /metrics: a client on this machine (loopback) may
+// always scrape; from elsewhere a bearer token is required, and without one
+// configured /metrics stays closed to other hosts. The token is parsed like
+// every other token (case-insensitive scheme).
+func metricsAuth(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" {
-			http.Error(w, "metrics are disabled on a non-loopback listener until metrics.bearerToken (ICEY_METRICS_TOKEN) is set", http.StatusForbidden)
+		if token == "" && loopbackClient(r) {
+			next.ServeHTTP(w, r)
 			return
 		}
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !api.TokenOK(token, got) {
+		if token == "" {
+			http.Error(w, "/metrics answers other hosts only with a bearer token: set metrics.bearerToken (ICEY_METRICS_TOKEN) and send Authorization: Bearer <token>", http.StatusForbidden)
+			return
+		}
+		if !api.TokenOK(token, api.RequestToken(r)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// loopbackClient reports whether the request came from this machine.
+func loopbackClient(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func b2i(b bool) int {

@@ -119,7 +119,7 @@ func grepIcey(s string) string {
 	return strings.Join(out, "\n")
 }
 
-func TestMetricsNeedBearerTokenBeyondLoopback(t *testing.T) {
+func TestMetricsNeedBearerTokenFromOtherHosts(t *testing.T) {
 	// A wildcard bind is beyond loopback (inside the test namespace only lo exists).
 	p := launch(t, []string{"--host", "0.0.0.0"}, "ICEY_METRICS_TOKEN=scrape-token")
 	p.waitFor(t, "/api/health", 200, 20*time.Second)
@@ -132,11 +132,13 @@ func TestMetricsNeedBearerTokenBeyondLoopback(t *testing.T) {
 	if c, body := scrape(t, p.base+"/metrics", "Authorization", "Bearer scrape-token"); c != 200 || !strings.Contains(body, "icey_up 1") {
 		t.Fatalf("with bearer: %d", c)
 	}
-	// No token configured beyond loopback: closed, with a reason.
+	// No token configured on a wildcard bind: `curl localhost:4500/metrics`
+	// works (a client on this machine); other hosts are refused (see
+	// TestMetricsAuthByClientAddress).
 	q := launch(t, []string{"--host", "0.0.0.0"})
 	q.waitFor(t, "/api/health", 200, 20*time.Second)
-	if c, body := scrape(t, q.base+"/metrics"); c != 403 || !strings.Contains(body, "bearerToken") {
-		t.Fatalf("no token configured: %d %s", c, body)
+	if c, body := scrape(t, q.base+"/metrics"); c != 200 || !strings.Contains(body, "icey_up 1") {
+		t.Fatalf("loopback client, no token configured: %d", c)
 	}
 	// A separate non-loopback metrics listener without a token is a config error.
 	r := launch(t, []string{"-c", writeConfig(t, `{"metrics":{"listen":"0.0.0.0:9464"}}`)})
@@ -379,5 +381,40 @@ func TestUnreachableMonitorChangesNothingForViewers(t *testing.T) {
 	}
 	if c, _, _ := p.get(t, "/api/ready"); c != 200 {
 		t.Fatalf("ready %d with a stalled monitor", c)
+	}
+}
+
+// The client address decides: loopback clients scrape without a token, other
+// hosts need the bearer token (403 with a reason when none is configured).
+func TestMetricsAuthByClientAddress(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("icey_up 1\n")) })
+	cases := []struct {
+		token, remote, auth string
+		want                int
+	}{
+		{"", "127.0.0.1:40000", "", 200},
+		{"", "[::1]:40000", "", 200},
+		{"", "[::ffff:127.0.0.1]:40000", "", 200},
+		{"", "198.18.0.7:40000", "", 403},
+		{"", "[2001:db8::1]:40000", "", 403},
+		{"tok", "198.18.0.7:40000", "", 401},
+		{"tok", "198.18.0.7:40000", "Bearer nope", 401},
+		{"tok", "198.18.0.7:40000", "bearer tok", 200},
+		{"tok", "127.0.0.1:40000", "", 401}, // a configured token applies to everyone
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/metrics", nil)
+		r.RemoteAddr = c.remote
+		if c.auth != "" {
+			r.Header.Set("Authorization", c.auth)
+		}
+		w := httptest.NewRecorder()
+		metricsAuth(c.token, ok).ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("token %q from %s auth %q: %d, want %d (%s)", c.token, c.remote, c.auth, w.Code, c.want, w.Body)
+		}
+		if w.Code == 403 && !strings.Contains(w.Body.String(), "metrics.bearerToken") {
+			t.Errorf("403 without the way out: %s", w.Body)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,11 @@ func (a *app) start() int {
 	// source check only counts here when the source cannot even be built.
 	failing := a.pf.Report().Failing()
 	if a.srcErr != nil {
-		failing = append(failing, "source: "+config.RedactURL(a.srcErr.Error()))
+		msg := config.RedactURL(a.srcErr.Error())
+		if !strings.HasPrefix(msg, "source:") {
+			msg = "source: " + msg
+		}
+		failing = append(failing, msg)
 	}
 	a.pf.SetFunc(preflight.CheckSource, a.sourceCheck)
 	if len(failing) > 0 {
@@ -219,11 +224,12 @@ func (a *app) start() int {
 	}
 	a.metrics = metrics.New(prometheus.NewRegistry(), a.metricsSources())
 	if !config.IsLoopbackHost(cfg.HTTP.Host) && cfg.Metrics.BearerToken == "" && cfg.Metrics.Listen == "" {
-		log.Info("/metrics is closed on this non-loopback listener until metrics.bearerToken (ICEY_METRICS_TOKEN) is set", "module", "metrics")
+		log.Info("/metrics answers clients on this machine; other hosts need metrics.bearerToken (ICEY_METRICS_TOKEN)", "module", "metrics")
 	}
 	a.srv = &http.Server{
-		Handler:           a.metrics.Instrument(routeLabel, a.routes()),
+		Handler:           a.metrics.Instrument(routeLabel, guardRequests(a.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logging.Module(log, "http").Handler(), slog.LevelDebug),
 	}
@@ -246,9 +252,8 @@ func (a *app) serveHTTP() error {
 
 // serveMetrics serves /metrics on the separate metrics.listen listener.
 func (a *app) serveMetrics() error {
-	host, _, _ := net.SplitHostPort(a.cfg.Metrics.Listen)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsAuth(host, a.cfg.Metrics.BearerToken, a.metrics.Handler()))
+	mux.Handle("/metrics", metricsAuth(a.cfg.Metrics.BearerToken, a.metrics.Handler()))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.metricsSrv = srv
 	err := srv.Serve(a.ln.metrics)
@@ -262,34 +267,37 @@ func (a *app) routes() http.Handler {
 	cfg := a.cfg
 	mux := http.NewServeMux()
 	if cfg.Metrics.Listen == "" {
-		mux.Handle("/metrics", metricsAuth(cfg.HTTP.Host, cfg.Metrics.BearerToken, a.metrics.Handler()))
+		mux.Handle("/metrics", metricsAuth(cfg.Metrics.BearerToken, a.metrics.Handler()))
 	}
 	mux.Handle("/api/", api.New(api.Config{
-		Version:      version,
-		Mode:         cfg.Media.Mode,
-		Token:        cfg.Auth.Token,
-		Started:      a.started,
-		Preflight:    a.pf,
-		Sessions:     a.sig,
-		Stream:       streamInfo{a},
-		TURN:         turnInfo{a},
-		RuntimeState: func() string { return a.state.Load().(string) },
-		StartupDone:  a.startupDone.Load,
-		Components:   a.components,
-		Events:       a.bus,
-		Snapshot:     a.snapshot,
-		Source:       cfg.PublicSource(),
-		SourceKind:   cfg.SourceKind(),
-		Loop:         cfg.Media.Loop,
-		RecordDir:    cfg.Media.RecordDir,
-		Vision:       false, // analysers are not part of this build
-		Speech:       false,
-		HTTPHost:     cfg.HTTP.Host,
-		TLS:          cfg.TLS.Cert != "",
-		TURNEnabled:  cfg.TURN.Enabled,
-		TURNHost:     a.advertisedHost(),
-		TURNPort:     cfg.TURN.Port,
-		STUNURLs:     cfg.STUN.URLs,
+		Version:        version,
+		Mode:           cfg.Media.Mode,
+		Token:          cfg.Auth.Token,
+		Started:        a.started,
+		Preflight:      a.pf,
+		Sessions:       a.sig,
+		Stream:         streamInfo{a},
+		TURN:           turnInfo{a},
+		RuntimeState:   func() string { return a.state.Load().(string) },
+		StartupDone:    a.startupDone.Load,
+		Components:     a.components,
+		Events:         a.bus,
+		Snapshot:       a.snapshot,
+		Source:         cfg.PublicSource(),
+		SourceKind:     cfg.SourceKind(),
+		SourceRemote:   cfg.SourceKind() == "rtsp" || cfg.SourceKind() == "url",
+		HTTPPort:       cfg.HTTP.Port,
+		AllowedOrigins: cfg.Auth.AllowedOrigins,
+		Loop:           cfg.Media.Loop,
+		RecordDir:      cfg.Media.RecordDir,
+		Vision:         false, // analysers are not part of this build
+		Speech:         false,
+		HTTPHost:       cfg.HTTP.Host,
+		TLS:            cfg.TLS.Cert != "",
+		TURNEnabled:    cfg.TURN.Enabled,
+		TURNHost:       a.advertisedHost(),
+		TURNPort:       cfg.TURN.Port,
+		STUNURLs:       cfg.STUN.URLs,
 	}))
 	signal := withToken(cfg.Auth.Token, a.sig.Handler())
 	for _, p := range []string{"/whep", "/whep/", "/whip", "/whip/"} {
@@ -491,7 +499,9 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 		c.Detail = fmt.Sprintf("Streaming from %s (%.0f fps)", desc, a.stream.Stats().FPS)
 	case media.SourceReconnecting:
 		since := time.Since(st.Since).Round(time.Second)
-		if st.Failed {
+		if !st.EverUp {
+			c.Result, c.Detail = preflight.Fail, joinNonEmpty(fmt.Sprintf("%s has not delivered media yet (retrying in %s)", desc, st.RetryIn.Round(100*time.Millisecond)), st.LastError)
+		} else if st.Failed {
 			c.Result, c.Detail = preflight.Fail, joinNonEmpty(fmt.Sprintf("%s unavailable for %s", desc, since), st.LastError)
 		} else {
 			c.Result, c.Detail = preflight.Warn, joinNonEmpty(fmt.Sprintf("Reconnecting to %s (down for %s)", desc, since), st.LastError)
@@ -499,7 +509,7 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 	case media.SourceEnded:
 		c.Result, c.Detail = preflight.Warn, desc+" ended (loop is off); nothing left to stream"
 	case media.SourceStopped:
-		c.Result, c.Detail = preflight.Fail, desc+" stopped"
+		c.Result, c.Detail = preflight.Fail, joinNonEmpty(desc+" stopped", st.LastError)
 	default:
 		c.Result, c.Detail = preflight.Fail, joinNonEmpty("Connecting to "+desc, st.LastError)
 	}
