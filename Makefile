@@ -9,7 +9,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: all build run test test-short deps lint vet fmt bench ops-bench docker clean
+FUZZTIME  ?= 3s
+
+.PHONY: all build run test test-short fuzz deps lint vet fmt bench ops-bench docker clean
 
 all: build
 
@@ -30,10 +32,17 @@ test: deps
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) $(PKGS)
+	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly scripts/fuzz.sh $(FUZZTIME)
 
-# Quick loop while developing: no browser tests, no race detector.
+# Every fuzz target for longer (FUZZTIME=5m make fuzz for a deeper run).
+fuzz:
+	$(GO) mod download
+	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly scripts/fuzz.sh $(if $(filter 3s,$(FUZZTIME)),60s,$(FUZZTIME))
+
+# Quick loop while developing: no browser tests, no race detector (still in
+# the loopback-only namespace, as root or as a normal user).
 test-short:
-	$(GO) test -short -count=1 $(PKGS)
+	@scripts/netns.sh $(GO) test -short -count=1 $(PKGS)
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
@@ -50,8 +59,9 @@ ops-bench:
 bench: deps build
 	@scripts/netns.sh scripts/bench.sh
 
+IMAGE     ?= icey-server
 docker:
-	docker build -t icey-server:$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 clean:
 	rm -rf bin

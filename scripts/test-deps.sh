@@ -13,11 +13,18 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 echo "test-deps: installing $pkgs"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "test-deps: need root to apt-get install $pkgs (or install them yourself)" >&2
-  exit 1
-fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+  else
+    echo "test-deps: $pkgs must be installed once by root; run:" >&2
+    echo "test-deps:   sudo apt-get install -y --no-install-recommends $pkgs" >&2
+    echo "test-deps: then 'make test' runs as yourself (it needs no root after that)." >&2
+    exit 1
+  fi
+fi
+"${as_root[@]}" apt-get update -qq
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends $pkgs >/dev/null

@@ -19,8 +19,9 @@ const envInNetns = "ICEY_TEST_IN_NETNS"
 // interface exists, so that a bug can never send a packet off the machine
 // (TURN relay probes, browsers). If the process is already confined (make
 // test runs the whole suite under `unshare -n`), it returns at once.
-// Otherwise, as root with unshare available, it re-runs just this test in a
-// fresh network namespace and reports that run's result; else it fails.
+// Otherwise it re-runs just this test in a fresh network namespace (`unshare
+// -n` as root, `unshare -rn` as a normal user) and reports that run's
+// result; where neither is permitted it fails saying what to do.
 func LoopbackOnly(t *testing.T) {
 	t.Helper()
 	if onlyLoopback() {
@@ -30,11 +31,22 @@ func LoopbackOnly(t *testing.T) {
 		t.Fatal("testenv: inside the namespace but a non-loopback interface is up")
 	}
 	unshare, err := exec.LookPath("unshare")
-	if err != nil || os.Geteuid() != 0 {
-		t.Fatalf("testenv: %s needs a loopback-only network namespace; run it via `make test` (unshare -n as root)", t.Name())
+	if err != nil {
+		t.Fatalf("testenv: %s needs a loopback-only network namespace and `unshare` (util-linux) is missing: install it (apt-get install util-linux) or run `make test`", t.Name())
 	}
-	args := []string{"-n", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", os.Args[0],
+	// As root, a plain network namespace; as a normal user, one inside a
+	// user namespace mapped to root (unshare -rn), where lo can be set up.
+	nsFlags := "-n"
+	if os.Geteuid() != 0 {
+		nsFlags = "-rn"
+	}
+	args := []string{nsFlags, "sh", "-c", `ip link set lo up && exec "$@"`, "sh", os.Args[0],
 		"-test.run", "^" + strings.ReplaceAll(t.Name(), "/", "$/^") + "$", "-test.v"}
+	if probe := exec.Command(unshare, nsFlags, "true"); probe.Run() != nil {
+		t.Fatalf("testenv: %s needs a loopback-only network namespace, and `unshare %s` is not permitted here: "+
+			"run the tests as root (sudo make test) or allow unprivileged user namespaces "+
+			"(sysctl -w kernel.unprivileged_userns_clone=1 or user.max_user_namespaces=10000)", t.Name(), nsFlags)
+	}
 	cmd := exec.Command(unshare, args...)
 	cmd.Env = append(os.Environ(), envInNetns+"=1")
 	out, err := cmd.CombinedOutput()
