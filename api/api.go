@@ -1,6 +1,6 @@
 // Package api is the operations HTTP surface: /api/health, /api/ready,
-// /api/status and /api/config (contract: shared/spec/ops-api.md and
-// shared/seeds/icey-health-and-monitoring.txt). It reads other components
+// /api/status and /api/config (contract: README.md "Operations API" and
+// docs/operations.md). It reads other components
 // through the small interfaces declared here and never blocks on I/O.
 package api
 
@@ -194,7 +194,7 @@ func RequireToken(token string, next http.Handler) http.Handler {
 }
 
 // requireToken also accepts ?token= on WebSocket upgrades when wsQuery is
-// set: browsers cannot put headers on an upgrade (spec/ops-api.md).
+// set: browsers cannot put headers on an upgrade.
 func requireToken(token string, wsQuery bool, next http.Handler) http.Handler {
 	if token == "" {
 		return next

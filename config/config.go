@@ -1,7 +1,7 @@
 // Package config loads icey-server's configuration: built-in defaults <
 // config file (JSON, compatible with existing icey config.json files) <
 // ICEY_* environment < command-line flags, validated once and immutable
-// afterwards. Contract: shared/spec/config.md.
+// afterwards. The contract is in README.md (Configuration).
 package config
 
 import (

@@ -1,7 +1,7 @@
 // Package preflight keeps the named checks that drive readiness. Components
 // report into it (a static result, or a non-blocking function evaluated when
 // the report is built); the report is what /api/ready returns and what
-// --doctor prints. Contract: shared/spec/ops-api.md.
+// --doctor prints. Contract: README.md (Operations API).
 package preflight
 
 import (

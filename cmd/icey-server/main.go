@@ -20,7 +20,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0"
 
-// Exit codes (spec/config.md).
+// Exit codes (README.md, Configuration).
 const (
 	exitOK      = 0
 	exitRuntime = 1
