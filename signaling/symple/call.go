@@ -20,7 +20,10 @@ type call struct {
 	settingUp bool // an offer is being answered
 	sess      *signaling.Session
 	pending   []webrtc.ICECandidateInit
+	detached  chan struct{} // closed when the peer leaves the call running
 }
+
+func newCall() *call { return &call{detached: make(chan struct{})} }
 
 // toServer handles frames addressed to the server peer. Only the call:*
 // messages mean something to it; anything else is ignored.
@@ -72,7 +75,7 @@ func (c *conn) callInit() {
 	c.cmu.Lock()
 	busy := c.call != nil
 	if !busy {
-		c.call = &call{}
+		c.call = newCall()
 	}
 	c.cmu.Unlock()
 	if busy {
@@ -83,11 +86,8 @@ func (c *conn) callInit() {
 }
 
 func (c *conn) callOffer(data json.RawMessage) {
-	var d struct {
-		Type string `json:"type"`
-		SDP  string `json:"sdp"`
-	}
-	if err := json.Unmarshal(data, &d); err != nil || d.SDP == "" {
+	d, err := parseOffer(data)
+	if err != nil {
 		c.sendError(400, "call:offer needs data {\"type\":\"offer\",\"sdp\":\"...\"}")
 		return
 	}
@@ -97,7 +97,7 @@ func (c *conn) callOffer(data json.RawMessage) {
 	}
 	c.cmu.Lock()
 	if c.call == nil {
-		c.call = &call{} // tolerate clients that skip call:init
+		c.call = newCall() // tolerate clients that skip call:init
 	}
 	cl := c.call
 	busy := cl.settingUp || cl.sess != nil
@@ -189,7 +189,11 @@ func (c *conn) callOffer(data json.RawMessage) {
 // connection failed, source closed, ...).
 func (c *conn) watch(cl *call, sess *signaling.Session) {
 	defer c.s.wg.Done()
-	<-sess.Done()
+	select {
+	case <-sess.Done():
+	case <-cl.detached:
+		return // the peer is gone; the session runs on by itself
+	}
 	if !c.dropCall(cl) {
 		return // ended by us; whoever ended it has told the peer
 	}
@@ -231,13 +235,30 @@ func (c *conn) endCall(reason string, notify bool) {
 	}
 }
 
+// detachCall forgets the current call without ending its session: the
+// peer's signalling was dropped for slowness, but the PeerConnection may
+// still be playing. The session ends by itself (ICE/DTLS) or at shutdown of
+// the session layer.
+func (c *conn) detachCall() {
+	c.cmu.Lock()
+	cl := c.call
+	c.call = nil
+	c.cmu.Unlock()
+	if cl == nil {
+		return
+	}
+	close(cl.detached)
+	if cl.sess != nil {
+		c.s.log.Info("signalling dropped; call left running", "peer", c.addr, "session", cl.sess.ID())
+	}
+}
+
 func (c *conn) callCandidate(data json.RawMessage) {
-	var ci webrtc.ICECandidateInit
-	if err := json.Unmarshal(data, &ci); err != nil {
+	ci, err := parseCandidate(data)
+	if err != nil {
 		c.sendError(400, "call:candidate needs data {\"candidate\":\"candidate:...\",\"sdpMid\":\"0\"}")
 		return
 	}
-	ci.Candidate = strings.TrimPrefix(ci.Candidate, "a=")
 	if ci.Candidate == "" {
 		return // end of candidates: nothing to do for ICE lite-style gathering here
 	}

@@ -3,7 +3,9 @@ package symple
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,20 +16,53 @@ import (
 )
 
 const (
-	writeWait  = 10 * time.Second
 	closeGrace = 2 * time.Second // how long we wait for the peer's close reply
 	maxRooms   = 64              // rooms per peer
 	maxRoomLen = 128
 	maxUserLen = 128
+	maxNameLen = 256
+	// maxPresenceBytes bounds a peer's presence frame (its auth data):
+	// every other peer holds it while it is pending.
+	maxPresenceBytes = 8 << 10
 )
 
 // reserved keys of the peer object that auth "data" may not override.
 var reserved = map[string]bool{"id": true, "user": true, "name": true, "online": true, "type": true,
 	"token": true, "rooms": true, "host": true}
 
-type outFrame struct {
+// Outbound frames of one peer travel in two lanes, written by the peer's
+// writer goroutine:
+//
+//   - the main lane, in order: frames the server addresses to this peer
+//     (welcome, errors, replies, call:*, icey:* events, shutdown) and frames
+//     other peers route to it. Server frames are bounded by SendQueue frames:
+//     they are caused by the peer itself (its requests, its call) or by the
+//     server, so overflowing them means the peer does not read, and it is
+//     dropped. Relayed frames are bounded by byte budgets (per receiver and
+//     per sender→receiver); traffic over budget is shed (dropped and
+//     counted), never a reason to disconnect the receiver.
+//   - the presence lane: at most one pending entry per other peer, holding
+//     that peer's latest presence, coalesced and materialized only when
+//     written. A snapshot of thousands of peers is therefore paced by the
+//     receiver's own reading, not dumped into a fixed queue. A relayed frame
+//     from a peer whose presence is still pending is preceded by it.
+//
+// A peer is dropped only for its own slowness: a server-lane overflow, or a
+// write that does not complete within writeWait. Such a drop does not tear
+// down its media call (see finish).
+type outKind uint8
+
+const (
+	outServer outKind = iota
+	outRelay
+	outClose
+)
+
+type outItem struct {
+	kind      outKind
 	data      []byte
-	closeCode int // non-zero: a close frame with closeText; the last frame
+	from      *conn // outRelay: the sender
+	closeCode int   // outClose
 	closeText string
 }
 
@@ -39,22 +74,39 @@ type conn struct {
 	upToken    string // token given on the upgrade request
 	ctx        context.Context
 	cancel     context.CancelFunc
-	out        chan outFrame
 	quit       chan struct{} // closed by finish: the writer stops
 	writerDone chan struct{}
-	closing    atomic.Bool // a close frame is queued: send nothing more, drain reads
+	wake       chan struct{} // cap 1: something was queued
+	closing    atomic.Bool   // a close frame is queued: send nothing more, drain reads
 	authed     atomic.Bool
+	slow       atomic.Bool // dropped for its own slowness
 	authTimer  *time.Timer
 	dropOnce   sync.Once
+	shed       atomic.Int64 // relayed frames shed for this receiver
+
+	// slot is the capacity this connection holds; guarded by s.mu.
+	slot    slot
+	created time.Time
+
+	// Outbound lanes, guarded by omu.
+	omu        sync.Mutex
+	main       []outItem
+	mainHead   int
+	serverN    int // server frames queued in main
+	relayBytes int
+	relayFrom  map[*conn]int
+	pres       []*conn
+	presHead   int
+	presState  map[*conn][]byte
 
 	// Reader goroutine only.
 	rate     []time.Time
 	rateNext int
 
 	// Set once at auth, before the peer is visible to others.
-	id, user, addr string
-	presenceOn     []byte
-	presenceOff    []byte
+	id, user, name, addr string
+	presenceOn           []byte
+	presenceOff          []byte
 	// rooms is guarded by s.mu.
 	rooms map[string]struct{}
 
@@ -62,38 +114,152 @@ type conn struct {
 	call *call
 }
 
+// slot is the admission class of a connection.
+type slot uint8
+
+const (
+	slotNone    slot = iota
+	slotPending      // unauthenticated: the small MaxPending pool
+	slotPreauth      // valid token on the upgrade request, auth frame still due
+	slotPeer         // authenticated
+)
+
 func newConn(s *Server, ws *websocket.Conn, r *http.Request) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &conn{
 		s: s, ws: ws, remote: r.RemoteAddr, upToken: upgradeToken(r),
 		ctx: ctx, cancel: cancel,
-		out:        make(chan outFrame, s.cfg.SendQueue),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 		rooms:      map[string]struct{}{},
+		relayFrom:  map[*conn]int{},
+		presState:  map[*conn][]byte{},
+		created:    time.Now(),
 	}
 }
 
-// send queues a JSON frame.
+// send queues a JSON frame from the server.
 func (c *conn) send(f frame) { c.sendRaw(mustJSON(f)) }
 
-// sendRaw queues an encoded frame without blocking. A peer whose queue is
-// full is too slow to keep up: it is disconnected rather than allowed to
-// hold up the sender (often another peer's reader).
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendRaw queues an encoded frame from the server without blocking. A peer
+// with SendQueue server frames unwritten does not read its socket: it is
+// disconnected rather than allowed to hold memory or the sender.
 func (c *conn) sendRaw(b []byte) {
 	if c.closing.Load() {
 		return
 	}
-	select {
-	case <-c.quit:
+	c.omu.Lock()
+	if c.serverN >= c.s.cfg.SendQueue {
+		c.omu.Unlock()
+		c.dropSlow("send queue full")
 		return
-	default:
 	}
-	select {
-	case c.out <- outFrame{data: b}:
-	default:
-		c.drop("send queue full")
+	c.serverN++
+	c.main = append(c.main, outItem{kind: outServer, data: b})
+	c.omu.Unlock()
+	c.signal()
+}
+
+// relay queues a frame routed from another peer. Over the receiver's byte
+// budget, or the sender's share of it, the frame is shed: the receiver is
+// not punished for what others send it.
+func (c *conn) relay(from *conn, b []byte) {
+	if c.closing.Load() {
+		return
 	}
+	n := len(b)
+	c.omu.Lock()
+	if c.relayBytes+n > c.s.cfg.RelayBudget || c.relayFrom[from]+n > c.s.cfg.RelaySenderBudget {
+		c.omu.Unlock()
+		if c.shed.Add(1) == 1 {
+			c.s.log.Info("shedding relayed frames for a busy receiver", "peer", c.addr, "from", from.addr)
+		}
+		c.s.shed.Add(1)
+		return
+	}
+	c.relayBytes += n
+	c.relayFrom[from] += n
+	c.main = append(c.main, outItem{kind: outRelay, data: b, from: from})
+	c.omu.Unlock()
+	c.signal()
+}
+
+// presence queues o's latest presence (b) for this peer, coalescing with
+// one still pending.
+func (c *conn) presence(o *conn, b []byte) {
+	if c.closing.Load() {
+		return
+	}
+	c.omu.Lock()
+	if _, pending := c.presState[o]; !pending {
+		if len(c.presState) >= c.s.maxPresence() {
+			c.omu.Unlock()
+			c.dropSlow("presence backlog full")
+			return
+		}
+		c.pres = append(c.pres, o)
+	}
+	c.presState[o] = b
+	c.omu.Unlock()
+	c.signal()
+}
+
+// next pops the next frame to write (ok false: nothing queued).
+func (c *conn) next() (it outItem, ok bool) {
+	c.omu.Lock()
+	defer c.omu.Unlock()
+	if c.mainHead < len(c.main) {
+		head := c.main[c.mainHead]
+		if head.kind == outRelay {
+			if b, pending := c.presState[head.from]; pending {
+				delete(c.presState, head.from) // its lane entry is skipped later
+				return outItem{kind: outServer, data: b}, true
+			}
+			c.relayBytes -= len(head.data)
+			if c.relayFrom[head.from] -= len(head.data); c.relayFrom[head.from] <= 0 {
+				delete(c.relayFrom, head.from)
+			}
+		} else if head.kind == outServer {
+			c.serverN--
+		}
+		c.main[c.mainHead] = outItem{}
+		c.mainHead++
+		if c.mainHead == len(c.main) {
+			c.main, c.mainHead = c.main[:0], 0
+		} else if c.mainHead > 1024 && c.mainHead*2 > len(c.main) {
+			c.main = append(c.main[:0], c.main[c.mainHead:]...)
+			c.mainHead = 0
+		}
+		return head, true
+	}
+	for c.presHead < len(c.pres) {
+		o := c.pres[c.presHead]
+		c.pres[c.presHead] = nil
+		c.presHead++
+		if c.presHead == len(c.pres) {
+			c.pres, c.presHead = c.pres[:0], 0
+		}
+		if b, pending := c.presState[o]; pending {
+			delete(c.presState, o)
+			return outItem{kind: outServer, data: b}, true
+		}
+	}
+	return outItem{}, false
+}
+
+// dropSlow disconnects a peer that does not keep up with its own traffic.
+// Its media call survives (see finish).
+func (c *conn) dropSlow(why string) {
+	c.slow.Store(true)
+	c.drop(why)
 }
 
 func (c *conn) drop(why string) {
@@ -119,11 +285,10 @@ func (c *conn) closeWith(code int, text string) {
 	if c.closing.Swap(true) {
 		return
 	}
-	select {
-	case c.out <- outFrame{closeCode: code, closeText: text}:
-	default:
-		c.drop("send queue full")
-	}
+	c.omu.Lock()
+	c.main = append(c.main, outItem{kind: outClose, closeCode: code, closeText: text})
+	c.omu.Unlock()
+	c.signal()
 	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
 }
 
@@ -137,28 +302,50 @@ func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	ping := time.NewTicker(c.s.cfg.PingInterval)
 	defer ping.Stop()
+	fail := func(what string, err error) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.dropSlow(what + " timed out")
+		} else {
+			c.drop(what + " failed: " + err.Error())
+		}
+		<-c.quit
+	}
 	for {
 		select {
-		case f := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-			if f.closeCode != 0 {
-				_ = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(f.closeCode, f.closeText))
-				<-c.quit
-				return
-			}
-			if err := c.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
-				c.drop("write failed: " + err.Error())
-				<-c.quit
-				return
-			}
 		case <-ping.C:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
-				c.drop("ping failed: " + err.Error())
-				<-c.quit
+				fail("ping", err)
 				return
 			}
 		case <-c.quit:
+			return
+		default:
+		}
+		f, ok := c.next()
+		if !ok {
+			select {
+			case <-c.wake:
+			case <-ping.C:
+				_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+				if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+					fail("ping", err)
+					return
+				}
+			case <-c.quit:
+				return
+			}
+			continue
+		}
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		if f.kind == outClose {
+			_ = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(f.closeCode, f.closeText))
+			<-c.quit
+			return
+		}
+		if err := c.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
+			fail("write", err)
 			return
 		}
 	}
@@ -231,26 +418,38 @@ func (c *conn) allowRate(now time.Time) bool {
 }
 
 // finish runs once the reader has stopped: stop the writer, close the
-// socket, hang up the call, leave the rooms and tell the others.
+// socket, end the call, leave the rooms and tell the others. A peer dropped
+// for its own slowness keeps its media call: a signalling overflow is no
+// reason to stop the video it is watching; the session then ends by itself
+// when its PeerConnection goes away.
 func (c *conn) finish() {
 	c.closing.Store(true)
 	close(c.quit)
 	<-c.writerDone
 	_ = c.ws.Close()
+	if c.slow.Load() {
+		c.detachCall()
+	} else {
+		c.endCall("disconnected", false)
+	}
 	c.cancel()
-	c.endCall("disconnected", false)
-	if !c.authed.Load() {
-		return
+	if n := c.shed.Load(); n > 0 {
+		c.s.log.Info("relayed frames shed for this receiver", "peer", c.addr, "frames", n)
 	}
 	s := c.s
 	s.mu.Lock()
+	s.releaseLocked(c)
+	if !c.authed.Load() {
+		s.mu.Unlock()
+		return
+	}
 	others := s.sharingLocked(c)
 	for room := range c.rooms {
 		s.leaveLocked(c, room)
 	}
 	delete(s.peers, c.id)
 	for o := range others {
-		o.sendRaw(c.presenceOff)
+		o.presence(c, c.presenceOff)
 	}
 	s.mu.Unlock()
 	s.log.Debug("peer left", "peer", c.addr, "remote", c.remote)
@@ -339,7 +538,11 @@ func (c *conn) auth(data []byte) {
 	if a.Name == "" {
 		a.Name = a.User
 	}
-	c.id, c.user = randomID(8), a.User
+	if len(a.Name) > maxNameLen {
+		c.sendError(http.StatusBadRequest, "Invalid name field")
+		return
+	}
+	c.id, c.user, c.name = randomID(8), a.User, a.Name
 	c.addr = c.user + "|" + c.id
 	peer := map[string]any{}
 	for k, v := range a.Data {
@@ -350,6 +553,10 @@ func (c *conn) auth(data []byte) {
 	peer["id"], peer["user"], peer["name"], peer["type"] = c.id, c.user, a.Name, "Peer"
 	peer["online"] = true
 	c.presenceOn = mustJSON(frame{"type": "presence", "from": c.addr, "data": peer})
+	if len(c.presenceOn) > maxPresenceBytes {
+		c.sendError(http.StatusRequestEntityTooLarge, "Peer data too large")
+		return
+	}
 	peer["online"] = false
 	c.presenceOff = mustJSON(frame{"type": "presence", "from": c.addr, "data": peer})
 	peer["online"] = true
@@ -363,8 +570,14 @@ func (c *conn) auth(data []byte) {
 	rooms = append(rooms, "public")
 
 	s.mu.Lock()
-	if c.closing.Load() { // e.g. the auth deadline fired meanwhile
+	if c.closing.Load() || c.slot == slotNone { // e.g. the auth deadline fired meanwhile, or evicted
 		s.mu.Unlock()
+		return
+	}
+	if !s.admitLocked(c) {
+		s.mu.Unlock()
+		s.log.Warn("websocket peer refused: too many connections", "max", s.cfg.MaxConns, "remote", c.remote)
+		c.fail(http.StatusServiceUnavailable, "Too many connections", websocket.CloseTryAgainLater)
 		return
 	}
 	c.authTimer.Stop()
@@ -380,8 +593,8 @@ func (c *conn) auth(data []byte) {
 	c.send(frame{"type": "welcome", "protocol": Protocol, "status": http.StatusOK, "peer": peer, "rooms": joined})
 	c.sendRaw(s.serverPresence)
 	for o := range s.sharingLocked(c) {
-		c.sendRaw(o.presenceOn)
-		o.sendRaw(c.presenceOn)
+		c.presence(o, o.presenceOn)
+		o.presence(c, c.presenceOn)
 	}
 	s.mu.Unlock()
 	s.log.Debug("peer authenticated", "peer", c.addr, "remote", c.remote, "rooms", len(joined))
@@ -409,8 +622,8 @@ func (c *conn) join(room string) {
 		// Peers met for the first time learn about each other.
 		for o := range s.rooms[room] {
 			if _, known := before[o]; !known && o != c {
-				c.sendRaw(o.presenceOn)
-				o.sendRaw(c.presenceOn)
+				c.presence(o, o.presenceOn)
+				o.presence(c, c.presenceOn)
 			}
 		}
 	}
@@ -468,23 +681,25 @@ func (s *Server) sharesRoomLocked(a, b *conn) bool {
 	return false
 }
 
-// route delivers a message/presence/command/event frame. "from" is always
-// rewritten to the sender's real address.
+// route delivers a message/presence/command/event frame to peers sharing a
+// room with the sender: "from" is rewritten to the sender's address,
+// presence identity fields come from its authenticated identity, and
+// server-only names are refused.
 func (c *conn) route(typ string, m msg) {
-	m["from"] = json.RawMessage(mustJSON(c.addr))
-	to, hasTo := m["to"]
-	var target string
-	var targets []string
-	if hasTo && string(to) != "null" {
-		if err := json.Unmarshal(to, &target); err != nil {
-			if err := json.Unmarshal(to, &targets); err != nil {
-				c.sendError(http.StatusBadRequest, "Invalid to field")
-				return
-			}
+	target, targets, hasTo, err := parseTo(m["to"])
+	if err != nil {
+		c.sendError(http.StatusBadRequest, "Invalid to field")
+		return
+	}
+	if !hasTo || targets == nil {
+		if target == ServerAddress || target == ServerID || target == ServerUser {
+			m["from"] = json.RawMessage(mustJSON(c.addr))
+			c.toServer(typ, m)
+			return
 		}
 	}
-	if target == ServerAddress || target == ServerID || target == ServerUser {
-		c.toServer(typ, m)
+	if why := sanitize(typ, m, c.identity()); why != "" {
+		c.sendError(http.StatusForbidden, why)
 		return
 	}
 	b, err := json.Marshal(m)
@@ -494,35 +709,57 @@ func (c *conn) route(typ string, m msg) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	deliver := func(set map[*conn]struct{}) {
-		for o := range set {
-			if o != c {
-				o.sendRaw(b)
-			}
-		}
-	}
+	to := map[*conn]struct{}{}
 	switch {
+	case !hasTo:
+		to = s.sharingLocked(c)
 	case targets != nil:
-		seen := map[*conn]struct{}{}
-		for _, r := range targets {
-			for o := range s.rooms[r] {
-				seen[o] = struct{}{}
-			}
-		}
-		deliver(seen)
-	case target == "":
-		deliver(s.sharingLocked(c))
-	case strings.Contains(target, "|"):
-		user, id, _ := strings.Cut(target, "|")
-		if o := s.peers[id]; o != nil && o != c && o.user == user && s.sharesRoomLocked(c, o) {
-			o.sendRaw(b)
+		for _, t := range targets {
+			s.resolveLocked(c, t, to)
 		}
 	default:
-		// A bare session id (older clients answer probes that way) or a room.
-		if o := s.peers[target]; o != nil && o != c && s.sharesRoomLocked(c, o) {
-			o.sendRaw(b)
-			return
-		}
-		deliver(s.rooms[target])
+		s.resolveLocked(c, target, to)
 	}
+	for o := range to {
+		o.relay(c, b)
+	}
+}
+
+// resolveLocked adds the receivers one "to" entry names, all of which share
+// a room with the sender c: a peer address "user|id" or a bare session id
+// (a peer sharing a room), a room c is a member of, or a bare user name
+// (that user's peers sharing a room with c). A room c is not in reaches
+// nobody, whatever its name.
+func (s *Server) resolveLocked(c *conn, to string, out map[*conn]struct{}) {
+	if to == "" {
+		return
+	}
+	if user, id, ok := strings.Cut(to, "|"); ok {
+		if o := s.peers[id]; o != nil && o != c && o.user == user && s.sharesRoomLocked(c, o) {
+			out[o] = struct{}{}
+		}
+		return
+	}
+	if o := s.peers[to]; o != nil && o != c && s.sharesRoomLocked(c, o) {
+		out[o] = struct{}{}
+		return
+	}
+	if _, member := c.rooms[to]; member {
+		for o := range s.rooms[to] {
+			if o != c {
+				out[o] = struct{}{}
+			}
+		}
+		return
+	}
+	for o := range s.rooms[to] {
+		if o != c && o.user == to && s.sharesRoomLocked(c, o) {
+			out[o] = struct{}{}
+		}
+	}
+}
+
+// identity is the peer's authenticated presence identity.
+func (c *conn) identity() peerIdentity {
+	return peerIdentity{id: c.id, user: c.user, name: c.name, addr: c.addr}
 }

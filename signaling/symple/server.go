@@ -8,8 +8,18 @@
 // Every connection has one reader (the HTTP handler goroutine, which also
 // runs the protocol for that peer, so a peer's frames are handled in order)
 // and one writer goroutine (gorilla/websocket allows one concurrent writer).
-// Everything sent to a peer goes through its bounded queue; a peer that
-// cannot keep up is disconnected instead of slowing the others.
+// Everything sent to a peer goes through its outbound lanes (conn.go):
+// server frames (bounded; overflow means the peer does not read), relayed
+// frames (byte budgets per receiver and per sender→receiver; excess is shed,
+// never a reason to disconnect), and coalesced presence. A peer is
+// disconnected only for its own slowness, and that does not end its call.
+//
+// Peers reach only peers they share a room with, whatever form "to" takes;
+// relayed frames carry the sender's real address and, for presence, its
+// authenticated identity; shutdown and icey:* names come only from the
+// server. Unauthenticated connections wait in a small pool of their own
+// (MaxPending, oldest evicted first) with the auth deadline, and never take
+// authenticated capacity (MaxConns).
 package symple
 
 import (
@@ -22,6 +32,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -61,9 +72,15 @@ type Config struct {
 	RateLimit int
 	// RateWindow is the rate-limit window (default 10 s).
 	RateWindow time.Duration
-	// MaxConns bounds concurrent WebSocket connections (default 1000);
-	// beyond it → 503.
+	// MaxConns bounds authenticated peers (default 1000); beyond it → 503.
+	// Connections that carry a valid token on the upgrade request count
+	// against it from the upgrade on.
 	MaxConns int
+	// MaxPending bounds connections that have not authenticated yet
+	// (default 64). When the pool is full, a new connection evicts the
+	// oldest pending one (503 to it), so sockets that never authenticate
+	// cannot keep token holders out.
+	MaxPending int
 	// AuthTimeout is how long a new connection may take to authenticate
 	// (default 10 s); then → 408.
 	AuthTimeout time.Duration
@@ -72,9 +89,19 @@ type Config struct {
 	PingInterval time.Duration
 	// CallSetupTimeout bounds answering one offer (default 10 s).
 	CallSetupTimeout time.Duration
-	// SendQueue is the per-connection outgoing frame queue (default 256); a
-	// peer whose queue overflows is disconnected.
+	// SendQueue bounds the server's own frames queued for one peer (default
+	// 1024): replies, call:*, icey:* events. A peer that lets them pile up
+	// does not read and is disconnected (its media call keeps running).
 	SendQueue int
+	// RelayBudget bounds the bytes of frames relayed from other peers queued
+	// for one receiver (default 1 MiB); RelaySenderBudget is one sender's
+	// share of it (default 256 KiB). Frames over budget are shed (dropped
+	// and counted); the receiver stays connected.
+	RelayBudget       int
+	RelaySenderBudget int
+	// WriteTimeout bounds writing one frame to a peer (default 10 s); a
+	// peer that does not read for that long is disconnected.
+	WriteTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -93,6 +120,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConns <= 0 {
 		c.MaxConns = 1000
 	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
+	}
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 10 * time.Second
 	}
@@ -103,7 +133,22 @@ func (c *Config) setDefaults() {
 		c.CallSetupTimeout = 10 * time.Second
 	}
 	if c.SendQueue <= 0 {
-		c.SendQueue = 256
+		c.SendQueue = 1024
+	}
+	if c.RelayBudget <= 0 {
+		c.RelayBudget = 1 << 20
+	}
+	if c.RelayBudget < c.MaxMessageBytes+1024 {
+		c.RelayBudget = c.MaxMessageBytes + 1024
+	}
+	if c.RelaySenderBudget <= 0 {
+		c.RelaySenderBudget = c.RelayBudget / 4
+	}
+	if c.RelaySenderBudget < c.MaxMessageBytes+1024 {
+		c.RelaySenderBudget = c.MaxMessageBytes + 1024
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
 	}
 }
 
@@ -133,12 +178,16 @@ type Server struct {
 	// serverPeer is the marshalled presence data of the virtual peer.
 	serverPresence []byte
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[*conn]struct{}            // every upgraded connection
-	peers  map[string]*conn              // authenticated, by session id
-	rooms  map[string]map[*conn]struct{} // room → members
-	wg     sync.WaitGroup                // handlers, writers and call watchers
+	shed atomic.Int64 // relayed frames shed, all receivers
+
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*conn]struct{}            // every upgraded connection
+	pending map[*conn]struct{}            // unauthenticated, in the MaxPending pool
+	preauth int                           // unauthenticated with an upgrade token
+	peers   map[string]*conn              // authenticated, by session id
+	rooms   map[string]map[*conn]struct{} // room → members
+	wg      sync.WaitGroup                // handlers, writers and call watchers
 }
 
 // New returns a server. sessions may be nil (calls are then rejected).
@@ -152,6 +201,7 @@ func New(cfg Config, sessions Sessions, log *slog.Logger) *Server {
 		sessions: sessions,
 		log:      log.With("module", "symple"),
 		conns:    map[*conn]struct{}{},
+		pending:  map[*conn]struct{}{},
 		peers:    map[string]*conn{},
 		rooms:    map[string]map[*conn]struct{}{},
 		upgrader: websocket.Upgrader{
@@ -177,6 +227,43 @@ func (s *Server) Peers() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.peers)
+}
+
+// Shed returns the number of relayed frames shed so far because a
+// receiver's relay budget was full.
+func (s *Server) Shed() int64 { return s.shed.Load() }
+
+// maxPresence bounds one receiver's pending presence entries: one per other
+// connection that can exist at once, with room for churn.
+func (s *Server) maxPresence() int { return 2*(s.cfg.MaxConns+s.cfg.MaxPending) + 1024 }
+
+// admitLocked takes authenticated capacity for c at auth; false when full.
+func (s *Server) admitLocked(c *conn) bool {
+	if c.slot == slotPeer {
+		return true
+	}
+	held := c.slot == slotPreauth
+	n := len(s.peers) + s.preauth
+	if held {
+		n-- // its own reservation
+	}
+	if n >= s.cfg.MaxConns {
+		return false
+	}
+	s.releaseLocked(c)
+	c.slot = slotPeer
+	return true
+}
+
+// releaseLocked gives back the pending or pre-auth slot c holds.
+func (s *Server) releaseLocked(c *conn) {
+	switch c.slot {
+	case slotPending:
+		delete(s.pending, c)
+	case slotPreauth:
+		s.preauth--
+	}
+	c.slot = slotNone
 }
 
 // ServeHTTP accepts the WebSocket upgrade (on /ws, and on / when the
@@ -210,12 +297,41 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered the request
 	}
 	c := newConn(s, ws, r)
+	preauth := s.cfg.Token != "" && c.upToken != "" && s.tokenOK(c.upToken)
 
+	var evicted *conn
 	s.mu.Lock()
-	full := len(s.conns) >= s.cfg.MaxConns
+	full := false
 	closed = s.closed
+	switch {
+	case closed:
+	case preauth:
+		if full = len(s.peers)+s.preauth >= s.cfg.MaxConns; !full {
+			s.preauth++
+			c.slot = slotPreauth
+		}
+	case len(s.peers)+s.preauth >= s.cfg.MaxConns:
+		full = true // authenticating could not succeed
+	default:
+		if len(s.pending) >= s.cfg.MaxPending {
+			for o := range s.pending {
+				if evicted == nil || o.created.Before(evicted.created) {
+					evicted = o
+				}
+			}
+			s.releaseLocked(evicted)
+		}
+		s.pending[c] = struct{}{}
+		c.slot = slotPending
+	}
 	if !closed {
 		s.conns[c] = struct{}{}
+	}
+	if evicted != nil {
+		// Under s.mu, like the auth deadline: it cannot interleave with the
+		// evicted connection's auth.
+		s.log.Warn("unauthenticated websocket connection evicted: too many pending", "max", s.cfg.MaxPending, "remote", evicted.remote)
+		evicted.fail(http.StatusServiceUnavailable, "Too many unauthenticated connections", websocket.CloseTryAgainLater)
 	}
 	s.mu.Unlock()
 
@@ -269,7 +385,7 @@ func (s *Server) Shutdown() {
 	s.mu.Unlock()
 	for _, c := range list {
 		c.endCall("shutdown", true)
-		c.send(frame{"type": "event", "name": "shutdown", "message": "Server shutting down"})
+		c.send(frame{"type": "event", "name": "shutdown", "from": ServerAddress, "message": "Server shutting down"})
 		c.closeWith(websocket.CloseGoingAway, "server shutting down")
 	}
 	s.wg.Wait()

@@ -160,9 +160,15 @@ func TestRouting(t *testing.T) {
 		{"bare session id", b, a.peer["id"], []*client{a}},
 		{"peer sharing no room", a, c.addr, nil},
 		{"wrong user part", a, "x|" + b.peer["id"].(string), nil},
-		{"room name", c, "r1", []*client{a, b}},
-		{"user room", a, "c", []*client{c}},
-		{"array of rooms", c, []string{"r2", "a"}, []*client{a, b}},
+		// A room reaches its members only when the sender is one of them.
+		{"room name (member)", a, "r1", []*client{b}},
+		{"room name (not a member)", c, "r1", nil},
+		{"user room (shares a room)", a, "b", []*client{b}},
+		{"user room (shares no room)", a, "c", nil},
+		{"array of rooms (member)", b, []string{"r2", "r1"}, []*client{a}},
+		{"array of rooms (not a member)", c, []string{"r2", "a"}, nil},
+		{"array mixing member and foreign rooms", a, []string{"r1", "c"}, []*client{b}},
+		{"empty array", a, []string{}, nil},
 		{"unknown room", a, "nowhere", nil},
 	}
 	for _, tc := range cases {
@@ -235,6 +241,10 @@ func TestRouting(t *testing.T) {
 		m := b.next()
 		if m["type"] != "presence" || m["probe"] != true || m["from"] != a.addr {
 			t.Fatalf("b got %v", m)
+		}
+		// Identity fields are a's own, not what a wrote.
+		if d, _ := m["data"].(map[string]any); d["id"] != a.peer["id"] || d["user"] != "a" || d["name"] != "A" || d["type"] != "Peer" {
+			t.Fatalf("b got presence data %v", m["data"])
 		}
 		if s := b.next(); s["subtype"] != "icey:sentinel" {
 			t.Fatalf("b: %v", s)
