@@ -59,7 +59,8 @@ func encodeFuzzAUs(aus ...[][]byte) []byte {
 // rtpModel is what WriteH264 must emit, computed independently of the
 // packetizer: the latest parameter sets, no video until an IDR with known
 // SPS/PPS (at start and after a Discontinuity), AUD, filler and parameter
-// sets removed from the NALUs, SPS+PPS in front of every IDR.
+// sets removed from the NALUs, and the unspecified types (0, 24-31) too,
+// SPS+PPS in front of every IDR.
 type rtpModel struct {
 	sps, pps []byte
 	waitIDR  bool
@@ -85,6 +86,9 @@ func (m *rtpModel) write(au fuzzAU) (out [][]byte, idr bool) {
 			continue
 		case naluIDR:
 			idr = true
+		}
+		if t := n[0] & 0x1f; t == 0 || t >= 24 {
+			continue // unspecified in H.264; RTP payload structures
 		}
 		body = append(body, n)
 	}
@@ -191,6 +195,10 @@ func FuzzWriteH264(f *testing.F) {
 		[][]byte{idr(10)}, [][]byte{testSPS, testPPS}, [][]byte{slice(5), slice(6), slice(7)}, [][]byte{testSPS, testPPS, idr(90)}))
 	f.Add(uint8(1), uint16(64), encodeFuzzAUs([][]byte{idr(63)}, [][]byte{idr(64), slice(65), {0x41}}, [][]byte{slice(4095)}))
 	f.Add(uint8(1), uint16(1), encodeFuzzAUs([][]byte{{0x65}, {}, {0x61, 1}, {0xe5, 2, 3}}))
+	// Found by the fuzzer: NAL unit types 24-31 and 0 would be read as
+	// STAP-A/FU-A/... by the receiver if sent as single NAL unit packets.
+	f.Add(uint8(1), uint16(0), encodeFuzzAUs([][]byte{idr(30)},
+		[][]byte{{0x38, 0, 1, 0x41}, {0x7c, 0x85, 1, 2}, slice(8), {0x00, 1}, {0x1f}, nalu(0x59, 2000)}))
 	disc := encodeFuzzAUs([][]byte{idr(40)}, [][]byte{slice(20)})
 	disc[len(disc)-22] |= 0x40 // Discontinuity before the second AU
 	f.Add(uint8(1), uint16(500), disc)
@@ -300,7 +308,7 @@ func FuzzRedactError(f *testing.F) {
 		if !errors.Is(err, base) {
 			t.Fatal("redactError lost the wrapped error")
 		}
-		public := prefix + scheme + "://" + rest + suffix
+		public := "source: " + prefix + scheme + "://" + rest + suffix
 		for what, s := range map[string]string{"Error()": err.Error(), "RedactURL": RedactURL(base.Error())} {
 			if strings.Contains(s, pass) && !strings.Contains(public, pass) {
 				t.Fatalf("%s of %q = %q: password %q left", what, base, s, pass)

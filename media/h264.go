@@ -42,7 +42,8 @@ type segment struct {
 
 // WriteH264 publishes one access unit (NALUs without start codes, in
 // decoding order, pts in the source's timeline). The hub learns SPS/PPS
-// from it, drops AUD and filler data, puts SPS+PPS in front of every IDR
+// from it, drops AUD, filler data and the NAL unit types H.264 leaves
+// unspecified (0, 24-31), puts SPS+PPS in front of every IDR
 // and packetizes to RTP with payloads <= MaxPayload and the marker bit on
 // the last packet. Video before the first IDR (and after a Discontinuity,
 // until the next IDR) is dropped, since no decoder can start from it. The
@@ -73,6 +74,11 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 			continue
 		case naluAUD, naluFiller:
 			continue // useless over RTP, and AUD confuses some decoders mid-AU
+		case 0, naluSTAPA, 25, 26, 27, naluFUA, 29, 30, 31:
+			// Unspecified in H.264 (decoders ignore them), but over RTP a
+			// receiver would read them as aggregation or fragmentation
+			// packets (RFC 6184 §5.2) and mangle the picture.
+			continue
 		case naluIDR:
 			idr = true
 		}
