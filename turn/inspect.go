@@ -32,8 +32,8 @@ import (
 const (
 	stunHeaderLen     = 20
 	channelHeaderLen  = 4
-	maxTURNFrameLen   = stunHeaderLen + 0xFFFF
-	messageIntegrityN = 20 // HMAC-SHA1
+	maxTURNFrameLen   = 0xFFFF // pion's STUNConn frames in 16 bits
+	messageIntegrityN = 20     // HMAC-SHA1
 	stunMagicCookie   = 0x2112A442
 )
 
@@ -44,26 +44,36 @@ var errBadFrame = errors.New("turn: TCP stream is not STUN or ChannelData")
 // frameLen returns the length of the TURN frame at the start of a TCP stream
 // b: 0 and no error while more bytes are needed, errBadFrame for bytes that
 // are neither STUN nor ChannelData. ChannelData is padded to 4 bytes over
-// TCP (RFC 8656 §12.5). The framing matches pion's STUNConn, which reads
-// the frames we hand it.
+// TCP (RFC 8656 §12.5).
+//
+// The frames are handed to pion's STUNConn, which splits them again with its
+// own rule, so both must agree or a frame inspect never saw could reach
+// pion. pion takes anything with the magic cookie at bytes 4-8 for STUN
+// (once 20 bytes are buffered), whatever the first byte, and a first byte of
+// 0x40-0x7F for ChannelData otherwise. A ChannelData header followed by the
+// cookie is therefore ambiguous (pion itself splits it differently depending
+// on how much is buffered): it is refused, as found by FuzzFrameLen. So are
+// frames longer than 0xFFFF bytes, whose length pion's 16-bit sum wraps.
 func frameLen(b []byte) (int, error) {
-	if len(b) < channelHeaderLen {
-		return 0, nil
+	if len(b) < 8 {
+		return 0, nil // not enough to tell STUN from ChannelData
 	}
 	length := int(binary.BigEndian.Uint16(b[2:4]))
+	cookie := binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie
+	channel := b[0]>>6 == 1 // channel numbers 0x4000-0x7FFF
 	var n int
-	switch b[0] >> 6 {
-	case 0: // STUN: two zero bits, then the magic cookie
-		if len(b) < 8 {
-			return 0, nil
-		}
-		if binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie || length%4 != 0 {
-			return 0, errBadFrame
-		}
+	switch {
+	case cookie && channel:
+		return 0, errBadFrame
+	case cookie:
 		n = stunHeaderLen + length
-	case 1: // ChannelData: channel numbers 0x4000-0x7FFF
+	case channel:
 		n = channelHeaderLen + (length+3)&^3
 	default:
+		return 0, errBadFrame
+	}
+	if n > maxTURNFrameLen {
+		// pion computes the length in 16 bits and would wrap around.
 		return 0, errBadFrame
 	}
 	if len(b) < n {
