@@ -448,6 +448,8 @@ func TestSympleManyIdlePeersOnTheBinary(t *testing.T) {
 	p := launch(t, nil)
 	p.waitFor(t, "/api/ready", 200, 20*time.Second)
 	const idle = 300
+	watcher := mustSymDial(t, p)
+	watcher.mustLogin("watcher", "")
 	for i := range idle {
 		c := mustSymDial(t, p)
 		b, _ := json.Marshal(map[string]any{"type": "auth", "user": fmt.Sprintf("idle%d", i), "token": ""})
@@ -456,8 +458,16 @@ func TestSympleManyIdlePeersOnTheBinary(t *testing.T) {
 		}
 		// and never read
 	}
-	// Wait until all idle peers are in: the status counts peers.
-	time.Sleep(500 * time.Millisecond)
+	// Wait until all idle peers are in: the watcher saw each come online.
+	wf := 0
+	online := map[any]bool{}
+	for len(online) < idle {
+		m, err := watcher.waitFrame(&wf, 30*time.Second, isPresence)
+		if err != nil {
+			t.Fatalf("watcher saw %d idle peers: %v", len(online), err)
+		}
+		online[m["from"]] = true
+	}
 	start := time.Now()
 	late := mustSymDial(t, p)
 	if err := late.login("late", ""); err != nil {
@@ -465,8 +475,10 @@ func TestSympleManyIdlePeersOnTheBinary(t *testing.T) {
 	}
 	from := 0
 	seen := map[any]bool{}
-	for len(seen) < idle {
-		m, err := late.waitFrame(&from, 30*time.Second, isPresence)
+	for len(seen) < idle+1 { // the idle peers and the watcher
+		m, err := late.waitFrame(&from, 30*time.Second, func(m map[string]any) bool {
+			return isPresence(m) && m["from"] != "icey|server"
+		})
 		if err != nil {
 			t.Fatalf("late peer after %d presences: %v", len(seen), err)
 		}
