@@ -24,8 +24,12 @@ import (
 type Viewer struct {
 	pc       *webrtc.PeerConnection
 	location string
+	etag     string
+	answer   string
 	token    string
 	base     string
+	client   *http.Client
+	mux      ice.UDPMux // own ICE socket (Options.LocalIP), closed by Close
 
 	VideoPackets atomic.Uint64
 	AudioPackets atomic.Uint64
@@ -45,6 +49,10 @@ type Options struct {
 	Token     string
 	VideoOnly bool
 	Timeout   time.Duration // for connecting; default 10 s
+	// LocalIP, when set (a loopback address such as 127.0.0.2), is the
+	// viewer's address for both HTTP (the WHEP requests) and ICE (its
+	// only host candidate), so a server sees it as a distinct client.
+	LocalIP net.IP
 }
 
 // Connect posts a WHEP offer to whepURL (e.g. http://127.0.0.1:4500/whep)
@@ -54,21 +62,42 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		o.Timeout = 10 * time.Second
 	}
 	se := LoopbackSettings()
+	client := http.DefaultClient
+	var mux ice.UDPMux
+	if o.LocalIP != nil {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: o.LocalIP})
+		if err != nil {
+			return nil, err
+		}
+		mux = webrtc.NewICEUDPMux(nil, conn)
+		se.SetICEUDPMux(mux)
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(o.LocalIP) })
+		client = &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: o.LocalIP}, Timeout: 10 * time.Second}).DialContext}}
+	}
+	closeMux := func() {
+		if mux != nil {
+			_ = mux.Close()
+		}
+	}
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
+		closeMux()
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+		closeMux()
 		return nil, err
 	}
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
+		closeMux()
 		return nil, err
 	}
-	v := &Viewer{pc: pc, token: o.Token, connected: make(chan struct{})}
-	fail := func(err error) (*Viewer, error) { _ = pc.Close(); return nil, err }
+	v := &Viewer{pc: pc, token: o.Token, client: client, mux: mux, connected: make(chan struct{})}
+	fail := func(err error) (*Viewer, error) { _ = pc.Close(); closeMux(); return nil, err }
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		v.mu.Lock()
 		defer v.mu.Unlock()
@@ -97,7 +126,7 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fail(err)
 	}
@@ -106,6 +135,7 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 	if resp.StatusCode != http.StatusCreated {
 		return fail(&StatusError{Code: resp.StatusCode, Body: string(body)})
 	}
+	v.etag, v.answer = resp.Header.Get("ETag"), string(body)
 	v.location = resp.Header.Get("Location")
 	if u, err := resp.Request.URL.Parse(v.location); err == nil {
 		v.location = u.String()
@@ -210,6 +240,19 @@ func StartsKeyframe(p []byte) bool {
 	return false
 }
 
+// Location is the absolute URL of the viewer's WHEP resource (the 201's
+// Location): the capability that PATCH and DELETE need.
+func (v *Viewer) Location() string { return v.location }
+
+// ETag is the 201's ETag (the ICE session), for PATCH If-Match.
+func (v *Viewer) ETag() string { return v.etag }
+
+// Answer is the server's SDP answer.
+func (v *Viewer) Answer() string { return v.answer }
+
+// Client is the HTTP client the viewer uses (bound to Options.LocalIP).
+func (v *Viewer) Client() *http.Client { return v.client }
+
 // FirstKeyframe is join->first keyframe, or 0 if none arrived yet.
 func (v *Viewer) FirstKeyframe() time.Duration { return time.Duration(v.firstIDR.Load()) }
 
@@ -232,7 +275,7 @@ func (v *Viewer) Close() {
 		if v.token != "" {
 			req.Header.Set("Authorization", "Bearer "+v.token)
 		}
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := v.client.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}
@@ -241,4 +284,10 @@ func (v *Viewer) Close() {
 	v.mu.Unlock()
 	_ = v.pc.Close()
 	v.wg.Wait()
+	if v.mux != nil {
+		_ = v.mux.Close()
+	}
+	if v.client != http.DefaultClient {
+		v.client.CloseIdleConnections()
+	}
 }
