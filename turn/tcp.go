@@ -65,9 +65,6 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		if reason != "" {
 			l.mu.Unlock()
 			l.s.refuse(reason, c.RemoteAddr().String()) // counted before the peer can see the close
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0) // a reset: no TIME_WAIT state per refused connection
-			}
 			_ = c.Close()
 			continue
 		}
