@@ -404,3 +404,61 @@ func TestRequestedLifetime(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPGlobalCapFairness: when several addresses fill the global TCP cap
+// with idle connections, a newcomer from another address displaces an idle
+// connection of the biggest holder; connections carrying an allocation are
+// never displaced, and equals do not displace each other.
+func TestTCPGlobalCapFairness(t *testing.T) {
+	testenv.LoopbackOnly(t)
+	leakCheck(t)
+	t.Run("idle flood from two addresses", func(t *testing.T) {
+		ts := startServer(t, Config{Secret: testSecret, MaxTCPConns: 10, MaxTCPConnsPerIP: 8, TCPIdleTimeout: -1})
+		big, _ := openIdle(t, "127.0.0.1", ts.tcpAddr, 8)
+		openIdle(t, "127.0.0.3", ts.tcpAddr, 2)
+		waitFor(t, "10 connections", func() bool {
+			ts.tcp.mu.Lock()
+			defer ts.tcp.mu.Unlock()
+			return len(ts.tcp.conns) == 10
+		})
+		user, pass := ts.Credentials()
+		if _, err := allocate(t, newClientFrom(t, "tcp", "127.0.0.2", ts.tcpAddr, user, pass)); err != nil {
+			t.Fatalf("client from 127.0.0.2 at the global cap: %v", err)
+		}
+		st := ts.Stats().Refusals
+		if st[reasonTCPEvicted] != 1 || st[reasonTCPCap] != 0 {
+			t.Fatalf("refusals = %v, want one %s", st, reasonTCPEvicted)
+		}
+		if n := closedByServer(big, 2*time.Second); n != 1 {
+			t.Fatalf("%d connections of the biggest holder closed, want 1", n)
+		}
+	})
+	t.Run("allocated connections stay", func(t *testing.T) {
+		ts := startServer(t, Config{Secret: testSecret, MaxTCPConns: 3, MaxTCPConnsPerIP: 3, TCPIdleTimeout: -1})
+		var clients []interface{ SendBindingRequest() (net.Addr, error) }
+		for range 3 {
+			user, pass := ts.Credentials()
+			c := newClientFrom(t, "tcp", "127.0.0.1", ts.tcpAddr, user, pass)
+			if _, err := allocate(t, c); err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		late, err := dialTCPFrom("127.0.0.2", ts.tcpAddr)
+		if err == nil {
+			defer late.Close()
+			if n := closedByServer([]net.Conn{late}, 10*time.Second); n != 1 {
+				t.Fatal("connection over the cap was not closed")
+			}
+		}
+		st := ts.Stats().Refusals
+		if st[reasonTCPCap] != 1 || st[reasonTCPEvicted] != 0 {
+			t.Fatalf("refusals = %v, want one %s", st, reasonTCPCap)
+		}
+		for i, c := range clients {
+			if _, err := c.SendBindingRequest(); err != nil {
+				t.Fatalf("allocated client %d lost its connection: %v", i, err)
+			}
+		}
+	})
+}

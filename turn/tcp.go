@@ -52,6 +52,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		ip := clientPrefix(c.RemoteAddr())
 		l.mu.Lock()
 		reason := ""
+		var evicted *tcpConn
 		switch {
 		case l.closed:
 			l.mu.Unlock()
@@ -60,7 +61,11 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		case l.s.cfg.MaxTCPConnsPerIP > 0 && l.perIP[ip] >= l.s.cfg.MaxTCPConnsPerIP:
 			reason = reasonTCPCapIP
 		case l.s.cfg.MaxTCPConns > 0 && len(l.conns) >= l.s.cfg.MaxTCPConns:
-			reason = reasonTCPCap
+			if evicted = l.evictableLocked(ip); evicted != nil {
+				evicted.releaseLocked()
+			} else {
+				reason = reasonTCPCap
+			}
 		}
 		if reason != "" {
 			l.mu.Unlock()
@@ -68,13 +73,43 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		tc := &tcpConn{Conn: c, l: l, key: c.RemoteAddr().String(), ip: ip, remote: c.RemoteAddr()}
+		tc := &tcpConn{Conn: c, l: l, key: c.RemoteAddr().String(), ip: ip, remote: c.RemoteAddr(), since: time.Now()}
 		l.conns[tc.key] = tc
 		l.perIP[ip]++
 		l.s.wg.Add(1) // released when pion closes the connection
 		l.mu.Unlock()
+		if evicted != nil {
+			l.s.refuse(reasonTCPEvicted, evicted.key)
+			_ = evicted.Conn.Close() // pion's loop for it ends and calls its Close
+		}
 		return tc, nil
 	}
+}
+
+// evictableLocked picks the connection to close so that a newcomer from ip
+// fits under the global cap: the oldest connection without an allocation of
+// the address holding the most connections, provided that address holds at
+// least two more than ip does (so equals never displace each other). nil
+// when there is none: connections that carry an allocation are never
+// evicted. Only runs at the cap, so the linear scans cost nothing otherwise.
+func (l *tcpListener) evictableLocked(ip netip.Prefix) *tcpConn {
+	var top netip.Prefix
+	most := 0
+	for p, n := range l.perIP {
+		if n > most {
+			top, most = p, n
+		}
+	}
+	if most < l.perIP[ip]+2 {
+		return nil
+	}
+	var oldest *tcpConn
+	for _, c := range l.conns {
+		if c.ip == top && !c.allocated.Load() && (oldest == nil || c.since.Before(oldest.since)) {
+			oldest = c
+		}
+	}
+	return oldest
 }
 
 // isTemporary matches the accept errors worth retrying (EMFILE and friends
@@ -125,8 +160,10 @@ type tcpConn struct {
 	key       string
 	ip        netip.Prefix
 	remote    net.Addr
+	since     time.Time // accepted
 	allocated atomic.Bool
 	closeOnce sync.Once
+	released  bool // removed from the listener's counts; guarded by l.mu
 
 	in   []byte // bytes read, not yet framed
 	out  []byte // inspected frames not yet handed to pion
@@ -203,10 +240,7 @@ func (c *tcpConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.l.mu.Lock()
-		if c.l.conns[c.key] == c {
-			delete(c.l.conns, c.key)
-		}
-		decr(c.l.perIP, c.ip)
+		c.releaseLocked()
 		c.l.mu.Unlock()
 		c.l.s.wg.Done()
 	})
@@ -214,4 +248,17 @@ func (c *tcpConn) Close() error {
 		err = nil // we closed it first during shutdown
 	}
 	return err
+}
+
+// releaseLocked removes c from the listener's counts, once (at eviction or
+// at Close, whichever comes first).
+func (c *tcpConn) releaseLocked() {
+	if c.released {
+		return
+	}
+	c.released = true
+	if c.l.conns[c.key] == c {
+		delete(c.l.conns, c.key)
+	}
+	decr(c.l.perIP, c.ip)
 }

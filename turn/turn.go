@@ -47,6 +47,7 @@ const (
 	reasonPeerPort   = "peer_port_denied" // datagram to a non-media port of an own IP (or otherwise denied)
 	reasonTCPCap     = "tcp_conn_cap"     // global TCP connection cap
 	reasonTCPCapIP   = "tcp_conn_cap_ip"  // per-address TCP connection cap
+	reasonTCPEvicted = "tcp_evicted"      // at the global cap, an idle connection of the biggest holder closed for another address
 	reasonTCPIdle    = "tcp_idle"         // TCP control connection closed after TCPIdleTimeout without allocation
 )
 
