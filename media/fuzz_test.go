@@ -187,7 +187,8 @@ func reassemble(payloads [][]byte) ([][]byte, error) {
 // RTP payload fits the bound (1200 by default); the packets of each write
 // carry one timestamp, the marker on the last, continuous sequence
 // numbers and the keyframe flag on the first packet of an IDR; and
-// depacketizing them gives back exactly the NALUs of rtpModel.
+// depacketizing them gives back exactly the NALUs of rtpModel; the
+// retransmission history holds the latest packets.
 func FuzzWriteH264(f *testing.F) {
 	f.Add(uint8(1), uint16(0), encodeFuzzAUs(
 		[][]byte{testAUD, testSEI, idr(100), testFiller}, [][]byte{slice(1200)}, [][]byte{slice(1201)}, [][]byte{idr(3000)}))
@@ -206,8 +207,11 @@ func FuzzWriteH264(f *testing.F) {
 		if len(data) > 1<<16 {
 			return
 		}
-		st := NewStream(StreamConfig{MaxPayload: int(maxPayload % 1537)}, nil)
+		// A small retransmission history keeps Close cheap (it clears
+		// every slot) and is checked below like a big one.
+		st := NewStream(StreamConfig{MaxPayload: int(maxPayload % 1537), RetransmitPackets: 1 + int(flags>>1)%64}, nil)
 		defer st.Close()
+		hist := st.Config().RetransmitPackets
 		bound := st.Config().MaxPayload
 		if maxPayload%1537 == 0 && bound != 1200 {
 			t.Fatalf("default MaxPayload %d, want 1200", bound)
@@ -275,6 +279,12 @@ func FuzzWriteH264(f *testing.F) {
 				t.Fatalf("AU %d: timestamp +%d since AU %d, want +%d", i, ts-lastTS, lastAU, 3000*(i-lastAU))
 			}
 			lastTS, lastAU, rebased = pkts[0].RTP.Timestamp, i, false
+			// NACKs are answered from the latest packets.
+			for _, p := range pkts[max(0, len(pkts)-hist):] {
+				if got := st.RecentVideo(p.RTP.SequenceNumber); got != p {
+					t.Fatalf("AU %d: RecentVideo(%d) = %p, want the packet sent %p (history %d)", i, p.RTP.SequenceNumber, got, p, hist)
+				}
+			}
 			got, err := reassemble(payloads)
 			if err != nil {
 				t.Fatalf("AU %d: %v", i, err)

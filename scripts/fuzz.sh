@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target of the module for DURATION each (default 3s):
 #   scripts/fuzz.sh [DURATION]
+#   scripts/fuzz.sh --list      (print the targets found, run nothing)
 # Targets are discovered from `func FuzzXxx(f *testing.F)` in *_test.go
 # files, so a new target is fuzzed without editing this script. Each runs
 # alone (`go test -fuzz` takes one target per invocation) with
 #   go test -run '^$' -fuzz '^Name$' -fuzztime DURATION -parallel N ./pkg
+# (plus -fuzzminimizetime, see FUZZ_MINIMIZE)
 # and the summary lists the executions per target. A failing target leaves
 # its crasher in pkg/testdata/fuzz/Name/ (go's doing; check it in as a
 # regression test once fixed); the script prints the path and exits 1.
 #
 # Environment:
 #   FUZZ_PARALLEL  fuzzing workers per target (default 2)
+#   FUZZ_MINIMIZE  -fuzzminimizetime (default 5s): go minimizes every input
+#                  that adds coverage, up to 60 s by default, which can eat a
+#                  short run's whole budget when coverage is not
+#                  deterministic (math/rand inside the code under test)
 #   FUZZ_MATCH     extended regexp: only targets whose "pkg.Name" matches
 #   GO             the go command (default go)
 # Needs no network once modules are downloaded (run it with GOPROXY=off
@@ -18,8 +24,14 @@
 # outside go's cache except crashers.
 set -uo pipefail
 
+list=false
+if [ "${1:-}" = "--list" ] || [ "${1:-}" = "-l" ]; then
+	list=true
+	shift
+fi
 duration=${1:-3s}
 parallel=${FUZZ_PARALLEL:-2}
+minimize=${FUZZ_MINIMIZE:-5s}
 match=${FUZZ_MATCH:-}
 gocmd=${GO:-go}
 
@@ -59,6 +71,10 @@ if [ "$total" -eq 0 ]; then
 	echo "fuzz: no fuzz targets found${match:+ matching $match}" >&2
 	exit 1
 fi
+if $list; then
+	sed 's|^\./||' "$tmp/targets"
+	exit 0
+fi
 echo "fuzz: $total targets, $duration each, $parallel workers"
 
 failed=0
@@ -68,7 +84,8 @@ while read -r dir name; do
 	corpus="$dir/testdata/fuzz/$name"
 	ls -1 "$corpus" 2>/dev/null | sort >"$tmp/before"
 	start=$(date +%s)
-	"$gocmd" test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" -parallel "$parallel" "$dir" \
+	"$gocmd" test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" -fuzzminimizetime "$minimize" \
+		-parallel "$parallel" "$dir" \
 		</dev/null >"$log" 2>&1
 	rc=$?
 	secs=$(($(date +%s) - start))
