@@ -255,3 +255,17 @@ func TestCandidateAddrs(t *testing.T) {
 		t.Errorf("wildcard: %v, %v; want loopback among them", addrs, err)
 	}
 }
+
+// Regression (FuzzParseSDPFrag): a bare CR inside a line is not a line
+// break that parseSDPFrag may carry into a candidate or a mid.
+func TestParseSDPFragRejectsBareCR(t *testing.T) {
+	for _, body := range []string{"a=candidate:\r0", "a=mid:0\rx\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n", "a=ice-ufrag:a\x00b\r\n"} {
+		if fr, err := parseSDPFrag(body); err == nil {
+			t.Errorf("parseSDPFrag(%q) = %+v, want an error", body, fr)
+		}
+	}
+	fr, err := parseSDPFrag("a=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n\r\n")
+	if err != nil || len(fr.candidates) != 1 || fr.candidates[0].mid != "0" {
+		t.Errorf("CRLF fragment: %+v, %v", fr, err)
+	}
+}

@@ -348,6 +348,11 @@ func parseSDPFrag(body string) (*sdpFrag, error) {
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
+		if strings.ContainsAny(line, "\r\x00") {
+			// SDP lines end with CRLF; a bare CR inside one (or a NUL)
+			// would reach pion and logs as part of a candidate or mid.
+			return nil, fmt.Errorf("malformed sdpfrag line %q", line)
+		}
 		switch {
 		case line == "":
 		case strings.HasPrefix(line, "m="):
