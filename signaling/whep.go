@@ -85,6 +85,7 @@ func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
 	h.Set("Location", loc)
+	h.Set("Cache-Control", "no-store") // the Location is a capability
 	h.Set("ETag", s.etag)
 	h.Set("Accept-Patch", mimeSDPFrag)
 	m.setLinkHeaders(w)
