@@ -450,12 +450,14 @@ function uniq(xs) { return [...new Set(xs)]; }
 function iceFailureText(ev, reason = "") {
   const checks = {};
   for (const c of (ev.ready && ev.ready.checks) || []) checks[c.name] = c;
-  const says = (name) => {
+  const says = (name, evenPass = false) => {
     const c = checks[name];
-    return c && c.result !== "pass" && c.detail ? ` The server's ${name} check says: "${c.detail}".` : "";
+    return c && c.detail && (evenPass || c.result !== "pass") ? ` The server's ${name} check says: "${c.detail}".` : "";
   };
   const server = ev.server || [], local = ev.local || [];
-  const addrs = uniq(server.map((c) => c.address)).slice(0, 4).join(", ");
+  const addrList = uniq(server.map((c) => c.address));
+  const addrs = addrList.slice(0, 4).join(", ") + (addrList.length > 4 ? ` and ${addrList.length - 4} more` : "");
+  const many = addrList.length > 1 ? "es" : "";
   const udpPorts = uniq(server.filter((c) => c.protocol === "udp").map((c) => c.port)).join(", ");
   const cfg = ev.cfg;
   const turn = cfg && cfg.turn && cfg.turn.enabled && cfg.turn.host ? cfg.turn : null;
@@ -470,7 +472,7 @@ function iceFailureText(ev, reason = "") {
       : `Set webrtc.publicIps (or --host) to an address browsers can reach, and ${readyHint}.`;
   } else if (pageLocal && !server.some((c) => isLoopbackHost(c.address))) {
     cause = `you opened this page on ${ev.pageHost}, but the server offered only ${addrs}, no candidate this browser could use.`;
-    fix = `Start the server with --host 127.0.0.1 (this machine only), or ${readyHint}.`;
+    fix = `Start the server with --host 127.0.0.1 (this machine only) and without webrtc.publicIps, so that it offers a loopback candidate, or ${readyHint}.`;
   } else if (pageLocal && !local.length) {
     cause = `the server offered ${addrs}, but this browser gathered no local address to send media from (browsers leave out loopback-only interfaces).`;
     fix = `Open the page from a device with a network connection, or ${readyHint}.`;
@@ -479,21 +481,21 @@ function iceFailureText(ev, reason = "") {
     fix = `Check that no local firewall blocks UDP${udpPorts ? " " + udpPorts : ""}, and ${readyHint}.`;
   } else if (!turn) {
     const priv = server.every((c) => isPrivateIP(c.address) || isLoopbackHost(c.address));
-    cause = `the server offered only ${priv ? "private " : ""}address${server.length > 1 ? "es" : ""} ${addrs}, which this browser's network cannot reach, ` +
+    cause = `the server offered only the ${priv ? "private " : ""}address${many} ${addrs}, which this browser's network cannot reach, ` +
       `and no TURN relay is configured${cfg ? "" : " (or /api/config could not be loaded)"}.`;
-    fix = "Enable TURN on the server (turn.enabled with turn.externalIp set to its public address) and open its UDP/TCP port" +
-      `${udpPorts ? ` and UDP ${udpPorts}` : ""}, or set webrtc.publicIps to its public address.` + says("turn");
+    fix = "Enable TURN on the server (turn.enabled, with turn.externalIp set to its public address) and open the TURN port (UDP and TCP)" +
+      `${udpPorts ? ` and UDP ${udpPorts}` : ""} in its firewall, or set webrtc.publicIps to an address this browser can reach.` + says("turn");
   } else if (!local.some((c) => c.type === "relay")) {
     const err = (ev.iceErrors || []).find((e) => e.url && e.url.startsWith("turn"));
     cause = `the TURN relay at ${relayURL} gave this browser no relay address${err ? ` (error ${err.code}${err.text ? ": " + err.text : ""})` : ""}.`;
     fix = `Open UDP/TCP ${turn.port} to the server and make sure turn.externalIp (${turn.host}) is its public address.` + says("turn");
   } else {
-    cause = `this browser got a relay address from ${relayURL}, but the relay could not reach the server's media address${server.length > 1 ? "es" : ""} ${addrs}.`;
+    cause = `this browser got a relay address from ${relayURL}, but the relay could not reach the server's media address${many} ${addrs}.`;
     fix = (server.every((c) => isPrivateIP(c.address) || isLoopbackHost(c.address))
       ? "Those are private addresses, which the relay refuses unless turn.allowLocalRelay is set (see turn.refused in Events); set webrtc.publicIps or turn.allowLocalRelay."
       : `Open UDP${udpPorts ? " " + udpPorts : ""} on the server to the relay.`) + says("turn");
   }
-  return `ICE failed${reason ? ` (${reason})` : ""}: ${cause} ${fix}${says("webrtc")}`;
+  return `ICE failed${reason ? ` (${reason})` : ""}: ${cause} ${fix}${says("webrtc", pageLocal)}`;
 }
 
 async function addRemoteCandidate(pc, c) {
