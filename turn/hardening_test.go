@@ -462,3 +462,38 @@ func TestTCPGlobalCapFairness(t *testing.T) {
 		}
 	})
 }
+
+// TestQuotaReleasedOnTCPClose: a TCP client that just drops its connection
+// (no Refresh) gives its allocation, and its quota slot, back at once.
+func TestQuotaReleasedOnTCPClose(t *testing.T) {
+	testenv.LoopbackOnly(t)
+	leakCheck(t)
+	const perIP = 3
+	ts := startServer(t, Config{Secret: testSecret, MaxAllocationsPerIP: perIP})
+	alloc := func() (*rawSession, *stun.Message) {
+		user, pass := ts.Credentials()
+		r := dialRaw(t, "tcp", "127.0.0.1", ts.tcpAddr)
+		r.challenge(user, pass)
+		return r, r.authed(stun.NewType(stun.MethodAllocate, stun.ClassRequest), reqTransportUDP)
+	}
+	var sessions []*rawSession
+	for range perIP {
+		r, res := alloc()
+		if res.Type.Class != stun.ClassSuccessResponse {
+			t.Fatalf("Allocate: %v", res)
+		}
+		sessions = append(sessions, r)
+	}
+	_, res := alloc()
+	var code stun.ErrorCodeAttribute
+	if code.GetFrom(res) != nil || code.Code != stun.CodeAllocQuotaReached {
+		t.Fatalf("Allocate over the per-IP quota: %v, want 486", res)
+	}
+	closed := time.Now()
+	_ = sessions[0].conn.Close()
+	waitFor(t, "allocation released", func() bool { return ts.Stats().Allocations == perIP-1 })
+	if _, res := alloc(); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("Allocate after a connection closed: %v", res)
+	}
+	t.Logf("slot reusable %v after the TCP connection closed", time.Since(closed).Round(time.Millisecond))
+}
