@@ -1,7 +1,10 @@
 // Package rtsp is the RTSP/RTSPS camera source: it plays a stream with
 // gortsplib, keeps the H.264 video and Opus/PCMU/PCMA audio, and writes
-// access units and audio frames into a media.Stream. Reconnection is the
-// supervisor's job: Run returns on any failure and is called again.
+// access units and audio frames into a media.Stream. With
+// Config.TranscodeAudio, AAC audio is turned into Opus by an ffmpeg child
+// that the server feeds on stdin (the camera URL and its credentials never
+// reach ffmpeg). Reconnection is the supervisor's job: Run returns on any
+// failure and is called again.
 package rtsp
 
 import (
@@ -21,11 +24,13 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/media/transcode"
 )
 
 // Defaults of Config.
@@ -60,6 +65,13 @@ type Config struct {
 	ReadTimeout time.Duration
 	// TLSConfig for rtsps:// (default: system roots, server name from the URL).
 	TLSConfig *tls.Config
+	// TranscodeAudio: when the camera offers no Opus or G.711 audio but
+	// MPEG-4 AAC, transcode it to Opus with ffmpeg (transcode.AudioPipe:
+	// the server writes the AAC it pulled to ffmpeg's stdin; video passes
+	// through untouched) instead of dropping it. Needs ffmpeg.
+	TranscodeAudio bool
+	// FFmpegPath for TranscodeAudio (default: "ffmpeg" from PATH).
+	FFmpegPath string
 }
 
 // Source plays one RTSP URL. It implements media.Source. Run may be called
@@ -73,6 +85,8 @@ type Source struct {
 
 	mu       sync.Mutex
 	warnings []string
+
+	audioPid atomic.Int64 // ffmpeg of the current run's AAC transcode, for tests
 }
 
 // New validates cfg. log may be nil.
@@ -215,6 +229,25 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 	if sel.audio != nil {
 		tracks.Audio = &sel.audioParams
 	}
+
+	var pipe *transcode.AudioPipe
+	var pipeDone <-chan struct{}
+	if sel.aac != nil {
+		pipe, err = transcode.StartAudio(ctx, transcode.AudioConfig{
+			AAC:        *sel.aac.Config,
+			FFmpegPath: s.cfg.FFmpegPath,
+			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
+		}, s.log)
+		if err != nil {
+			return s.unavailable("AAC to Opus transcode", err)
+		}
+		s.audioPid.Store(int64(pipe.Pid()))
+		pipeDone = pipe.Done()
+		defer func() {
+			pipe.Close()
+			s.audioPid.Store(0)
+		}()
+	}
 	st.SetTracks(tracks)
 
 	// gortsplib calls each media's callback from one goroutine, and the
@@ -243,7 +276,28 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 		}
 		st.WriteH264(ticksToDuration(pts, 90000), au)
 	})
-	if sel.audio != nil {
+	if sel.aac != nil {
+		rate := int64(sel.aac.ClockRate())
+		aacDec, err := sel.aac.CreateDecoder()
+		if err != nil {
+			return s.unavailable("AAC decoder", err)
+		}
+		c.OnPacketRTP(sel.audio, sel.aac, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.audio, pkt)
+			if !ok {
+				return
+			}
+			aus, err := aacDec.Decode(pkt)
+			if err != nil {
+				if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
+					agg.add("AAC depacketization error: "+err.Error(), 1)
+				}
+				return
+			}
+			pipe.WriteAAC(ticksToDuration(pts, rate), aus)
+		})
+	} else if sel.audio != nil {
 		rate := int64(sel.audioFormat.ClockRate())
 		c.OnPacketRTP(sel.audio, sel.audioFormat, func(pkt *rtp.Packet) {
 			lastRTP.Store(time.Now().UnixNano())
@@ -281,6 +335,11 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 		case err := <-waitDone:
 			waitDone <- err // for the deferred cleanup
 			return s.fail(ctx, "connection", err)
+		case <-pipeDone:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return s.unavailable("audio transcode", pipe.Err())
 		case now := <-ticker.C:
 			agg.tick(now)
 			since, limit := playing, firstWait
@@ -301,7 +360,9 @@ type selection struct {
 	audio       *description.Media
 	audioFormat format.Format
 	audioParams media.AudioParams
-	warnings    []string
+	// aac is set when the audio is AAC transcoded to Opus (audioFormat is it too).
+	aac      *format.MPEG4Audio
+	warnings []string
 }
 
 func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
@@ -320,10 +381,19 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 			if m.Type != description.MediaTypeAudio || m.IsBackChannel {
 				continue
 			}
-			if p, ok := passThrough(f); ok && sel.audio == nil {
-				sel.audio, sel.audioFormat, sel.audioParams = m, f, p
+			if p, ok := passThrough(f); ok && (sel.audio == nil || sel.aac != nil) {
+				// A pass-through track beats a transcoded one.
+				sel.audio, sel.audioFormat, sel.audioParams, sel.aac = m, f, p, nil
+				continue
+			}
+			if a, ok := f.(*format.MPEG4Audio); ok && s.cfg.TranscodeAudio && sel.audio == nil && a.Config != nil {
+				sel.audio, sel.audioFormat, sel.aac = m, f, a
+				sel.audioParams = media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
 			}
 		}
+	}
+	if sel.aac != nil {
+		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with ffmpeg", describeFormat(sel.aac)))
 	}
 	if sel.video == nil {
 		if len(found) == 0 {

@@ -4,6 +4,12 @@
 // Baseline and Opus in MPEG-TS on its stdout, which is demuxed here and
 // written into the media.Stream. Encoding happens once per source, never
 // per viewer.
+//
+// No secret reaches a child process's command line or environment: inputs
+// the server can pull itself are written to ffmpeg's stdin (Config.Feed),
+// a URL ffmpeg must open itself travels in a 0600 file in a private
+// directory (see oob.go), and the child's environment is built from an
+// allow-list (ChildEnv).
 package transcode
 
 import (
@@ -19,7 +25,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
@@ -71,6 +76,14 @@ type Config struct {
 	// StallTimeout ends a run when no media came out of ffmpeg for this
 	// long (a dead URL that ffmpeg keeps waiting on) (default 10 s).
 	StallTimeout time.Duration
+	// Feed, when set, writes the input to ffmpeg's stdin, which is all
+	// ffmpeg reads (pipe:0): the server pulls the input (and keeps its
+	// credentials). Input is then only a label. Feed must return when ctx
+	// is done or a write fails; nil means the input ended.
+	Feed func(ctx context.Context, w io.Writer) error
+	// FeedFormat is ffmpeg's input format for Feed (e.g. "mpegts"); empty
+	// lets ffmpeg probe.
+	FeedFormat string
 }
 
 // Source runs ffmpeg on one input. It implements media.Source. Run may be
@@ -96,9 +109,11 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 	if cfg.Kind == "" {
 		cfg.Kind = inferKind(cfg.Input)
 	}
-	switch cfg.Kind {
-	case KindFile, KindURL:
-	case KindDevice:
+	switch {
+	case cfg.Feed != nil:
+		// Any kind label: the input arrives on stdin.
+	case cfg.Kind == KindFile, cfg.Kind == KindURL:
+	case cfg.Kind == KindDevice:
 		if !strings.HasPrefix(cfg.Input, "v4l2:") {
 			return nil, fmt.Errorf("transcode: device %q: want v4l2:/dev/videoN", cfg.Input)
 		}
@@ -123,10 +138,8 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 		return nil, fmt.Errorf("%w (%s): install it or configure another source", ErrNoFFmpeg, name)
 	}
 	s := &Source{cfg: cfg, ffmpeg: path, safe: media.RedactURL(cfg.Input)}
-	if cfg.Kind == KindURL {
-		if u, err := url.Parse(cfg.Input); err == nil && u.User != nil {
-			s.secret, _ = u.User.Password()
-		}
+	if u, err := url.Parse(cfg.Input); err == nil && u.User != nil {
+		s.secret, _ = u.User.Password()
 	}
 	s.log = log.With("module", "transcode", "source", s.safe)
 	return s, nil
@@ -148,28 +161,32 @@ func (s *Source) Kind() string { return s.cfg.Kind }
 // String implements media.Source: the input without credentials.
 func (s *Source) String() string { return s.safe }
 
-// args builds the ffmpeg command line.
-func (s *Source) args() []string {
+// args builds the ffmpeg command line. listFile is the out-of-band input
+// list of a URL input (see oob.go); the URL itself is never an argument.
+func (s *Source) args(listFile string) []string {
 	c := s.cfg
 	a := []string{"-hide_banner", "-nostdin", "-loglevel", "warning"}
-	switch c.Kind {
-	case KindFile:
+	switch {
+	case c.Feed != nil:
+		// Start decoding without a long probe: the feeder writes live media.
+		a = append(a, "-probesize", "500000", "-analyzeduration", "1000000")
+		if c.FeedFormat != "" {
+			a = append(a, "-f", c.FeedFormat)
+		}
+		a = append(a, "-i", "pipe:0")
+	case c.Kind == KindFile:
 		a = append(a, "-re") // pace a file in real time, like a camera
 		if c.Loop {
 			a = append(a, "-stream_loop", "-1")
 		}
 		a = append(a, "-i", c.Input)
-	case KindDevice:
+	case c.Kind == KindDevice:
 		a = append(a, "-f", "v4l2", "-i", strings.TrimPrefix(c.Input, "v4l2:"))
-	case KindURL:
-		if u, err := url.Parse(c.Input); err == nil {
-			switch u.Scheme {
-			case "http", "https", "rtmp", "rtmps":
-				// Fail instead of hanging on a dead server (microseconds).
-				a = append(a, "-rw_timeout", strconv.FormatInt(c.StallTimeout.Microseconds(), 10))
-			}
-		}
-		a = append(a, "-i", c.Input)
+	case c.Kind == KindURL:
+		// The concat demuxer opens the URL named in the list file; the
+		// whitelist lets it use the URL's protocol and what that needs.
+		a = append(a, "-protocol_whitelist", protocolWhitelist(c.Input),
+			"-f", "concat", "-safe", "0", "-i", listFile)
 	}
 
 	var vf []string
@@ -199,7 +216,8 @@ func (s *Source) args() []string {
 		"-sc_threshold", "0", "-b:v", br, "-maxrate", br, "-bufsize", strconv.Itoa(2*c.VideoBitrate),
 		"-c:a", "libopus", "-b:a", strconv.Itoa(DefaultAudioBitrate), "-ar", "48000", "-ac", "2",
 		// Emit each packet as soon as it is muxed: latency over throughput.
-		"-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-flush_packets", "1", "pipe:1")
+		"-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-pes_payload_size", "0",
+		"-flush_packets", "1", "pipe:1")
 	return a
 }
 
@@ -213,17 +231,28 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
+	var listFile string
+	if s.cfg.Feed == nil && s.cfg.Kind == KindURL {
+		lf, cleanup, err := writeInputList(s.cfg.Input, s.cfg.StallTimeout)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %s", media.ErrSourceUnavailable, s.safe, s.scrub(err.Error()))
+		}
+		defer cleanup()
+		listFile = lf
+	}
+
 	stderr := newTail(8, s.scrub, s.log)
-	cmd := exec.CommandContext(runCtx, s.ffmpeg, s.args()...)
-	// Own process group so that cancelling kills ffmpeg and anything it
-	// spawned, and a terminal's Ctrl-C reaches us first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
+	cmd := command(runCtx, s.ffmpeg, s.args(listFile))
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", media.ErrSourceUnavailable, s.safe, err)
+	}
+	var stdin io.WriteCloser
+	if s.cfg.Feed != nil {
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return fmt.Errorf("%w: %s: %v", media.ErrSourceUnavailable, s.safe, err)
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%w: %s: start ffmpeg: %s", media.ErrSourceUnavailable, s.safe, s.scrub(err.Error()))
@@ -234,6 +263,17 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 	var lastMedia atomic.Int64
 	lastMedia.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
+	if stdin != nil {
+		wg.Add(1)
+		go func() { // the server pulls the input and writes it to ffmpeg
+			defer wg.Done()
+			err := s.cfg.Feed(runCtx, stdin)
+			_ = stdin.Close() // EOF: ffmpeg flushes and exits
+			if err != nil && runCtx.Err() == nil {
+				cancel(fmt.Errorf("input: %s", s.scrub(err.Error())))
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() { // stall watchdog
 		defer wg.Done()

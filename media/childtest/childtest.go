@@ -1,0 +1,117 @@
+// Package childtest helps tests prove that no secret reaches a child
+// process: it reads /proc/<pid>/cmdline and /proc/<pid>/environ of a
+// running process and finds the children of a process.
+package childtest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Proc is what the kernel shows about a process to anyone who can read
+// its /proc entry (cmdline: every user, via ps; environ: its owner, root).
+type Proc struct {
+	Pid     int
+	Cmdline []string
+	Environ []string
+}
+
+// Read reads /proc/<pid>/cmdline and /proc/<pid>/environ.
+func Read(pid int) (Proc, error) {
+	p := Proc{Pid: pid}
+	dir := "/proc/" + strconv.Itoa(pid)
+	cmd, err := os.ReadFile(dir + "/cmdline")
+	if err != nil {
+		return p, err
+	}
+	if len(cmd) == 0 {
+		return p, fmt.Errorf("pid %d: empty cmdline (exited or a zombie)", pid)
+	}
+	env, err := os.ReadFile(dir + "/environ")
+	if err != nil {
+		return p, err
+	}
+	p.Cmdline = split(cmd)
+	p.Environ = split(env)
+	return p, nil
+}
+
+func split(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}
+
+// Leaks returns a description of each secret found in the command line
+// or the environment (an empty secret is ignored).
+func (p Proc) Leaks(secrets ...string) []string {
+	var out []string
+	cmd := strings.Join(p.Cmdline, " ")
+	env := strings.Join(p.Environ, "\n")
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		if strings.Contains(cmd, s) {
+			out = append(out, fmt.Sprintf("pid %d cmdline contains %q", p.Pid, s))
+		}
+		if strings.Contains(env, s) {
+			out = append(out, fmt.Sprintf("pid %d environ contains %q", p.Pid, s))
+		}
+	}
+	return out
+}
+
+// Exe is the base name of the process's first argument.
+func (p Proc) Exe() string {
+	if len(p.Cmdline) == 0 {
+		return ""
+	}
+	return filepath.Base(p.Cmdline[0])
+}
+
+// Descendants lists the live processes below pid (children, their
+// children, ...), read from /proc/*/stat.
+func Descendants(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		parent[n] = pp
+	}
+	var out []int
+	var walk func(int)
+	walk = func(p int) {
+		for c, pp := range parent {
+			if pp == p {
+				out = append(out, c)
+				walk(c)
+			}
+		}
+	}
+	walk(pid)
+	return out
+}
