@@ -183,7 +183,7 @@ func (c *tcpConn) Read(b []byte) (int, error) {
 		n, err := frameLen(c.in)
 		if err != nil {
 			// Not TURN: pion would close the connection on this too.
-			c.in = nil
+			c.in, c.rerr = nil, err
 			return 0, err
 		}
 		if n > 0 {

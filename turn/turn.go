@@ -83,6 +83,9 @@ type Config struct {
 	OwnMediaAddrs []netip.AddrPort
 	// Allocation quotas (refusal: 486 Allocation Quota Reached). 0 = default
 	// (10 per username, 10 per client IP, 1000 in total); negative = unlimited.
+	// Per-IP limits count an IPv6 client by its /64. Slots come back when the
+	// client sends Refresh with LIFETIME 0, its TCP connection closes, or the
+	// lifetime it asked for (at most MaxLifetime) runs out.
 	// With REST credentials each minted username is its own "user"; with the
 	// static demo pair every client shares one username, so the per-user
 	// quota does not apply (per IP and total still do).
