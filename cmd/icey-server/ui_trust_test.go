@@ -287,8 +287,8 @@ func TestChromiumUIICEFailureNamesTheCause(t *testing.T) {
 		}
 		relayRefused := browsertest.MustEval[string](b, 5*time.Second, `window.icey.iceFailureText({pageHost: "cams.example.org",
 		    server: [{protocol: "udp", address: "10.0.0.5", port: "4500", type: "host"}], local: [{protocol: "udp", address: "203.0.113.7", port: "61000", type: "relay"}],
-		    iceErrors: [], cfg: {turn: {enabled: true, host: "203.0.113.7", port: 3478}}, ready: {checks: []}})`)
-		for _, want := range []string{"relay address from turn:203.0.113.7:3478", "10.0.0.5", "turn.allowLocalRelay", "webrtc.publicIps"} {
+		    iceErrors: [], turnRefused: ["peer 10.0.0.5 is not a public address"], cfg: {turn: {enabled: true, host: "203.0.113.7", port: 3478}}, ready: {checks: []}})`)
+		for _, want := range []string{"relay address from turn:203.0.113.7:3478", "10.0.0.5", "turn.refused: peer 10.0.0.5 is not a public address", "turn.allowLocalRelay", "webrtc.publicIps"} {
 			if !strings.Contains(relayRefused, want) {
 				t.Errorf("relay-refused message lacks %q: %s", want, relayRefused)
 			}

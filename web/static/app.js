@@ -30,6 +30,7 @@ const state = {
   call: null, // {kind, pc, phase, pendingRemote: [], localStream}
   lastUptime: null,
   ready: null, // the last /api/ready report
+  turnRefused: [], // recent turn.refused events from /api/events: {at, reason}
 };
 
 // ---------------------------------------------------------------- UI helpers
@@ -301,7 +302,7 @@ async function startCall(kind) {
   if (state.call || !state.client || !state.client.online) return;
   clearBanner();
   const call = { kind, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {}, rejecter: null, localStream: null,
-    cfg: null, serverCands: [], localCands: [], iceErrors: [], failing: false };
+    cfg: null, serverCands: [], localCands: [], iceErrors: [], failing: false, startedAt: Date.now() };
   state.call = call;
   renderPeers();
   $("btn-hangup").hidden = false;
@@ -420,6 +421,7 @@ async function iceEvidence(call) {
     server: call.serverCands.map(parseCandidate).filter(Boolean),
     local: call.localCands.map(parseCandidate).filter(Boolean),
     iceErrors: call.iceErrors,
+    turnRefused: state.turnRefused.filter((r) => r.at >= call.startedAt).map((r) => r.reason),
     cfg: call.cfg,
     ready,
   };
@@ -491,6 +493,8 @@ function iceFailureText(ev, reason = "") {
     fix = `Open UDP/TCP ${turn.port} to the server and make sure turn.externalIp (${turn.host}) is its public address.` + says("turn");
   } else {
     cause = `this browser got a relay address from ${relayURL}, but the relay could not reach the server's media address${many} ${addrs}.`;
+    const refused = uniq(ev.turnRefused || []).filter(Boolean);
+    if (refused.length) cause += ` The relay refused to forward during this call (turn.refused: ${refused.slice(0, 2).join("; ")}).`;
     fix = (server.every((c) => isPrivateIP(c.address) || isLoopbackHost(c.address))
       ? "Those are private addresses, which the relay refuses unless turn.allowLocalRelay is set (see turn.refused in Events); set webrtc.publicIps or turn.allowLocalRelay."
       : `Open UDP${udpPorts ? " " + udpPorts : ""} on the server to the relay.`) + says("turn");
@@ -709,8 +713,8 @@ const ADVICE = [
   ["recordings", "warn", null, "The recordings disk is nearly full.", "Free some space, or point media.recordDir at a larger disk."],
   ["recordings", "fail", null, "Recordings cannot be written.", "Make media.recordDir writable by the server."],
   ["intelligence", "warn", null, "An analyser is enabled but cannot run.", "Install what it needs (see above) or disable it."],
-  ["web_root", "*", null, "The --web-root directory cannot be used; the built-in UI is served instead.",
-    "Fix the directory named above, or unset --web-root."],
+  ["web_root", "*", null, "The --web-root directory cannot be used.",
+    "Fix the directory named above, or unset --web-root (webRoot, ICEY_WEB_ROOT) to serve the built-in UI."],
   ["shutdown", "*", null, "The server is shutting down and takes no new viewers.", "Nothing: a supervisor (Docker, Kubernetes) starts it again."],
 ];
 const WARNING_ADVICE = [
@@ -929,6 +933,10 @@ function connectOpsEvents() {
     let e;
     try { e = JSON.parse(m.data); } catch { return; }
     if (e.type !== "snapshot" && eventText[e.type]) logEvent("ops", eventText[e.type](e.data || {}));
+    if (e.type === "turn.refused") {
+      state.turnRefused.push({ at: Date.now(), reason: (e.data && e.data.reason) || "" });
+      if (state.turnRefused.length > 20) state.turnRefused.shift();
+    }
     scheduleOpsRefresh();
   };
   ws.onclose = () => {
