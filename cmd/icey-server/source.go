@@ -11,6 +11,7 @@ import (
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/media/builtin"
 	"github.com/icey/icey-server/media/file"
+	"github.com/icey/icey-server/media/httpsrc"
 	"github.com/icey/icey-server/media/rtsp"
 	"github.com/icey/icey-server/media/transcode"
 )
@@ -25,13 +26,17 @@ var errSourceConfig = errors.New("source")
 // buildSource picks the source implementation for the configured source.
 // The kind decides: builtin and files play directly when the hub can carry
 // their codecs; everything else goes through one ffmpeg transcode per stream.
+// No secret reaches ffmpeg's command line or environment: RTSP is pulled by
+// gortsplib (AAC goes to ffmpeg's stdin and comes back as Opus), http(s) is
+// pulled by net/http and fed to ffmpeg's stdin, and any other URL reaches
+// ffmpeg in a 0600 file (see media/transcode).
 func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, error) {
 	src := cfg.Media.Source
 	switch kind := cfg.SourceKind(); kind {
 	case "builtin":
 		return builtin.New(log), nil, nil
 	case "rtsp":
-		s, err := rtsp.New(rtsp.Config{URL: src}, log)
+		s, err := rtsp.New(rtsp.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 		}
@@ -77,8 +82,17 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 
 func transcoded(src, kind string, cfg config.Config, log *slog.Logger, why string) (media.Source, []string, error) {
 	w, h, fps, bitrate := cfg.Media.VideoTarget()
-	s, err := transcode.New(transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file",
-		Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
+	tc := transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file",
+		Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}
+	if kind == "url" && httpsrc.IsHTTP(src) {
+		// The server pulls http(s) itself: the credentials stay here.
+		f, err := httpsrc.New(strings.TrimSpace(src), nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+		}
+		tc.Feed = f.Feed
+	}
+	s, err := transcode.New(tc, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 	}
