@@ -199,6 +199,21 @@ func TestChromiumUIHUDClearOfThePictureAndStatusExplained(t *testing.T) {
 		b.Fatalf("desktop viewport: %v", err)
 	}
 
+	// Fullscreen takes the picture and the bar under it.
+	if err := chromedp.Do(b.Context(), chromedp.Click(chromedp.ID("btn-full"))); err != nil {
+		b.Fatalf("click Fullscreen: %v", err)
+	}
+	if err := b.Poll(`document.fullscreenElement && document.fullscreenElement.id === "player"`, 5*time.Second); err != nil {
+		b.Fatalf("Fullscreen did not take the player: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	fl := checkHUDClear(t, b, "fullscreen")
+	if bottom := browsertest.MustEval[float64](b, 2*time.Second, `window.innerHeight`); fl.HUD[0].Bottom > bottom+1 {
+		b.Fatalf("fullscreen: the HUD bar %v is below the screen (height %.0f)", fl.HUD[0], bottom)
+	}
+	b.Screenshot("ui-playing-hud-fullscreen.png")
+	browsertest.MustEval[bool](b, 5*time.Second, `document.exitFullscreen().then(() => true)`)
+
 	// One meaning per badge: the stream badge says LIVE; the ops panel's
 	// event-stream indicator does not.
 	badges := browsertest.MustEval[string](b, 2*time.Second, `JSON.stringify({live: document.getElementById("live").textContent, rt: document.getElementById("ops-live").textContent, ops: document.getElementById("ops-status").textContent})`)

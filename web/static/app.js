@@ -123,7 +123,7 @@ function connect() {
     if (!fromServer(m)) {
       // Another peer's event (the server sets "from" to its real address):
       // shown for what it is, never acted on.
-      logEvent("presence", `event ${short(m.name || "")} from ${m.from}`);
+      logEvent("peer", `event ${short(m.name || "")} from ${m.from}`);
       return;
     }
     if (m.name === "shutdown") {
@@ -182,7 +182,7 @@ function onMessage(m) {
   if (sub.startsWith("call:") && m.from === SERVER) return onCall(sub.slice(5), m.data || {});
   if (sub.startsWith("icey:")) {
     if (m.from === SERVER) return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
-    return logEvent("presence", `${short(sub)} from ${m.from || "?"} ignored (only the server sends icey: messages)`);
+    return logEvent("peer", `${short(sub)} from ${m.from || "?"} ignored (only the server sends icey: messages)`);
   }
   if (m.type === "join:ok" || m.type === "leave:ok") return logEvent("system", `${m.type} ${m.room}`);
   logEvent("system", `${sub} from ${m.from || "?"}`);
