@@ -3,6 +3,7 @@ module github.com/icey/icey-server
 go 1.26.0
 
 require (
+	github.com/bluenviron/gortmplib v1.0.1
 	github.com/bluenviron/gortsplib/v4 v4.16.2
 	github.com/bluenviron/mediacommon/v2 v2.9.5
 	github.com/chromedp/cdproto v0.159.0

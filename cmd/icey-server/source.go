@@ -12,6 +12,7 @@ import (
 	"github.com/icey/icey-server/media/builtin"
 	"github.com/icey/icey-server/media/file"
 	"github.com/icey/icey-server/media/httpsrc"
+	"github.com/icey/icey-server/media/rtmp"
 	"github.com/icey/icey-server/media/rtsp"
 	"github.com/icey/icey-server/media/transcode"
 )
@@ -27,9 +28,10 @@ var errSourceConfig = errors.New("source")
 // The kind decides: builtin and files play directly when the hub can carry
 // their codecs; everything else goes through one ffmpeg transcode per stream.
 // No secret reaches ffmpeg's command line or environment: RTSP is pulled by
-// gortsplib (AAC goes to ffmpeg's stdin and comes back as Opus), http(s) is
-// pulled by net/http and fed to ffmpeg's stdin, and any other URL reaches
-// ffmpeg in a 0600 file (see media/transcode).
+// gortsplib and RTMP by gortmplib (H.264 passes through; AAC goes to
+// ffmpeg's stdin and comes back as Opus), http(s) is pulled by net/http and
+// fed to ffmpeg's stdin, and any other URL reaches ffmpeg in a 0600 file
+// (see media/transcode).
 func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, error) {
 	src := cfg.Media.Source
 	switch kind := cfg.SourceKind(); kind {
@@ -71,6 +73,15 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 		}
 		return s, s.Warnings(), nil
 	case "device", "url":
+		if kind == "url" && rtmp.IsRTMP(src) {
+			// Pulled natively: H.264 passes through without ffmpeg; AAC is
+			// transcoded through ffmpeg's stdin when ffmpeg is installed.
+			s, err := rtmp.New(rtmp.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+			}
+			return s, nil, nil
+		}
 		if !transcode.Available() {
 			return nil, nil, fmt.Errorf("%w: %s sources need ffmpeg, which is not installed%s", errSourceConfig, kind, ffmpegHint())
 		}
