@@ -106,6 +106,24 @@ func TestUnknownKeysWarn(t *testing.T) {
 	}
 }
 
+// A key spelled with other capitals is ignored, as its warning says
+// (encoding/json alone would apply it case-insensitively).
+func TestMiscapitalizedKeysAreIgnoredAsWarned(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.json", `{"HTTP":{"Port":4600},"media":{"RecordDir":"rec","recordDir":"rec2"}}`)
+	o, err := Parse([]string{"--config", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(o.Config.Warnings, "\n")
+	if o.Config.HTTP.Port != DefaultPort || !strings.Contains(w, `"HTTP"`) || !strings.Contains(w, `"media.RecordDir"`) {
+		t.Fatalf("port %d, warnings %q", o.Config.HTTP.Port, w)
+	}
+	if o.Config.Media.RecordDir != filepath.Join(dir, "rec2") {
+		t.Fatalf("recordDir %q", o.Config.Media.RecordDir)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {

@@ -219,9 +219,13 @@ func applyFile(cfg *Config, path string, data []byte) error {
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(data, err))
 	}
+	// encoding/json matches keys case-insensitively, but a key that is not
+	// spelled exactly is reported as unknown and ignored: decode only the
+	// exactly-spelled keys, so the warning tells the truth.
+	known, _ := json.Marshal(knownKeys(raw, reflect.TypeOf(Config{})))
 	next := *cfg
-	if err := json.Unmarshal(data, &next); err != nil {
-		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(data, err))
+	if err := json.Unmarshal(known, &next); err != nil {
+		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(known, err))
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -269,15 +273,7 @@ var rawMessageType = reflect.TypeOf(json.RawMessage{})
 // unknownKeys lists the dotted keys of raw that have no field in t. Fields of
 // kept-as-is sections (json.RawMessage, analysers) accept any key.
 func unknownKeys(raw map[string]any, t reflect.Type, prefix string) []string {
-	fields := map[string]reflect.StructField{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		fields[name] = f
-	}
+	fields := jsonFields(t)
 	var out []string
 	for k, v := range raw {
 		f, ok := fields[k]
@@ -292,6 +288,36 @@ func unknownKeys(raw map[string]any, t reflect.Type, prefix string) []string {
 		out = append(out, unknownKeys(sub, f.Type, prefix+k+".")...)
 	}
 	return out
+}
+
+// knownKeys is raw without the keys unknownKeys reports (the same walk).
+func knownKeys(raw map[string]any, t reflect.Type) map[string]any {
+	fields := jsonFields(t)
+	out := make(map[string]any, len(raw))
+	for k, v := range raw {
+		f, ok := fields[k]
+		if !ok {
+			continue
+		}
+		if sub, isMap := v.(map[string]any); isMap && f.Type != rawMessageType && f.Type != reflect.TypeOf(Analyser{}) && f.Type.Kind() == reflect.Struct {
+			v = knownKeys(sub, f.Type)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	fields := map[string]reflect.StructField{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f
+	}
+	return fields
 }
 
 func describeJSONError(data []byte, err error) string {
