@@ -83,6 +83,15 @@ type WebRTC struct {
 	Port        int      `json:"port"`        // UDP; default: the HTTP port number
 	PublicIPs   []string `json:"publicIps"`   // NAT 1:1 addresses; default turn.externalIp
 	MaxSessions int      `json:"maxSessions"` // default 200
+	// MaxPending bounds sessions that have not connected yet (ICE and DTLS
+	// in progress), in total and per client address (IPv6: per /64); a
+	// pending session that does not connect within PendingTimeoutSeconds is
+	// closed. Defaults 64, 8 and 10 s. Raise the per-client bound behind a
+	// reverse proxy (every viewer then has the proxy's address) or for load
+	// generators.
+	MaxPending            int `json:"maxPending"`
+	MaxPendingPerClient   int `json:"maxPendingPerClient"`
+	PendingTimeoutSeconds int `json:"pendingTimeoutSeconds"`
 }
 
 // TLS enables HTTPS when both files are set.
@@ -172,7 +181,7 @@ type HealthCheck struct {
 func Default() Config {
 	return Config{
 		HTTP:   HTTP{Host: DefaultHost, Port: DefaultPort, DrainSeconds: 1},
-		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions},
+		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10},
 		TURN: TURN{Enabled: true, Port: DefaultTURNPort, Realm: DefaultRealm,
 			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
@@ -295,6 +304,15 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.MaxSessions < 1 || c.WebRTC.MaxSessions > 100000 {
 		add("webrtc.maxSessions", "%d out of range (1-100000)", c.WebRTC.MaxSessions)
+	}
+	if c.WebRTC.MaxPending < 1 || c.WebRTC.MaxPending > 100000 {
+		add("webrtc.maxPending", "%d out of range (1-100000)", c.WebRTC.MaxPending)
+	}
+	if c.WebRTC.MaxPendingPerClient < 1 || c.WebRTC.MaxPendingPerClient > 100000 {
+		add("webrtc.maxPendingPerClient", "%d out of range (1-100000)", c.WebRTC.MaxPendingPerClient)
+	}
+	if c.WebRTC.PendingTimeoutSeconds < 1 || c.WebRTC.PendingTimeoutSeconds > 120 {
+		add("webrtc.pendingTimeoutSeconds", "%d out of range (1-120)", c.WebRTC.PendingTimeoutSeconds)
 	}
 	for _, ip := range c.WebRTC.PublicIPs {
 		if net.ParseIP(ip) == nil {

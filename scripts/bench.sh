@@ -87,7 +87,9 @@ trap 'exit 130' INT TERM # exit (running the EXIT trap), do not carry on
 start_server() {
   local src=$1 log=$2
   RUNDIR=$(mktemp -d "$OUT/run.XXXXXX") # the server's cwd: its config.json, anything it writes
-  printf '{"webrtc": {"maxSessions": %d}}\n' "$MAX_SESSIONS" >"$RUNDIR/config.json"
+  # every generated viewer comes from one address: lift the per-client
+  # pending bound (a real audience comes from many addresses)
+  printf '{"webrtc": {"maxSessions": %d, "maxPendingPerClient": %d}}\n' "$MAX_SESSIONS" "$MAX_SESSIONS" >"$RUNDIR/config.json"
   # shellcheck disable=SC2086
   (cd "$RUNDIR" && exec "$SERVER" --host 127.0.0.1 --port "$PORT" --no-turn \
     --source "$src" --log-level warn $SERVER_ARGS) >"$log" 2>&1 &

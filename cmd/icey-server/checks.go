@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/icey/icey-server/config"
 	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/signaling"
 	"github.com/icey/icey-server/web"
 )
 
@@ -149,7 +149,7 @@ func intelligenceCheck(cfg config.Config) (preflight.Result, string) {
 // webrtcCheck says whether browsers on other machines can reach the media
 // port: with a wildcard bind and no interface but loopback (a container
 // without a network, an offline laptop), only this machine's browsers can.
-// addrs are the host's interface addresses.
+// addrs are the addresses ICE offers (signaling.CandidateAddrs).
 func webrtcCheck(cfg config.Config, addrs []netip.Addr) (preflight.Result, string, []string) {
 	port := cfg.WebRTC.Port
 	if len(cfg.WebRTC.PublicIPs) > 0 {
@@ -180,26 +180,6 @@ func webrtcCheck(cfg config.Config, addrs []netip.Addr) (preflight.Result, strin
 	return preflight.Pass, fmt.Sprintf("ICE offers %s and loopback on UDP port %d", strings.Join(usable, ", "), port), nil
 }
 
-// interfaceAddrs lists the host's interface addresses (up interfaces).
-func interfaceAddrs() []netip.Addr {
-	var out []netip.Addr
-	ifs, _ := net.Interfaces()
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, ad := range addrs {
-			if ipn, ok := ad.(*net.IPNet); ok {
-				if a, ok := netip.AddrFromSlice(ipn.IP); ok {
-					out = append(out, a.Unmap())
-				}
-			}
-		}
-	}
-	return out
-}
-
 func portsDetail(cfg config.Config) string {
 	d := fmt.Sprintf("HTTP on %s (TCP), WebRTC media on %s (UDP)",
 		hostPort(cfg.HTTP.Host, cfg.HTTP.Port), hostPort(cfg.HTTP.Host, cfg.WebRTC.Port))
@@ -222,7 +202,8 @@ func staticChecks(pf *preflight.Preflight, cfg config.Config, now time.Time) {
 	pf.Set(preflight.CheckRecordings, r, d)
 	r, d = intelligenceCheck(cfg)
 	pf.Set(preflight.CheckIntelligence, r, d)
-	r, d, w = webrtcCheck(cfg, interfaceAddrs())
+	addrs, _, _ := signaling.CandidateAddrs(cfg.HTTP.Host, nil)
+	r, d, w = webrtcCheck(cfg, addrs)
 	pf.Set(preflight.CheckWebRTC, r, d, w...)
 	if cfg.WebRoot != "" {
 		if err := web.CheckRoot(cfg.WebRoot); err != nil {

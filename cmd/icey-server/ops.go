@@ -174,7 +174,8 @@ func (a *app) metricsSources() metrics.Sources {
 			t := a.sig.Totals()
 			_, total := a.sig.Counts()
 			return metrics.SessionTotals{ActiveByRole: t.ActiveByRole, Total: total,
-				PacketsSent: t.PacketsSent, BytesSent: t.BytesSent, Dropped: t.Dropped}
+				PacketsSent: t.PacketsSent, BytesSent: t.BytesSent, Dropped: t.Dropped,
+				Pending: t.Pending, Refusals: t.Refusals}
 		},
 		Source: func() metrics.SourceSnapshot {
 			st := a.stream.Stats()

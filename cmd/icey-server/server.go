@@ -210,13 +210,16 @@ func (a *app) start() int {
 	}
 
 	a.sig, err = signaling.NewManager(signaling.Config{
-		Mode:         cfg.Media.Mode,
-		UDPConn:      a.ln.media,
-		PublicIPs:    cfg.WebRTC.PublicIPs,
-		LoopbackOnly: config.IsLoopbackHost(cfg.HTTP.Host),
-		MaxSessions:  cfg.WebRTC.MaxSessions,
-		ICEServers:   a.iceServers,
-		Observer:     observer{a},
+		Mode:                cfg.Media.Mode,
+		UDPConn:             a.ln.media,
+		PublicIPs:           cfg.WebRTC.PublicIPs,
+		LoopbackOnly:        config.IsLoopbackHost(cfg.HTTP.Host),
+		MaxSessions:         cfg.WebRTC.MaxSessions,
+		MaxPending:          cfg.WebRTC.MaxPending,
+		MaxPendingPerClient: cfg.WebRTC.MaxPendingPerClient,
+		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
+		ICEServers:          a.iceServers,
+		Observer:            observer{a},
 	}, a.stream, logging.Module(log, "signaling"))
 	if err != nil {
 		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
