@@ -14,6 +14,7 @@ import (
 	"github.com/icey/icey-server/internal/testpeer"
 	"github.com/icey/icey-server/media/childtest"
 	"github.com/icey/icey-server/media/rtmp/rtmptest"
+	"github.com/icey/icey-server/media/srt/srttest"
 )
 
 // Secrets the server gets from its environment; none may reach a child.
@@ -195,4 +196,20 @@ func TestNoSecretInChildProcessRTMP(t *testing.T) {
 		// through config.PublicSource, which keeps the query.
 		t.Logf("note: /api/status shows the URL query (token) in stream.source: %v", s["source"])
 	}
+}
+
+// SRT with a passphrase and a stream id: pulled by the server with gosrt.
+func TestNoSecretInChildProcessSRT(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	const pass, sid = "Srt-Argv-Passphrase", "Srt-Argv-StreamId"
+	srv := srttest.Start(t, srttest.Options{StreamID: sid, Passphrase: pass})
+	p := launch(t, nil, argvEnv(srv.URL())...)
+	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+	cmds := checkChildren(t, p, pass, sid, "srt://", srv.Addr())
+	t.Logf("ffmpeg: %s", cmds)
+	if len(cmds) != 1 || !strings.Contains(cmds[0], "-i pipe:0") || strings.Contains(cmds[0], "libx264") {
+		t.Errorf("want one audio-only ffmpeg reading stdin, got %q", cmds)
+	}
+	watch(t, p, true)
+	checkChildren(t, p, pass, sid, "srt://")
 }

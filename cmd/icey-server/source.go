@@ -14,6 +14,7 @@ import (
 	"github.com/icey/icey-server/media/httpsrc"
 	"github.com/icey/icey-server/media/rtmp"
 	"github.com/icey/icey-server/media/rtsp"
+	"github.com/icey/icey-server/media/srt"
 	"github.com/icey/icey-server/media/transcode"
 )
 
@@ -28,7 +29,7 @@ var errSourceConfig = errors.New("source")
 // The kind decides: builtin and files play directly when the hub can carry
 // their codecs; everything else goes through one ffmpeg transcode per stream.
 // No secret reaches ffmpeg's command line or environment: RTSP is pulled by
-// gortsplib and RTMP by gortmplib (H.264 passes through; AAC goes to
+// gortsplib, RTMP by gortmplib and SRT by gosrt (H.264 passes through; AAC goes to
 // ffmpeg's stdin and comes back as Opus), http(s) is pulled by net/http and
 // fed to ffmpeg's stdin, and any other URL reaches ffmpeg in a 0600 file
 // (see media/transcode).
@@ -77,6 +78,15 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 			// Pulled natively: H.264 passes through without ffmpeg; AAC is
 			// transcoded through ffmpeg's stdin when ffmpeg is installed.
 			s, err := rtmp.New(rtmp.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+			}
+			return s, nil, nil
+		}
+		if kind == "url" && srt.IsSRT(src) {
+			// Pulled natively (gosrt), MPEG-TS demuxed here: H.264 passes
+			// through without ffmpeg; AAC as for RTMP.
+			s, err := srt.New(srt.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 			}

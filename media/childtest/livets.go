@@ -1,6 +1,7 @@
 package childtest
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -41,12 +42,7 @@ func ServeLiveTS(t testing.TB, user, pass string) *LiveTS {
 			}
 		}
 		l.Authorized.Add(1)
-		cmd := exec.CommandContext(r.Context(), ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
-			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-			"-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
-			"-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
-			"-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "pipe:1")
+		cmd := LiveTSCommand(r.Context(), ffmpeg)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			http.Error(w, err.Error(), 500)
@@ -87,6 +83,17 @@ func ServeLiveTS(t testing.TB, user, pass string) *LiveTS {
 	l.srv.Start()
 	t.Cleanup(l.Close)
 	return l
+}
+
+// LiveTSCommand is the ffmpeg command that writes the live MPEG-TS
+// (H.264 + AAC, real time) to its stdout.
+func LiveTSCommand(ctx context.Context, ffmpeg string) *exec.Cmd {
+	return exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
+		"-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
+		"-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "pipe:1")
 }
 
 // URL of the stream, with the server's credentials in the userinfo.

@@ -1,0 +1,222 @@
+// Package tsdemux plays a live MPEG-TS byte stream (SRT, HTTP) that the
+// server pulled itself into a media.Stream without re-encoding: H.264 and
+// Opus pass through; AAC becomes Opus through an ffmpeg child fed on stdin
+// (transcode.AudioPipe) when Options.TranscodeAudio is set, else it is
+// dropped with a warning. A stream without H.264 video fails with
+// media.ErrUnsupportedCodec, so that the caller can fall back to a full
+// transcode.
+package tsdemux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+
+	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/media/transcode"
+)
+
+// Options of Play.
+type Options struct {
+	// TranscodeAudio turns AAC into Opus with ffmpeg (stdin only).
+	TranscodeAudio bool
+	// FFmpegPath for TranscodeAudio (default "ffmpeg" from PATH).
+	FFmpegPath string
+	// StallTimeout ends Play when no media arrived for this long (default
+	// 10 s); Close is then called to unblock the reader.
+	StallTimeout time.Duration
+	// Close unblocks a Read in progress (closes the connection); called on
+	// a stall and when ctx is done.
+	Close func()
+	// OnTracks is called once the tracks are known, with the warnings
+	// (dropped or transcoded audio).
+	OnTracks func(warnings []string)
+	// OnAudioPid is called with the AAC transcoder's pid (0 when it stopped).
+	OnAudioPid func(pid int)
+	Log        *slog.Logger
+}
+
+// Play reads r until it fails, ctx is done (ctx.Err()), or no media came
+// for StallTimeout. Errors are plain (not wrapped in ErrSourceUnavailable)
+// except media.ErrUnsupportedCodec, which is returned before anything is
+// written to st.
+func Play(ctx context.Context, r io.Reader, st *media.Stream, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 10 * time.Second
+	}
+	if o.Close == nil {
+		o.Close = func() {}
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(runCtx, o.Close)
+	defer stop()
+
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	go func() { // stall watchdog
+		t := time.NewTicker(min(o.StallTimeout/4, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case now := <-t.C:
+				if idle := now.Sub(time.Unix(0, last.Load())); idle >= o.StallTimeout {
+					cancel(fmt.Errorf("no media for %s", idle.Round(100*time.Millisecond)))
+					return
+				}
+			}
+		}
+	}()
+	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return err
+	}
+
+	tr := &mpegts.Reader{R: r}
+	if err := tr.Initialize(); err != nil {
+		return fail(fmt.Errorf("reading MPEG-TS: %w", err))
+	}
+	var video, audio *mpegts.Track
+	var aac *tscodecs.MPEG4Audio
+	var found []string
+	for _, t := range tr.Tracks() {
+		name := strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs.")
+		found = append(found, name)
+		switch c := t.Codec.(type) {
+		case *tscodecs.H264:
+			if video == nil {
+				video = t
+			}
+		case *tscodecs.Opus:
+			if audio == nil || aac != nil {
+				audio, aac = t, nil
+			}
+		case *tscodecs.MPEG4Audio:
+			if audio == nil && o.TranscodeAudio {
+				audio, aac = t, c
+			}
+		}
+	}
+	if video == nil {
+		return fmt.Errorf("%w: no H.264 video (found: %s)", media.ErrUnsupportedCodec, strings.Join(found, ", "))
+	}
+	var warnings []string
+	for _, t := range tr.Tracks() {
+		if t == video || t == audio || t.Codec.IsVideo() {
+			continue
+		}
+		name := strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs.")
+		warnings = append(warnings, "audio "+name+" dropped: only Opus is passed through (AAC is transcoded when ffmpeg is installed)")
+	}
+	if aac != nil {
+		warnings = append(warnings, "audio AAC is transcoded to Opus with ffmpeg")
+	}
+	if o.OnTracks != nil {
+		o.OnTracks(warnings)
+	}
+	for _, w := range warnings {
+		o.Log.Warn(w)
+	}
+
+	tracks := media.Tracks{Video: &media.VideoParams{}}
+	if audio != nil {
+		tracks.Audio = &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
+	}
+	// One decoder for all tracks: they share the 90 kHz clock.
+	var td mpegts.TimeDecoder
+	toDur := func(ts int64) time.Duration {
+		v := td.Decode(ts)
+		return time.Duration(v/90000)*time.Second + time.Duration(v%90000)*time.Second/90000
+	}
+
+	var pipe *transcode.AudioPipe
+	var pipeDone <-chan struct{}
+	if aac != nil {
+		var err error
+		pipe, err = transcode.StartAudio(runCtx, transcode.AudioConfig{
+			AAC:        aac.Config,
+			FFmpegPath: o.FFmpegPath,
+			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
+		}, o.Log)
+		if err != nil {
+			return fmt.Errorf("AAC to Opus transcode: %w", err)
+		}
+		if o.OnAudioPid != nil {
+			o.OnAudioPid(pipe.Pid())
+		}
+		pipeDone = pipe.Done()
+		defer func() {
+			pipe.Close()
+			if o.OnAudioPid != nil {
+				o.OnAudioPid(0)
+			}
+		}()
+		go func() {
+			select {
+			case <-pipeDone:
+				cancel(fmt.Errorf("audio transcode: %v", pipe.Err()))
+			case <-runCtx.Done():
+			}
+		}()
+	}
+	st.SetTracks(tracks)
+
+	tr.OnDecodeError(func(error) {})
+	gotIDR := false
+	tr.OnDataH264(video, func(pts, _ int64, au [][]byte) error {
+		last.Store(time.Now().UnixNano())
+		t := toDur(pts)
+		if !gotIDR {
+			if !h264.IsRandomAccess(au) {
+				return nil
+			}
+			gotIDR = true
+		}
+		st.WriteH264(t, au)
+		return nil
+	})
+	if audio != nil {
+		if aac != nil {
+			tr.OnDataMPEG4Audio(audio, func(pts int64, aus [][]byte) error {
+				last.Store(time.Now().UnixNano())
+				pipe.WriteAAC(toDur(pts), aus)
+				return nil
+			})
+		} else {
+			tr.OnDataOpus(audio, func(pts int64, packets [][]byte) error {
+				last.Store(time.Now().UnixNano())
+				t := toDur(pts)
+				for _, p := range packets {
+					st.WriteAudio(t, p)
+					t += time.Duration(opus.PacketDuration2(p)) * time.Second / 48000
+				}
+				return nil
+			})
+		}
+	}
+	for {
+		if err := tr.Read(); err != nil {
+			return fail(err)
+		}
+	}
+}
