@@ -130,10 +130,30 @@ func TestNoSecretInChildProcessHTTP(t *testing.T) {
 	p.waitFor(t, "/api/ready", 200, 30*time.Second)
 	cmds := checkChildren(t, p, pass, "viewer:", "http://", "/live.ts")
 	t.Logf("ffmpeg: %s", cmds)
+	// MPEG-TS with H.264: video passes through; ffmpeg only does the audio.
+	if len(cmds) != 1 || !strings.Contains(cmds[0], "-i pipe:0") || strings.Contains(cmds[0], "libx264") {
+		t.Errorf("want one audio-only ffmpeg reading stdin, got %q", cmds)
+	}
 	watch(t, p, true)
 	if live.Authorized.Load() == 0 {
 		t.Fatal("the HTTP server never saw the credentials")
 	}
+}
+
+// An http:// URL whose video the server cannot pass through (MPEG-2):
+// the response is fed to a transcoding ffmpeg's stdin.
+func TestNoSecretInChildProcessHTTPTranscode(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	const pass = "Http-Argv-Mpeg2"
+	live := childtest.ServeLiveTS(t, "viewer", pass, "-c:v", "mpeg2video", "-q:v", "5")
+	p := launch(t, nil, argvEnv(live.URL())...)
+	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+	cmds := checkChildren(t, p, pass, "viewer:", "http://", "/live.ts")
+	t.Logf("ffmpeg: %s", cmds)
+	if len(cmds) != 1 || !strings.Contains(cmds[0], "-i pipe:0") || !strings.Contains(cmds[0], "libx264") {
+		t.Errorf("want one transcoding ffmpeg reading stdin, got %q", cmds)
+	}
+	watch(t, p, true)
 }
 
 // A URL ffmpeg must open itself (here tcp:// to a listener that accepts

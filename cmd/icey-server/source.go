@@ -29,9 +29,10 @@ var errSourceConfig = errors.New("source")
 // The kind decides: builtin and files play directly when the hub can carry
 // their codecs; everything else goes through one ffmpeg transcode per stream.
 // No secret reaches ffmpeg's command line or environment: RTSP is pulled by
-// gortsplib, RTMP by gortmplib and SRT by gosrt (H.264 passes through; AAC goes to
-// ffmpeg's stdin and comes back as Opus), http(s) is pulled by net/http and
-// fed to ffmpeg's stdin, and any other URL reaches ffmpeg in a 0600 file
+// gortsplib, RTMP by gortmplib, SRT by gosrt and http(s) by net/http. H.264
+// passes through (MPEG-TS is demuxed here), AAC goes to ffmpeg's stdin and
+// comes back as Opus, other codecs and containers of an http(s) response
+// are fed to ffmpeg's stdin; any other URL reaches ffmpeg in a 0600 file
 // (see media/transcode).
 func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, error) {
 	src := cfg.Media.Source
@@ -92,6 +93,25 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 			}
 			return s, nil, nil
 		}
+		if kind == "url" && httpsrc.IsHTTP(src) {
+			// Pulled by net/http here: MPEG-TS with H.264 is demuxed in
+			// process (no ffmpeg for the video); anything else is fed to
+			// ffmpeg's stdin from the same response.
+			url := strings.TrimSpace(src)
+			hc := httpsrc.SourceConfig{URL: url, TranscodeAudio: transcode.Available()}
+			if transcode.Available() {
+				hc.Fallback = func(feed httpsrc.FeedFunc) (media.Source, error) {
+					w, h, fps, bitrate := cfg.Media.VideoTarget()
+					return transcode.New(transcode.Config{Input: url, Kind: kind, Feed: feed,
+						Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
+				}
+			}
+			s, err := httpsrc.NewSource(hc, log)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+			}
+			return s, nil, nil
+		}
 		if !transcode.Available() {
 			return nil, nil, fmt.Errorf("%w: %s sources need ffmpeg, which is not installed%s", errSourceConfig, kind, ffmpegHint())
 		}
@@ -103,17 +123,8 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 
 func transcoded(src, kind string, cfg config.Config, log *slog.Logger, why string) (media.Source, []string, error) {
 	w, h, fps, bitrate := cfg.Media.VideoTarget()
-	tc := transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file",
-		Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}
-	if kind == "url" && httpsrc.IsHTTP(src) {
-		// The server pulls http(s) itself: the credentials stay here.
-		f, err := httpsrc.New(strings.TrimSpace(src), nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
-		}
-		tc.Feed = f.Feed
-	}
-	s, err := transcode.New(tc, log)
+	s, err := transcode.New(transcode.Config{Input: src, Kind: kind, Loop: cfg.Media.Loop && kind == "file",
+		Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 	}

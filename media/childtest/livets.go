@@ -24,7 +24,10 @@ type LiveTS struct {
 
 // ServeLiveTS starts a LiveTS; it is closed by t.Cleanup. user "" serves
 // without authentication.
-func ServeLiveTS(t testing.TB, user, pass string) *LiveTS {
+//
+// videoArgs, when given, replace the H.264 encoder arguments (e.g.
+// "-c:v", "mpeg2video" for a stream the server cannot pass through).
+func ServeLiveTS(t testing.TB, user, pass string, videoArgs ...string) *LiveTS {
 	t.Helper()
 	ffmpeg, err := exec.LookPath("ffmpeg")
 	if err != nil {
@@ -42,7 +45,7 @@ func ServeLiveTS(t testing.TB, user, pass string) *LiveTS {
 			}
 		}
 		l.Authorized.Add(1)
-		cmd := LiveTSCommand(r.Context(), ffmpeg)
+		cmd := LiveTSCommand(r.Context(), ffmpeg, videoArgs...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			http.Error(w, err.Error(), 500)
@@ -86,14 +89,20 @@ func ServeLiveTS(t testing.TB, user, pass string) *LiveTS {
 }
 
 // LiveTSCommand is the ffmpeg command that writes the live MPEG-TS
-// (H.264 + AAC, real time) to its stdout.
-func LiveTSCommand(ctx context.Context, ffmpeg string) *exec.Cmd {
-	return exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+// (H.264 + AAC, real time) to its stdout; videoArgs replace the H.264
+// encoder arguments.
+func LiveTSCommand(ctx context.Context, ffmpeg string, videoArgs ...string) *exec.Cmd {
+	if len(videoArgs) == 0 {
+		videoArgs = []string{"-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
+			"-bf", "0", "-pix_fmt", "yuv420p"}
+	}
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-re",
 		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-		"-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
-		"-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-g", "25"}
+	args = append(args, videoArgs...)
+	args = append(args, "-c:a", "aac", "-ac", "2",
 		"-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "pipe:1")
+	return exec.CommandContext(ctx, ffmpeg, args...)
 }
 
 // URL of the stream, with the server's credentials in the userinfo.

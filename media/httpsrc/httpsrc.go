@@ -70,13 +70,11 @@ func IsHTTP(src string) bool {
 // String is the URL without credentials.
 func (f *Feeder) String() string { return f.safe }
 
-// Feed implements transcode.Config.Feed: it GETs the URL and copies the
-// body to w until the body ends (nil), ctx is done, or a read or write
-// fails. Error texts never hold the credentials.
-func (f *Feeder) Feed(ctx context.Context, w io.Writer) error {
+// open GETs the URL; the caller closes the body.
+func (f *Feeder) open(ctx context.Context) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url.String(), nil)
 	if err != nil {
-		return f.scrubErr("request", err)
+		return nil, f.scrubErr("request", err)
 	}
 	if f.url.User != nil {
 		// net/http would do this too; explicit, so that it is obvious the
@@ -87,16 +85,29 @@ func (f *Feeder) Feed(ctx context.Context, w io.Writer) error {
 	req.Header.Set("User-Agent", "icey-server")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return f.scrubErr("GET", err)
+		return nil, f.scrubErr("GET", err)
 	}
-	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return fmt.Errorf("GET %s: %s: %w", f.safe, resp.Status, ErrUnauthorized)
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s: %w", f.safe, resp.Status, ErrUnauthorized)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return fmt.Errorf("GET %s: %s", f.safe, resp.Status)
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", f.safe, resp.Status)
 	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	return resp.Body, nil
+}
+
+// Feed implements transcode.Config.Feed: it GETs the URL and copies the
+// body to w until the body ends (nil), ctx is done, or a read or write
+// fails. Error texts never hold the credentials.
+func (f *Feeder) Feed(ctx context.Context, w io.Writer) error {
+	body, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if _, err := io.Copy(w, body); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
