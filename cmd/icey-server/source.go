@@ -106,6 +106,13 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 						Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
 				}
 			}
+			if transcode.Available() {
+				hc.Playlist = func() (media.Source, error) {
+					w, h, fps, bitrate := cfg.Media.VideoTarget()
+					return transcode.New(transcode.Config{Input: url, Kind: kind,
+						Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
+				}
+			}
 			s, err := httpsrc.NewSource(hc, log)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)

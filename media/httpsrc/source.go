@@ -34,6 +34,12 @@ type SourceConfig struct {
 	// copies the rest of the same response. Nil: such bodies fail with
 	// media.ErrUnsupportedCodec.
 	Fallback func(feed FeedFunc) (media.Source, error)
+	// Playlist, when set, makes the source for an HLS playlist (a body
+	// starting with #EXTM3U): its segments are separate requests relative
+	// to the URL, so ffmpeg must open the URL itself (transcode reads it
+	// from a private file, never from its command line). Nil: playlists
+	// fail with media.ErrUnsupportedCodec.
+	Playlist func() (media.Source, error)
 }
 
 // Source is an http(s) media source: the server GETs the URL itself. An
@@ -133,6 +139,19 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 		return fmt.Errorf("%w: %s: reading: %s", media.ErrSourceUnavailable, s.f.safe, s.f.scrubErr("body", err))
 	}
 	isTS := n == 189 && head[0] == 0x47 && head[188] == 0x47
+	if bytes.HasPrefix(bytes.TrimLeft(head[:n], "\ufeff \t\r\n"), []byte("#EXTM3U")) {
+		closeBody()
+		if s.cfg.Playlist == nil {
+			return fmt.Errorf("%w: %s: an HLS playlist needs ffmpeg", media.ErrUnsupportedCodec, s.f.safe)
+		}
+		s.fellBack.Store(true)
+		s.setWarnings([]string{"HLS playlist; transcoding with ffmpeg"})
+		src, err := s.cfg.Playlist()
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", media.ErrSourceUnavailable, s.f.safe, err)
+		}
+		return src.Run(ctx, st)
+	}
 	if isTS {
 		s.fellBack.Store(false)
 		err := tsdemux.Play(runCtx, io.MultiReader(bytes.NewReader(head), rec), st, tsdemux.Options{
