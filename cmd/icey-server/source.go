@@ -75,49 +75,10 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 		}
 		return s, s.Warnings(), nil
 	case "device", "url":
-		if kind == "url" && rtmp.IsRTMP(src) {
-			// Pulled natively: H.264 passes through without ffmpeg; AAC is
-			// transcoded through ffmpeg's stdin when ffmpeg is installed.
-			s, err := rtmp.New(rtmp.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
+		if kind == "url" {
+			if s, ok, err := pulledURL(src, cfg, log); ok {
+				return s, nil, err
 			}
-			return s, nil, nil
-		}
-		if kind == "url" && srt.IsSRT(src) {
-			// Pulled natively (gosrt), MPEG-TS demuxed here: H.264 passes
-			// through without ffmpeg; AAC as for RTMP.
-			s, err := srt.New(srt.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
-			}
-			return s, nil, nil
-		}
-		if kind == "url" && httpsrc.IsHTTP(src) {
-			// Pulled by net/http here: MPEG-TS with H.264 is demuxed in
-			// process (no ffmpeg for the video); anything else is fed to
-			// ffmpeg's stdin from the same response.
-			url := strings.TrimSpace(src)
-			hc := httpsrc.SourceConfig{URL: url, TranscodeAudio: transcode.Available()}
-			if transcode.Available() {
-				hc.Fallback = func(feed httpsrc.FeedFunc) (media.Source, error) {
-					w, h, fps, bitrate := cfg.Media.VideoTarget()
-					return transcode.New(transcode.Config{Input: url, Kind: kind, Feed: feed,
-						Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
-				}
-			}
-			if transcode.Available() {
-				hc.Playlist = func() (media.Source, error) {
-					w, h, fps, bitrate := cfg.Media.VideoTarget()
-					return transcode.New(transcode.Config{Input: url, Kind: kind,
-						Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
-				}
-			}
-			s, err := httpsrc.NewSource(hc, log)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
-			}
-			return s, nil, nil
 		}
 		if !transcode.Available() {
 			return nil, nil, fmt.Errorf("%w: %s sources need ffmpeg, which is not installed%s", errSourceConfig, kind, ffmpegHint())
@@ -126,6 +87,45 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 	default:
 		return nil, nil, fmt.Errorf("%w: unknown source kind %q", errSourceConfig, kind)
 	}
+}
+
+// pulledURL is the source for a URL the server pulls itself (ok false for
+// other schemes): RTMP (gortmplib) and SRT (gosrt) with H.264 passed
+// through, http(s) (net/http) with MPEG-TS/H.264 demuxed here and anything
+// else fed to ffmpeg's stdin from the same response. AAC becomes Opus
+// through an ffmpeg that reads only stdin; without ffmpeg it is dropped.
+func pulledURL(src string, cfg config.Config, log *slog.Logger) (media.Source, bool, error) {
+	src = strings.TrimSpace(src)
+	ff := transcode.Available()
+	wrap := func(s media.Source, err error) (media.Source, bool, error) {
+		if err != nil {
+			return nil, true, fmt.Errorf("%w: %v", errSourceConfig, err)
+		}
+		return s, true, nil
+	}
+	switch {
+	case rtmp.IsRTMP(src):
+		return wrap(rtmp.New(rtmp.Config{URL: src, TranscodeAudio: ff}, log))
+	case srt.IsSRT(src):
+		return wrap(srt.New(srt.Config{URL: src, TranscodeAudio: ff}, log))
+	case httpsrc.IsHTTP(src):
+		hc := httpsrc.SourceConfig{URL: src, TranscodeAudio: ff}
+		if ff {
+			w, h, fps, bitrate := cfg.Media.VideoTarget()
+			tc := transcode.Config{Input: src, Kind: "url", Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}
+			hc.Fallback = func(feed httpsrc.FeedFunc) (media.Source, error) {
+				c := tc
+				c.Feed = feed
+				return transcode.New(c, log)
+			}
+			// HLS: the segments are requests of their own, so ffmpeg opens
+			// the URL, which it reads from a private file.
+			hc.Playlist = func() (media.Source, error) { return transcode.New(tc, log) }
+		}
+		s, err := httpsrc.NewSource(hc, log)
+		return wrap(s, err)
+	}
+	return nil, false, nil
 }
 
 func transcoded(src, kind string, cfg config.Config, log *slog.Logger, why string) (media.Source, []string, error) {
