@@ -97,7 +97,7 @@ type conn struct {
 	relayFrom  map[*conn]int
 	pres       []*conn
 	presHead   int
-	presState  map[*conn][]byte
+	presState  map[*conn]pendingPresence
 
 	// Reader goroutine only.
 	rate     []time.Time
@@ -134,7 +134,7 @@ func newConn(s *Server, ws *websocket.Conn, r *http.Request) *conn {
 		wake:       make(chan struct{}, 1),
 		rooms:      map[string]struct{}{},
 		relayFrom:  map[*conn]int{},
-		presState:  map[*conn][]byte{},
+		presState:  map[*conn]pendingPresence{},
 		created:    time.Now(),
 	}
 }
@@ -192,24 +192,49 @@ func (c *conn) relay(from *conn, b []byte) {
 	c.signal()
 }
 
+// pendingPresence is a peer's latest presence not yet written; fresh: this
+// receiver has not been told anything about that peer before.
+type pendingPresence struct {
+	b     []byte
+	fresh bool
+}
+
 // presence queues o's latest presence (b) for this peer, coalescing with
-// one still pending.
-func (c *conn) presence(o *conn, b []byte) {
+// one still pending. first: o was never announced to this peer before (o's
+// or this peer's auth).
+func (c *conn) presence(o *conn, b []byte, first bool) {
 	if c.closing.Load() {
 		return
 	}
 	c.omu.Lock()
-	if _, pending := c.presState[o]; !pending {
+	p, pending := c.presState[o]
+	if !pending {
 		if len(c.presState) >= c.s.maxPresence() {
 			c.omu.Unlock()
 			c.dropSlow("presence backlog full")
 			return
 		}
 		c.pres = append(c.pres, o)
+		p.fresh = first
 	}
-	c.presState[o] = b
+	p.b = b
+	c.presState[o] = p
 	c.omu.Unlock()
 	c.signal()
+}
+
+// presenceGone tells this peer that o went offline. When it was never told
+// o was online, it is told nothing: a peer that connects and leaves before
+// a receiver catches up costs that receiver nothing.
+func (c *conn) presenceGone(o *conn) {
+	c.omu.Lock()
+	if p, pending := c.presState[o]; pending && p.fresh {
+		delete(c.presState, o) // its lane entry is skipped
+		c.omu.Unlock()
+		return
+	}
+	c.omu.Unlock()
+	c.presence(o, o.presenceOff, false)
 }
 
 // next pops the next frame to write (ok false: nothing queued).
@@ -219,9 +244,9 @@ func (c *conn) next() (it outItem, ok bool) {
 	if c.mainHead < len(c.main) {
 		head := c.main[c.mainHead]
 		if head.kind == outRelay {
-			if b, pending := c.presState[head.from]; pending {
+			if p, pending := c.presState[head.from]; pending {
 				delete(c.presState, head.from) // its lane entry is skipped later
-				return outItem{kind: outServer, data: b}, true
+				return outItem{kind: outServer, data: p.b}, true
 			}
 			c.relayBytes -= len(head.data)
 			if c.relayFrom[head.from] -= len(head.data); c.relayFrom[head.from] <= 0 {
@@ -247,9 +272,9 @@ func (c *conn) next() (it outItem, ok bool) {
 		if c.presHead == len(c.pres) {
 			c.pres, c.presHead = c.pres[:0], 0
 		}
-		if b, pending := c.presState[o]; pending {
+		if p, pending := c.presState[o]; pending {
 			delete(c.presState, o)
-			return outItem{kind: outServer, data: b}, true
+			return outItem{kind: outServer, data: p.b}, true
 		}
 	}
 	return outItem{}, false
@@ -425,8 +450,11 @@ func (c *conn) allowRate(now time.Time) bool {
 func (c *conn) finish() {
 	c.closing.Store(true)
 	close(c.quit)
-	<-c.writerDone
+	// Closing the socket first unblocks a writer stuck on a peer that does
+	// not read. The reader has stopped: the peer answered our close frame,
+	// sent its own, went away or missed the close deadline.
 	_ = c.ws.Close()
+	<-c.writerDone
 	if c.slow.Load() {
 		c.detachCall()
 	} else {
@@ -449,7 +477,7 @@ func (c *conn) finish() {
 	}
 	delete(s.peers, c.id)
 	for o := range others {
-		o.presence(c, c.presenceOff)
+		o.presenceGone(c)
 	}
 	s.mu.Unlock()
 	s.log.Debug("peer left", "peer", c.addr, "remote", c.remote)
@@ -593,8 +621,8 @@ func (c *conn) auth(data []byte) {
 	c.send(frame{"type": "welcome", "protocol": Protocol, "status": http.StatusOK, "peer": peer, "rooms": joined})
 	c.sendRaw(s.serverPresence)
 	for o := range s.sharingLocked(c) {
-		c.presence(o, o.presenceOn)
-		o.presence(c, c.presenceOn)
+		c.presence(o, o.presenceOn, true)
+		o.presence(c, c.presenceOn, true)
 	}
 	s.mu.Unlock()
 	s.log.Debug("peer authenticated", "peer", c.addr, "remote", c.remote, "rooms", len(joined))
@@ -622,8 +650,8 @@ func (c *conn) join(room string) {
 		// Peers met for the first time learn about each other.
 		for o := range s.rooms[room] {
 			if _, known := before[o]; !known && o != c {
-				c.presence(o, o.presenceOn)
-				o.presence(c, c.presenceOn)
+				c.presence(o, o.presenceOn, false)
+				o.presence(c, c.presenceOn, false)
 			}
 		}
 	}
@@ -690,6 +718,9 @@ func (c *conn) route(typ string, m msg) {
 	if err != nil {
 		c.sendError(http.StatusBadRequest, "Invalid to field")
 		return
+	}
+	if hasTo && targets == nil && target == "" {
+		hasTo = false // "to":"" is no "to", as before
 	}
 	if !hasTo || targets == nil {
 		if target == ServerAddress || target == ServerID || target == ServerUser {

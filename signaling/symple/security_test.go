@@ -63,8 +63,9 @@ func TestNoForgery(t *testing.T) {
 }
 
 // TestJoinAfterManyIdlePeers: N peers (300; SYMPLE_JOIN_PEERS to measure
-// more) authenticate and never read; one more joins, receives the welcome,
-// the server's presence and every peer's, calls and receives video.
+// more) authenticate and then never read; one more joins, receives the
+// welcome, the server's presence and every peer's, calls and receives
+// video, and nobody was dropped.
 func TestJoinAfterManyIdlePeers(t *testing.T) {
 	checkLeaks(t)
 	n := 300
@@ -72,18 +73,36 @@ func TestJoinAfterManyIdlePeers(t *testing.T) {
 		n = v
 	}
 	l := newSessionLayer(t, signaling.Config{}, true)
-	ts := newTestServer(t, Config{MaxConns: n + 10}, l.m)
+	// Idle peers that never read get every later arrival's presence; with
+	// thousands of them their socket buffers fill and the server's writes
+	// to them block. The default WriteTimeout would then (rightly) drop
+	// them for their own slowness; this test wants them all present.
+	ts := newTestServer(t, Config{MaxConns: n + 10, WriteTimeout: time.Hour}, l.m)
 	w := mustDial(t, ts.url)
 	w.login("watcher", "")
+	var online atomic.Int64
+	go func() {
+		for {
+			_, b, err := w.ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(b), `"online":true`) && !strings.Contains(string(b), ServerAddress) {
+				online.Add(1)
+			}
+		}
+	}()
 	start := time.Now()
 	for i := range n {
 		c := mustDial(t, ts.url)
 		c.send(map[string]any{"type": "auth", "user": fmt.Sprintf("idle%d", i)})
 	}
-	for seen := 0; seen < n; {
-		if m := w.next(); m["type"] == "presence" && m["from"] != ServerAddress {
-			seen++
+	deadline := time.Now().Add(time.Minute + time.Duration(n)*20*time.Millisecond)
+	for online.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher saw %d of %d peers come online", online.Load(), n)
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("%d idle peers in after %s", n, time.Since(start).Round(time.Millisecond))
 
@@ -98,9 +117,14 @@ func TestJoinAfterManyIdlePeers(t *testing.T) {
 		}
 	}
 	t.Logf("joined among %d peers: welcome and %d presences in %s", n+1, len(seen), time.Since(start).Round(time.Millisecond))
+	start = time.Now()
 	b := newBrowser(t, late, webrtc.RTPTransceiverDirectionRecvonly)
 	b.call()
 	b.waitFrames(10)
+	t.Logf("call answered and 10 video frames in %s", time.Since(start).Round(time.Millisecond))
+	if ts.s.Peers() != n+2 {
+		t.Fatalf("%d peers, want %d: nobody may be dropped", ts.s.Peers(), n+2)
+	}
 }
 
 // TestUnauthenticatedPool: with a token set, 1000 sockets that never

@@ -233,9 +233,11 @@ func (s *Server) Peers() int {
 // receiver's relay budget was full.
 func (s *Server) Shed() int64 { return s.shed.Load() }
 
-// maxPresence bounds one receiver's pending presence entries: one per other
-// connection that can exist at once, with room for churn.
-func (s *Server) maxPresence() int { return 2*(s.cfg.MaxConns+s.cfg.MaxPending) + 1024 }
+// maxPresence bounds one receiver's pending presence entries: about one per
+// peer that can exist at once (entries are coalesced per peer, and a peer
+// that leaves before its arrival was written cancels it), with room for
+// peers that left after their arrival was written.
+func (s *Server) maxPresence() int { return 4*(s.cfg.MaxConns+s.cfg.MaxPending) + 4096 }
 
 // admitLocked takes authenticated capacity for c at auth; false when full.
 func (s *Server) admitLocked(c *conn) bool {
