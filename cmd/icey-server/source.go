@@ -40,7 +40,16 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 	case "builtin":
 		return builtin.New(log), nil, nil
 	case "rtsp":
-		s, err := rtsp.New(rtsp.Config{URL: src, TranscodeAudio: transcode.Available()}, log)
+		rc := rtsp.Config{URL: src, TranscodeAudio: transcode.Available()}
+		if transcode.Available() {
+			// An H.265 camera: gortsplib pulls it, ffmpeg gets MPEG-TS on stdin.
+			rc.VideoTranscode = func(feed rtsp.FeedFunc) (media.Source, error) {
+				w, h, fps, bitrate := cfg.Media.VideoTarget()
+				return transcode.New(transcode.Config{Input: src, Kind: "rtsp", Feed: feed, FeedFormat: "mpegts",
+					Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
+			}
+		}
+		s, err := rtsp.New(rc, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %v", errSourceConfig, err)
 		}

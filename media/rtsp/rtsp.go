@@ -72,6 +72,12 @@ type Config struct {
 	TranscodeAudio bool
 	// FFmpegPath for TranscodeAudio (default: "ffmpeg" from PATH).
 	FFmpegPath string
+	// VideoTranscode, when set, plays a camera without H.264 but with
+	// H.265 video: the server depacketizes H.265 (and AAC audio) and feeds
+	// them as MPEG-TS to the returned source's ffmpeg stdin (typically a
+	// transcode.Source with Feed set), which writes H.264 + Opus into the
+	// stream. Nil: such cameras fail with media.ErrUnsupportedCodec.
+	VideoTranscode func(feed FeedFunc) (media.Source, error)
 }
 
 // Source plays one RTSP URL. It implements media.Source. Run may be called
@@ -219,6 +225,10 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 		}
 	}
 
+	if sel.h265 != nil {
+		return s.runTranscoded(ctx, c, sel, waitDone, st, agg)
+	}
+
 	dec, err := sel.h264.CreateDecoder()
 	if err != nil {
 		return s.unavailable("H.264 decoder", err)
@@ -361,7 +371,9 @@ type selection struct {
 	audioFormat format.Format
 	audioParams media.AudioParams
 	// aac is set when the audio is AAC transcoded to Opus (audioFormat is it too).
-	aac      *format.MPEG4Audio
+	aac *format.MPEG4Audio
+	// h265 is set when the video is H.265 for VideoTranscode (h264 is nil).
+	h265     *format.H265
 	warnings []string
 }
 
@@ -395,6 +407,11 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 	if sel.aac != nil {
 		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with ffmpeg", describeFormat(sel.aac)))
 	}
+	if sel.video == nil && s.cfg.VideoTranscode != nil {
+		if t := s.selectForTranscode(desc); t != nil {
+			return t, nil
+		}
+	}
 	if sel.video == nil {
 		if len(found) == 0 {
 			found = append(found, "no media")
@@ -419,6 +436,41 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 		}
 	}
 	return sel, nil
+}
+
+// selectForTranscode picks H.265 video and AAC audio for VideoTranscode
+// (nil when there is no H.265).
+func (s *Source) selectForTranscode(desc *description.Session) *selection {
+	sel := &selection{}
+	for _, m := range desc.Medias {
+		for _, f := range m.Formats {
+			switch f := f.(type) {
+			case *format.H265:
+				if sel.video == nil && m.Type == description.MediaTypeVideo {
+					sel.video, sel.h265 = m, f
+				}
+			case *format.MPEG4Audio:
+				if sel.audio == nil && m.Type == description.MediaTypeAudio && !m.IsBackChannel && f.Config != nil {
+					sel.audio, sel.audioFormat, sel.aac = m, f, f
+				}
+			}
+		}
+	}
+	if sel.video == nil {
+		return nil
+	}
+	sel.warnings = append(sel.warnings, "video H265 is transcoded to H.264 with ffmpeg")
+	for _, m := range desc.Medias {
+		if m.Type != description.MediaTypeAudio || m.IsBackChannel {
+			continue
+		}
+		for _, f := range m.Formats {
+			if f != sel.audioFormat {
+				sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s dropped: only AAC is passed to the transcode", describeFormat(f)))
+			}
+		}
+	}
+	return sel
 }
 
 // passThrough reports whether WebRTC can carry f as is.
