@@ -115,7 +115,7 @@ func pulledURL(src string, cfg config.Config, log *slog.Logger) (media.Source, b
 	switch {
 	case rtmp.IsRTMP(src):
 		return wrap(rtmp.New(rtmp.Config{URL: src, TranscodeAudio: ff}, log))
-	case srt.IsSRT(src):
+	case srt.IsSRT(src) && srt.CallerMode(src):
 		return wrap(srt.New(srt.Config{URL: src, TranscodeAudio: ff}, log))
 	case httpsrc.IsHTTP(src):
 		hc := httpsrc.SourceConfig{URL: src, TranscodeAudio: ff}

@@ -64,6 +64,18 @@ func IsSRT(src string) bool {
 	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(src)), "srt://")
 }
 
+// CallerMode reports whether an srt:// URL asks for caller mode (the
+// default), the only one Source supports; listener and rendezvous URLs are
+// left to ffmpeg.
+func CallerMode(src string) bool {
+	u, err := url.Parse(strings.TrimSpace(src))
+	if err != nil {
+		return false
+	}
+	m := u.Query().Get("mode")
+	return m == "" || m == "caller"
+}
+
 // New validates cfg. log may be nil.
 func New(cfg Config, log *slog.Logger) (*Source, error) {
 	if log == nil {
