@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -218,12 +219,58 @@ func SourceKind(src string) string {
 func RedactURL(s string) string { return redact.URL(s) }
 
 // PublicSource is the source as shown in logs and the API.
-func (c *Config) PublicSource() string { return RedactURL(c.Media.Source) }
+func (c *Config) PublicSource() string { return RedactSource(c.Media.Source) }
+
+// secretQueryKey matches query parameters that carry credentials in source
+// URLs: RTMP ?token=, SRT passphrase= and streamid=, signed HTTP URLs.
+var secretQueryKey = regexp.MustCompile(`(?i)pass|token|secret|key|auth|sig|cred|streamid|session`)
+
+// RedactSource is a source URL fit to show: userinfo removed and the values
+// of credential-like query parameters replaced by "[redacted]".
+func RedactSource(src string) string {
+	out := RedactURL(src)
+	u, err := url.Parse(out)
+	if err != nil || u.Scheme == "" || (u.RawQuery == "" && u.Fragment == "") {
+		if i := strings.IndexAny(out, "?#"); err != nil && i >= 0 && strings.Contains(out, "://") {
+			return out[:i] + "?[redacted]"
+		}
+		return out
+	}
+	q := u.Query()
+	for k := range q {
+		if secretQueryKey.MatchString(k) {
+			q[k] = []string{"[redacted]"}
+		}
+	}
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "%5Bredacted%5D", "[redacted]")
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}
+
+// querySecrets are the values of credential-like query parameters of src.
+func querySecrets(src string) []string {
+	u, err := url.Parse(src)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for k, vs := range u.Query() {
+		if !secretQueryKey.MatchString(k) {
+			continue
+		}
+		for _, v := range vs {
+			if len(v) >= 3 {
+				out = append(out, v, url.QueryEscape(v))
+			}
+		}
+	}
+	return out
+}
 
 // Secrets returns the secret values in use, so that loggers can scrub them.
 func (c *Config) Secrets() []string {
 	var out []string
-	for _, s := range []string{c.Auth.Token, c.TURN.Secret, c.Metrics.BearerToken, sourcePassword(c.Media.Source)} {
+	for _, s := range append([]string{c.Auth.Token, c.TURN.Secret, c.Metrics.BearerToken, sourcePassword(c.Media.Source)}, querySecrets(c.Media.Source)...) {
 		if s != "" {
 			out = append(out, s)
 		}

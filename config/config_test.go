@@ -249,3 +249,24 @@ func TestVideoTargetFromExistingConfig(t *testing.T) {
 		t.Fatalf("media.video keys must not warn: %v", o.Config.Warnings)
 	}
 }
+
+// Credentials in a source's query (RTMP tokens, SRT passphrases, signed
+// URLs) are shown as [redacted] and scrubbed from logs.
+func TestRedactSourceQuery(t *testing.T) {
+	cases := map[string]string{
+		"rtmp://u:p@cam.example/live/cam?token=abcdef":                               "rtmp://cam.example/live/cam?token=[redacted]",
+		"srt://127.0.0.1:9000?mode=caller&passphrase=longsecret1&streamid=#!::r=cam": "srt://127.0.0.1:9000?mode=caller&passphrase=[redacted]&streamid=[redacted]",
+		"https://cdn.example/live.ts?X-Amz-Signature=00ff&x=1":                       "https://cdn.example/live.ts?X-Amz-Signature=[redacted]&x=1",
+		"rtsp://admin:pw@10.0.0.5/stream1":                                           "rtsp://10.0.0.5/stream1",
+		"./clip.mp4":                                                                 "./clip.mp4",
+	}
+	for in, want := range cases {
+		if got := RedactSource(in); got != want {
+			t.Errorf("RedactSource(%q) = %q, want %q", in, got, want)
+		}
+	}
+	c := Config{Media: Media{Source: "srt://h:9000?passphrase=longsecret1"}}
+	if !strings.Contains(strings.Join(c.Secrets(), " "), "longsecret1") {
+		t.Fatalf("passphrase not among the secrets to scrub: %v", c.Secrets())
+	}
+}
