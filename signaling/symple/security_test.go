@@ -76,15 +76,19 @@ func TestJoinAfterManyIdlePeers(t *testing.T) {
 	// Idle peers that never read get every later arrival's presence; with
 	// thousands of them their socket buffers fill and the server's writes
 	// to them block. The default WriteTimeout would then (rightly) drop
-	// them for their own slowness; this test wants them all present.
-	ts := newTestServer(t, Config{MaxConns: n + 10, WriteTimeout: time.Hour}, l.m)
+	// them for their own slowness, and the keepalive would drop them for
+	// never answering a ping; this test wants them all present.
+	ts := newTestServer(t, Config{MaxConns: n + 10, WriteTimeout: time.Hour, PingInterval: time.Hour}, l.m)
 	w := mustDial(t, ts.url)
 	w.login("watcher", "")
 	var online atomic.Int64
+	var werr atomic.Value
+	_ = w.ws.SetReadDeadline(time.Time{}) // login left a short one
 	go func() {
 		for {
 			_, b, err := w.ws.ReadMessage()
 			if err != nil {
+				werr.Store(err)
 				return
 			}
 			if strings.Contains(string(b), `"online":true`) && !strings.Contains(string(b), ServerAddress) {
@@ -97,10 +101,11 @@ func TestJoinAfterManyIdlePeers(t *testing.T) {
 		c := mustDial(t, ts.url)
 		c.send(map[string]any{"type": "auth", "user": fmt.Sprintf("idle%d", i)})
 	}
+	t.Logf("%d idle peers dialled in %s", n, time.Since(start).Round(time.Millisecond))
 	deadline := time.Now().Add(time.Minute + time.Duration(n)*20*time.Millisecond)
 	for online.Load() < int64(n) {
 		if time.Now().After(deadline) {
-			t.Fatalf("watcher saw %d of %d peers come online", online.Load(), n)
+			t.Fatalf("watcher saw %d of %d peers come online (%d peers on the server, watcher error %v)", online.Load(), n, ts.s.Peers(), werr.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
