@@ -8,6 +8,7 @@ package symple
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -294,4 +295,23 @@ func TestFloodShedsInsteadOfDisconnecting(t *testing.T) {
 		b.waitFrames(n + 20)
 		t.Logf("call %d: %d video frames", i, b.frames.Load())
 	}
+}
+
+// TestPendingEvictionPrefersTheBusiestHost: a host flooding the pending
+// pool evicts its own sockets, not an older pending socket of another host.
+func TestPendingEvictionPrefersTheBusiestHost(t *testing.T) {
+	checkLeaks(t)
+	ts := newTestServer(t, Config{Token: "tok", MaxPending: 8}, nil)
+	legit := mustDial(t, ts.url) // from 127.0.0.1, the oldest pending socket
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
+		return (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).Dial(network, addr)
+	}}
+	for range 50 {
+		ws, _, err := d.Dial(ts.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Close() })
+	}
+	legit.login("legit", "tok")
 }

@@ -18,7 +18,8 @@
 // relayed frames carry the sender's real address and, for presence, its
 // authenticated identity; shutdown and icey:* names come only from the
 // server. Unauthenticated connections wait in a small pool of their own
-// (MaxPending, oldest evicted first) with the auth deadline, and never take
+// (MaxPending; when full, the oldest of the busiest remote host is evicted)
+// with the auth deadline, and never take
 // authenticated capacity (MaxConns).
 package symple
 
@@ -29,6 +30,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -78,8 +80,8 @@ type Config struct {
 	MaxConns int
 	// MaxPending bounds connections that have not authenticated yet
 	// (default 64). When the pool is full, a new connection evicts the
-	// oldest pending one (503 to it), so sockets that never authenticate
-	// cannot keep token holders out.
+	// oldest pending one of the remote host holding the most (503 to it),
+	// so sockets that never authenticate cannot keep token holders out.
 	MaxPending int
 	// AuthTimeout is how long a new connection may take to authenticate
 	// (default 10 s); then → 408.
@@ -257,6 +259,35 @@ func (s *Server) admitLocked(c *conn) bool {
 	return true
 }
 
+// evictionLocked picks the pending connection to evict for a new one: the
+// oldest of the remote host holding the most pending connections, so one
+// source of idle sockets evicts its own first.
+func (s *Server) evictionLocked() *conn {
+	per := map[string]int{}
+	for o := range s.pending {
+		per[remoteHost(o.remote)]++
+	}
+	var pick *conn
+	for o := range s.pending {
+		if pick == nil {
+			pick = o
+			continue
+		}
+		n, m := per[remoteHost(o.remote)], per[remoteHost(pick.remote)]
+		if n > m || (n == m && o.created.Before(pick.created)) {
+			pick = o
+		}
+	}
+	return pick
+}
+
+func remoteHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
 // releaseLocked gives back the pending or pre-auth slot c holds.
 func (s *Server) releaseLocked(c *conn) {
 	switch c.slot {
@@ -316,11 +347,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		full = true // authenticating could not succeed
 	default:
 		if len(s.pending) >= s.cfg.MaxPending {
-			for o := range s.pending {
-				if evicted == nil || o.created.Before(evicted.created) {
-					evicted = o
-				}
-			}
+			evicted = s.evictionLocked()
 			s.releaseLocked(evicted)
 		}
 		s.pending[c] = struct{}{}
