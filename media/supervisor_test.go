@@ -223,17 +223,29 @@ func TestSupervisorGrace(t *testing.T) {
 	checkLeaks(t)
 	st := NewStream(StreamConfig{}, nil)
 	defer st.Close()
+	// Media flows once, then the source fails for good: the outage is
+	// "reconnecting" (not failed) for the grace period, failed after it.
 	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+		if run == 1 {
+			st.SetTracks(Tracks{Video: &VideoParams{}})
+			writeGOP(st, 0, 3)
+			time.Sleep(20 * time.Millisecond)
+		}
 		return fmt.Errorf("%w: %s", ErrSourceUnavailable, secretErr)
 	}}
+	const grace = 300 * time.Millisecond
 	sv := NewSupervisor(src, st, SupervisorConfig{
-		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GracePeriod: 100 * time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GracePeriod: grace,
 	}, nil)
 	stop := startSupervisor(t, sv)
-	waitFor(t, "reconnecting", func() bool { return sv.Status().State == SourceReconnecting })
+	waitFor(t, "reconnecting", func() bool { s := sv.Status(); return s.State == SourceReconnecting && s.EverUp })
+	// Failed exactly when the outage is older than the grace period.
+	if s := sv.Status(); s.Failed != (time.Since(s.Since) > grace) && s.Failed {
+		t.Fatalf("failed within the grace period: %+v", s)
+	}
 	waitFor(t, "failed", func() bool { return sv.Status().Failed })
 	s := sv.Status()
-	if s.State != SourceReconnecting || time.Since(s.Since) <= 100*time.Millisecond || s.Reconnects == 0 {
+	if s.State != SourceReconnecting || time.Since(s.Since) <= grace || s.Reconnects == 0 || !s.EverUp {
 		t.Fatalf("status %+v", s)
 	}
 	if ss := st.Stats(); ss.State != SourceReconnecting || strings.Contains(ss.LastError, "hunter2") {
@@ -243,6 +255,26 @@ func TestSupervisorGrace(t *testing.T) {
 	if s := sv.Status(); s.State != SourceStopped || s.Failed {
 		t.Fatalf("after stop %+v", s)
 	}
+}
+
+// A source that has never delivered media is failed from its first
+// failure on: the grace period is for outages after media has flowed.
+func TestSupervisorNeverUpFailsAtOnce(t *testing.T) {
+	checkLeaks(t)
+	st := NewStream(StreamConfig{}, nil)
+	defer st.Close()
+	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+		return fmt.Errorf("%w: %s", ErrSourceUnavailable, secretErr)
+	}}
+	sv := NewSupervisor(src, st, SupervisorConfig{
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GracePeriod: time.Hour,
+	}, nil)
+	stop := startSupervisor(t, sv)
+	waitFor(t, "reconnecting", func() bool { return sv.Status().State == SourceReconnecting })
+	if s := sv.Status(); !s.Failed || s.EverUp {
+		t.Fatalf("never-up source within the grace period: %+v", s)
+	}
+	stop()
 }
 
 // A finite source that returns nil ends: not restarted, Run waits for ctx.

@@ -244,7 +244,9 @@ func TestServesBuiltinStreamAndContract(t *testing.T) {
 	for _, c := range rd["checks"].([]any) {
 		names = append(names, c.(map[string]any)["name"].(string))
 	}
-	if c != 200 || strings.Join(names, ",") != "config,source,turn,ports,tls,recordings,intelligence" {
+	// The contract's checks in their order, then the additions (webrtc; no
+	// web_root without --web-root).
+	if c != 200 || strings.Join(names, ",") != "config,source,turn,ports,tls,recordings,intelligence,webrtc" {
 		t.Fatalf("ready %d checks %v", c, names)
 	}
 	// Bound to 127.0.0.1 (a specific host) with demo credentials: degraded, still ready.
