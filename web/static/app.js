@@ -82,15 +82,19 @@ $("events-clear").onclick = () => { $("events").textContent = ""; };
 
 // ---------------------------------------------------------------- signalling
 
-function wsURL() {
-  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+// With a token, it rides on the upgrade too, so the server admits this
+// socket as authenticated at once (outside the small pool of sockets that
+// have not logged in yet).
+function wsURL(token) {
+  const u = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+  return token ? `${u}?token=${encodeURIComponent(token)}` : u;
 }
 
 function connect() {
   clearTimeout(state.retryTimer);
   setConn("wait", state.retry ? "Reconnecting…" : "Connecting…");
   const user = "web-" + Math.random().toString(36).slice(2, 7);
-  const c = new SympleClient({ url: wsURL(), user, name: "Browser", token, data: { peerType: "viewer", agent: "icey-web" } });
+  const c = new SympleClient({ url: wsURL(token), user, name: "Browser", token, data: { peerType: "viewer", agent: "icey-web" } });
   state.client = c;
 
   c.addEventListener("welcome", (e) => {
