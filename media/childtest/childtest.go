@@ -1,6 +1,10 @@
-// Package childtest helps tests prove that no secret reaches a child
-// process: it reads /proc/<pid>/cmdline and /proc/<pid>/environ of a
-// running process and finds the children of a process.
+// Package childtest helps the media sources' tests (test-only code).
+//
+// It proves that no secret reaches a child process: it reads
+// /proc/<pid>/cmdline and /proc/<pid>/environ of a running process and
+// finds the children of a process. It also serves test media over HTTP
+// (ServeLiveTS, Serve, WriteClip), runs a media.Source in the background
+// (Start, RunErr) and tallies what a Stream delivers (Count, CountFor).
 package childtest
 
 import (
@@ -10,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // Proc is what the kernel shows about a process to anyone who can read
@@ -114,4 +119,39 @@ func Descendants(pid int) []int {
 	}
 	walk(pid)
 	return out
+}
+
+// FFmpegs lists the live ffmpeg processes below this one whose command
+// line contains match (every one for match "").
+func FFmpegs(match string) []Proc {
+	var out []Proc
+	for _, pid := range Descendants(os.Getpid()) {
+		p, err := Read(pid)
+		if err == nil && p.Exe() == "ffmpeg" && strings.Contains(strings.Join(p.Cmdline, " "), match) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Gone reports whether pid has no /proc entry: exited and reaped, not a
+// zombie.
+func Gone(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return os.IsNotExist(err)
+}
+
+// CheckChild reads process pid and fails the test if it cannot, or if
+// its command line or environment holds one of secrets.
+func CheckChild(t testing.TB, pid int, secrets ...string) Proc {
+	t.Helper()
+	p, err := Read(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("child %d: %q", pid, p.Cmdline)
+	if leaks := p.Leaks(secrets...); len(leaks) > 0 {
+		t.Fatal(leaks)
+	}
+	return p
 }

@@ -3,8 +3,6 @@ package httpsrc
 import (
 	"bytes"
 	"context"
-	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,69 +35,32 @@ func TestFeedThroughFFmpegStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-
-	if _, err := st.WaitTracks(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := st.Subscribe("t", media.SubscribeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	var aus, keys, audio int
+	r := childtest.Start(t, src, 40*time.Second)
 	var checked bool
-	buf := make([]*media.Packet, 64)
-	for aus < 50 || audio < 50 {
-		n, err := sub.Read(ctx, buf)
-		if err != nil {
-			t.Fatalf("after %d AUs, %d audio: %v", aus, audio, err)
-		}
-		for _, p := range buf[:n] {
-			switch {
-			case p.Kind == media.KindAudio:
-				audio++
-			case p.Keyframe:
-				keys++
-			}
-			if p.Kind == media.KindVideo && p.RTP.Marker {
-				aus++
-			}
-		}
+	tl := childtest.Count(r.Ctx, t, r.Stream, func(tl childtest.Tally) bool {
 		if !checked {
-			for _, pid := range childtest.Descendants(pidOfSelf()) {
-				p, err := childtest.Read(pid)
-				if err != nil || p.Exe() != "ffmpeg" || !bytes.Contains([]byte(strings.Join(p.Cmdline, " ")), []byte("-i pipe:0")) {
-					continue // the test server's own ffmpeg, or gone
-				}
-				t.Logf("ffmpeg %d: %q", pid, p.Cmdline)
+			for _, p := range childtest.FFmpegs("-i pipe:0") { // not the test server's own ffmpeg
+				t.Logf("ffmpeg %d: %q", p.Pid, p.Cmdline)
 				if leaks := p.Leaks(pass, "viewer:", "http://", "feed-turn-secret", "ICEY_"); len(leaks) > 0 {
 					t.Fatal(leaks)
 				}
 				checked = true
 			}
 		}
-	}
+		return tl.AUs >= 50 && tl.Audio >= 50
+	})
 	if !checked {
 		t.Fatal("no ffmpeg child reading pipe:0 was found")
 	}
-	if keys == 0 || live.Authorized.Load() == 0 {
-		t.Fatalf("keyframes %d, authorized requests %d", keys, live.Authorized.Load())
+	if tl.Keyframes == 0 || live.Authorized.Load() == 0 {
+		t.Fatalf("keyframes %d, authorized requests %d", tl.Keyframes, live.Authorized.Load())
 	}
-	tr := st.Tracks()
+	tr := r.Stream.Tracks()
 	if tr.Audio == nil || tr.Audio.Codec != media.CodecOpus {
 		t.Fatalf("audio %+v", tr.Audio)
 	}
-	t.Logf("%d AUs (%d keyframes), %d Opus packets", aus, keys, audio)
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run = %v", err)
-	}
+	t.Logf("%+v", tl)
+	r.Stop(t)
 }
 
 func TestFeedErrors(t *testing.T) {
@@ -129,5 +90,3 @@ func TestFeedErrors(t *testing.T) {
 		}
 	}
 }
-
-func pidOfSelf() int { return os.Getpid() }

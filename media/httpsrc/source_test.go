@@ -1,9 +1,6 @@
 package httpsrc
 
 import (
-	"bytes"
-	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,50 +17,6 @@ func fallback(url string) func(FeedFunc) (media.Source, error) {
 	}
 }
 
-// ffmpegs lists this process's ffmpeg children that read stdin.
-func ffmpegs(t *testing.T) []childtest.Proc {
-	var out []childtest.Proc
-	for _, pid := range childtest.Descendants(os.Getpid()) {
-		p, err := childtest.Read(pid)
-		if err == nil && p.Exe() == "ffmpeg" && strings.Contains(strings.Join(p.Cmdline, " "), "-i pipe:0") {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func count(ctx context.Context, t *testing.T, st *media.Stream, aus, audio int) (int, int, int) {
-	t.Helper()
-	if _, err := st.WaitTracks(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := st.Subscribe("t", media.SubscribeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	var a, k, au int
-	buf := make([]*media.Packet, 64)
-	for au < aus || a < audio {
-		n, err := sub.Read(ctx, buf)
-		if err != nil {
-			t.Fatalf("after %d AUs, %d audio: %v", au, a, err)
-		}
-		for _, p := range buf[:n] {
-			switch {
-			case p.Kind == media.KindAudio:
-				a++
-			case p.Keyframe:
-				k++
-			}
-			if p.Kind == media.KindVideo && p.RTP.Marker {
-				au++
-			}
-		}
-	}
-	return au, k, a
-}
-
 // MPEG-TS with H.264 over HTTP: demuxed in-process, video passes through
 // (no libx264), AAC goes to an ffmpeg that reads only stdin.
 func TestSourcePassesH264Through(t *testing.T) {
@@ -76,18 +29,13 @@ func TestSourcePassesH264Through(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-	au, k, a := count(ctx, t, st, 50, 75)
-	t.Logf("%d AUs, %d keyframe packets, %d Opus packets", au, k, a)
+	r := childtest.Start(t, src, 40*time.Second)
+	tl := childtest.Count(r.Ctx, t, r.Stream, func(tl childtest.Tally) bool { return tl.AUs >= 50 && tl.Audio >= 75 })
+	t.Logf("%+v", tl)
 	if src.fellBack.Load() {
 		t.Fatal("fell back to a transcode for H.264 in MPEG-TS")
 	}
-	ps := ffmpegs(t)
+	ps := childtest.FFmpegs("-i pipe:0")
 	if len(ps) != 1 || strings.Contains(strings.Join(ps[0].Cmdline, " "), "libx264") {
 		t.Fatalf("want one audio-only ffmpeg, got %v", ps)
 	}
@@ -97,8 +45,8 @@ func TestSourcePassesH264Through(t *testing.T) {
 	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "AAC is transcoded") {
 		t.Errorf("warnings %q", w)
 	}
-	cancel()
-	<-done
+	r.Cancel()
+	r.Wait(t, 10*time.Second)
 }
 
 // MPEG-2 video in MPEG-TS: the same response is handed to a full
@@ -112,19 +60,14 @@ func TestSourceFallsBackToTranscode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-	au, k, a := count(ctx, t, st, 50, 50)
-	t.Logf("%d AUs, %d keyframe packets, %d Opus packets", au, k, a)
+	r := childtest.Start(t, src, 40*time.Second)
+	tl := childtest.Count(r.Ctx, t, r.Stream, func(tl childtest.Tally) bool { return tl.AUs >= 50 && tl.Audio >= 50 })
+	t.Logf("%+v", tl)
 	if !src.fellBack.Load() || live.Authorized.Load() != 1 {
 		t.Fatalf("fell back %v, GETs %d: want the one response transcoded", src.fellBack.Load(), live.Authorized.Load())
 	}
-	ps := ffmpegs(t)
-	if len(ps) != 1 || !bytes.Contains([]byte(strings.Join(ps[0].Cmdline, " ")), []byte("libx264")) {
+	ps := childtest.FFmpegs("-i pipe:0")
+	if len(ps) != 1 || !strings.Contains(strings.Join(ps[0].Cmdline, " "), "libx264") {
 		t.Fatalf("want one transcoding ffmpeg, got %v", ps)
 	}
 	if leaks := ps[0].Leaks(pass, "viewer:", "http://", "ICEY_"); len(leaks) > 0 {
@@ -133,6 +76,6 @@ func TestSourceFallsBackToTranscode(t *testing.T) {
 	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "transcoding with ffmpeg") {
 		t.Errorf("warnings %q", w)
 	}
-	cancel()
-	<-done
+	r.Cancel()
+	r.Wait(t, 10*time.Second)
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,59 +14,14 @@ import (
 	"github.com/icey/icey-server/media/rtmp/rtmptest"
 )
 
-type tally struct{ aus, keyframes, audio int }
-
-func play(t *testing.T, src *Source, d time.Duration) (tally, *media.Stream, context.CancelFunc, chan error) {
+// play runs src in the background and tallies d of media from the first
+// keyframe.
+func play(t *testing.T, src *Source, d time.Duration) (childtest.Tally, *childtest.Running) {
 	t.Helper()
-	st := media.NewStream(media.StreamConfig{Name: "rtmp"}, nil)
-	t.Cleanup(st.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer rcancel()
-	if _, err := st.WaitTracks(rctx); err != nil {
-		t.Fatalf("no tracks: %v", err)
-	}
-	sub, err := st.Subscribe("t", media.SubscribeOptions{NoCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	var tl tally
-	var first time.Time
-	buf := make([]*media.Packet, 64)
-	for first.IsZero() || time.Since(first) < d {
-		n, err := sub.Read(rctx, buf)
-		if err != nil {
-			t.Fatalf("read after %+v: %v", tl, err)
-		}
-		for _, p := range buf[:n] {
-			switch {
-			case p.Kind == media.KindAudio:
-				if !first.IsZero() {
-					tl.audio++
-				}
-			case p.Keyframe:
-				if first.IsZero() {
-					first = time.Now()
-				}
-				tl.keyframes++
-			}
-			if p.Kind == media.KindVideo && p.RTP.Marker && !first.IsZero() {
-				tl.aus++
-			}
-		}
-	}
-	return tl, st, cancel, done
+	r := childtest.Start(t, src, 0)
+	ctx, cancel := context.WithTimeout(r.Ctx, 20*time.Second)
+	defer cancel()
+	return childtest.CountFor(ctx, t, r.Stream, d), r
 }
 
 // The server pulls RTMP itself: H.264 passes through untouched (the SDP
@@ -88,12 +41,12 @@ func TestPullH264AndAACThroughStdin(t *testing.T) {
 	if s := src.String(); strings.Contains(s, pass) || strings.Contains(s, token) {
 		t.Fatalf("String() = %s", s)
 	}
-	tl, st, cancel, done := play(t, src, 3*time.Second)
+	tl, r := play(t, src, 3*time.Second)
 	t.Logf("%+v in 3 s", tl)
-	if tl.aus < 50 || tl.keyframes < 2 || tl.audio < 75 { // a connect-time backlog can add more
+	if tl.AUs < 50 || tl.Keyframes < 2 || tl.Audio < 75 { // a connect-time backlog can add more
 		t.Fatalf("got %+v in 3 s, want ~75 AUs, 3 keyframes, ~150 Opus packets", tl)
 	}
-	tr := st.Tracks()
+	tr := r.Stream.Tracks()
 	if !bytes.Equal(tr.Video.SPS, srv.SPS()) {
 		t.Error("video SPS differs from the publisher's: not a pass-through")
 	}
@@ -104,25 +57,15 @@ func TestPullH264AndAACThroughStdin(t *testing.T) {
 		t.Fatal("server saw no authenticated player")
 	}
 	pid := int(src.audioPid.Load())
-	p, err := childtest.Read(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaks := p.Leaks(pass, token, "pub:", "rtmp://", srv.Addr(), "rtmp-env-token", "ICEY_"); len(leaks) > 0 {
-		t.Fatal(leaks)
-	}
+	childtest.CheckChild(t, pid, pass, token, "pub:", "rtmp://", srv.Addr(), "rtmp-env-token", "ICEY_")
 	// The only ffmpeg is the audio pipe: video is not re-encoded.
-	for _, c := range childtest.Descendants(os.Getpid()) {
-		if cp, err := childtest.Read(c); err == nil && cp.Exe() == "ffmpeg" && c != pid {
+	for _, cp := range childtest.FFmpegs("") {
+		if cp.Pid != pid {
 			t.Errorf("another ffmpeg runs: %q", cp.Cmdline)
 		}
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run = %v", err)
-	}
-	done <- context.Canceled
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !os.IsNotExist(err) {
+	r.Stop(t)
+	if !childtest.Gone(pid) {
 		t.Errorf("ffmpeg %d not reaped", pid)
 	}
 }
@@ -136,17 +79,15 @@ func TestPullVideoOnlyWithoutFFmpeg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl, st, _, _ := play(t, src, 2*time.Second)
-	if tl.aus < 30 || tl.audio != 0 || st.Tracks().Audio != nil {
-		t.Fatalf("got %+v, audio track %+v", tl, st.Tracks().Audio)
+	tl, r := play(t, src, 2*time.Second)
+	if tl.AUs < 30 || tl.Audio != 0 || r.Stream.Tracks().Audio != nil {
+		t.Fatalf("got %+v, audio track %+v", tl, r.Stream.Tracks().Audio)
 	}
 	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "MPEG4Audio dropped") {
 		t.Errorf("warnings %q", w)
 	}
-	for _, c := range childtest.Descendants(os.Getpid()) {
-		if cp, err := childtest.Read(c); err == nil && cp.Exe() == "ffmpeg" {
-			t.Errorf("ffmpeg runs: %q", cp.Cmdline)
-		}
+	for _, cp := range childtest.FFmpegs("") {
+		t.Errorf("ffmpeg runs: %q", cp.Cmdline)
 	}
 }
 
@@ -163,12 +104,7 @@ func TestPullFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := media.NewStream(media.StreamConfig{}, nil)
-			defer st.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			err = src.Run(ctx, st)
-			t.Logf("Run: %v", err)
+			err = childtest.RunErr(t, src, 15*time.Second)
 			if !errors.Is(err, media.ErrSourceUnavailable) || strings.Contains(err.Error(), "wr0ng") {
 				t.Fatalf("Run = %v, want ErrSourceUnavailable without secrets", err)
 			}

@@ -3,7 +3,6 @@ package rtsp
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,7 +90,7 @@ func TestAACTranscodedThroughStdin(t *testing.T) {
 	if err := r.wait(t, 5*time.Second); !errors.Is(err, context.Canceled) {
 		t.Errorf("Run after cancel = %v", err)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !os.IsNotExist(err) {
+	if !childtest.Gone(pid) {
 		t.Errorf("ffmpeg %d not reaped after cancel", pid)
 	}
 	if strings.Contains(logs.String(), pass) {

@@ -1,9 +1,7 @@
 package srt
 
 import (
-	"context"
 	"errors"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,46 +12,6 @@ import (
 	"github.com/icey/icey-server/media/childtest"
 	"github.com/icey/icey-server/media/srt/srttest"
 )
-
-type tally struct{ aus, keyframes, audio int }
-
-func read(ctx context.Context, t *testing.T, st *media.Stream, d time.Duration) tally {
-	t.Helper()
-	if _, err := st.WaitTracks(ctx); err != nil {
-		t.Fatalf("no tracks: %v", err)
-	}
-	sub, err := st.Subscribe("t", media.SubscribeOptions{NoCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	var tl tally
-	var first time.Time
-	buf := make([]*media.Packet, 64)
-	for first.IsZero() || time.Since(first) < d {
-		n, err := sub.Read(ctx, buf)
-		if err != nil {
-			t.Fatalf("read after %+v: %v", tl, err)
-		}
-		for _, p := range buf[:n] {
-			switch {
-			case p.Kind == media.KindAudio:
-				if !first.IsZero() {
-					tl.audio++
-				}
-			case p.Keyframe:
-				if first.IsZero() {
-					first = time.Now()
-				}
-				tl.keyframes++
-			}
-			if p.Kind == media.KindVideo && p.RTP.Marker && !first.IsZero() {
-				tl.aus++
-			}
-		}
-	}
-	return tl
-}
 
 // SRT with a passphrase and a stream id: pulled by the server, H.264
 // passes through, AAC becomes Opus through an ffmpeg that reads only
@@ -72,37 +30,23 @@ func TestPullSRT(t *testing.T) {
 	if s := src.String(); strings.Contains(s, pass) || strings.Contains(s, sid) {
 		t.Fatalf("String() = %s", s)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-	tl := read(ctx, t, st, 3*time.Second)
+	r := childtest.Start(t, src, 40*time.Second)
+	tl := childtest.CountFor(r.Ctx, t, r.Stream, 3*time.Second)
 	t.Logf("%+v in 3 s", tl)
-	if tl.aus < 50 || tl.keyframes < 2 || tl.audio < 75 {
+	if tl.AUs < 50 || tl.Keyframes < 2 || tl.Audio < 75 {
 		t.Fatalf("got %+v in 3 s", tl)
 	}
-	if a := st.Tracks().Audio; a == nil || a.Codec != media.CodecOpus {
+	if a := r.Stream.Tracks().Audio; a == nil || a.Codec != media.CodecOpus {
 		t.Fatalf("audio %+v", a)
 	}
 	pid := int(src.audioPid.Load())
-	p, err := childtest.Read(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaks := p.Leaks(pass, sid, "srt://", srv.Addr(), "srt-env-token", "ICEY_"); len(leaks) > 0 {
-		t.Fatal(leaks)
-	}
-	for _, c := range childtest.Descendants(os.Getpid()) {
-		if cp, err := childtest.Read(c); err == nil && cp.Exe() == "ffmpeg" && c != pid && strings.Contains(strings.Join(cp.Cmdline, " "), "pipe:0") {
+	childtest.CheckChild(t, pid, pass, sid, "srt://", srv.Addr(), "srt-env-token", "ICEY_")
+	for _, cp := range childtest.FFmpegs("pipe:0") {
+		if cp.Pid != pid {
 			t.Errorf("another ffmpeg reads stdin: %q", cp.Cmdline)
 		}
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run = %v", err)
-	}
+	r.Stop(t)
 }
 
 // Rejected handshakes fail the run without the secrets in the error.
@@ -126,12 +70,7 @@ func TestPullSRTFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := media.NewStream(media.StreamConfig{}, nil)
-			defer st.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			err = src.Run(ctx, st)
-			t.Logf("Run: %v", err)
+			err = childtest.RunErr(t, src, 15*time.Second)
 			if !errors.Is(err, media.ErrSourceUnavailable) || strings.Contains(err.Error(), "Wr0ng") || strings.Contains(err.Error(), pass) {
 				t.Fatalf("Run = %v", err)
 			}

@@ -76,13 +76,7 @@ func TestAudioPipeAACToOpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	proc, err := childtest.Read(p.Pid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaks := proc.Leaks("pipe-env-secret", "ICEY_"); len(leaks) > 0 {
-		t.Fatal(leaks)
-	}
+	childtest.CheckChild(t, p.Pid(), "pipe-env-secret", "ICEY_")
 	// Shift the input to start at 5 s, pace it at 4x real time.
 	const base = 5 * time.Second
 	// Paced in real time, like a camera.

@@ -1,7 +1,6 @@
 package transcode
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -30,28 +29,15 @@ func TestURLInputOutOfBand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
-
-	tl := collect(ctx, t, st, func(tl tally) bool { return tl.aus >= 25 && tl.audio >= 25 })
-	if tl.aus < 25 || tl.keyframes == 0 || tl.audio < 25 {
+	r := childtest.Start(t, src, 40*time.Second)
+	tl := childtest.Count(r.Ctx, t, r.Stream, func(tl childtest.Tally) bool { return tl.AUs >= 25 && tl.Audio >= 25 })
+	if tl.AUs < 25 || tl.Keyframes == 0 || tl.Audio < 25 {
 		t.Fatalf("got %+v", tl)
 	}
 	if live.Authorized.Load() == 0 {
 		t.Fatal("the HTTP server never saw the credentials")
 	}
-	p, err := childtest.Read(int(src.pid.Load()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ffmpeg cmdline: %q", p.Cmdline)
-	if leaks := p.Leaks(pass, "viewer:", "/live.ts", "oob-auth-token", "proxy-secret", "ICEY_"); len(leaks) > 0 {
-		t.Fatal(leaks)
-	}
+	p := childtest.CheckChild(t, int(src.pid.Load()), pass, "viewer:", "/live.ts", "oob-auth-token", "proxy-secret", "ICEY_")
 	// The list file: private, and gone once ffmpeg exited.
 	var list string
 	for i, a := range p.Cmdline {
@@ -70,10 +56,7 @@ func TestURLInputOutOfBand(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 || di.Mode().Perm() != 0o700 {
 		t.Errorf("list %v dir %v, want 0600 in 0700", fi.Mode().Perm(), di.Mode().Perm())
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run = %v", err)
-	}
+	r.Stop(t)
 	if _, err := os.Stat(filepath.Dir(list)); !os.IsNotExist(err) {
 		t.Errorf("list dir %s left behind", filepath.Dir(list))
 	}
@@ -83,10 +66,7 @@ func TestURLInputOutOfBand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel2()
-	err = bad.Run(ctx2, st)
-	t.Logf("wrong password: %v", err)
+	err = childtest.RunErr(t, bad, 20*time.Second)
 	if !errors.Is(err, media.ErrSourceUnavailable) || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "wrong-Pa55") {
 		t.Errorf("Run = %v, want ErrSourceUnavailable with 401 and no password", err)
 	}

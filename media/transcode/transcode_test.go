@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,24 +12,19 @@ import (
 
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/media/childtest"
 )
 
 // checkLeaks: see testenv.CheckGoroutines.
 func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 
-// makeClip writes a short test clip with ffmpeg and returns its path.
+// makeClip writes a 2 s test clip (tone at 44.1 kHz) with ffmpeg and
+// returns its path.
 func makeClip(t *testing.T, name string, codecArgs ...string) string {
 	t.Helper()
-	ffmpeg := testenv.RequireTool(t, "ffmpeg")
+	testenv.RequireTool(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), name)
-	args := append([]string{"-hide_banner", "-loglevel", "error", "-nostdin",
-		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2"},
-		codecArgs...)
-	args = append(args, "-y", out)
-	if b, err := exec.Command(ffmpeg, args...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, b)
-	}
+	childtest.WriteClip(t, out, 44100, append([]string{"-t", "2"}, codecArgs...)...)
 	return out
 }
 
@@ -43,44 +37,6 @@ func mp4AAC(t *testing.T) string {
 func webmVP8(t *testing.T) string {
 	return makeClip(t, "in.webm", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
 		"-b:v", "500k", "-c:a", "libvorbis", "-ac", "2")
-}
-
-type tally struct {
-	aus, keyframes, audio int
-}
-
-// collect subscribes once tracks are declared and counts media until
-// stop returns true or Read fails (stream closed, deadline).
-func collect(ctx context.Context, t *testing.T, st *media.Stream, stop func(tally) bool) tally {
-	t.Helper()
-	if _, err := st.WaitTracks(ctx); err != nil {
-		t.Fatalf("no tracks: %v", err)
-	}
-	sub, err := st.Subscribe("t", media.SubscribeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	var tl tally
-	buf := make([]*media.Packet, 64)
-	for !stop(tl) {
-		n, err := sub.Read(ctx, buf)
-		if err != nil {
-			return tl
-		}
-		for _, p := range buf[:n] {
-			switch {
-			case p.Kind == media.KindAudio:
-				tl.audio++
-			case p.Keyframe:
-				tl.keyframes++
-			}
-			if p.Kind == media.KindVideo && p.RTP.Marker {
-				tl.aus++
-			}
-		}
-	}
-	return tl
 }
 
 func TestTranscodeFiles(t *testing.T) {
@@ -105,26 +61,20 @@ func TestTranscodeFiles(t *testing.T) {
 			if src.Kind() != KindFile {
 				t.Errorf("Kind() = %q", src.Kind())
 			}
-			st := media.NewStream(media.StreamConfig{Name: tc.name}, nil)
-			defer st.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			done := make(chan error, 1)
 			t0 := time.Now()
-			go func() { done <- src.Run(ctx, st) }()
-
-			tl := collect(ctx, t, st, func(tl tally) bool { return tl.aus >= 25 && (tl.audio >= 25 || !tc.audio) })
-			tr := st.Tracks()
+			r := childtest.Start(t, src, 30*time.Second)
+			tl := childtest.Count(r.Ctx, t, r.Stream, func(tl childtest.Tally) bool { return tl.AUs >= 25 && (tl.Audio >= 25 || !tc.audio) })
+			tr := r.Stream.Tracks()
 			if tr.Video == nil {
 				t.Fatal("no video track")
 			}
 			switch {
 			case tc.audio && (tr.Audio == nil || tr.Audio.Codec != media.CodecOpus || tr.Audio.ClockRate != 48000):
 				t.Fatalf("audio track %+v, want Opus/48000", tr.Audio)
-			case !tc.audio && (tr.Audio != nil || tl.audio != 0):
-				t.Fatalf("audio track %+v (%d packets) from an input without audio", tr.Audio, tl.audio)
+			case !tc.audio && (tr.Audio != nil || tl.Audio != 0):
+				t.Fatalf("audio track %+v (%d packets) from an input without audio", tr.Audio, tl.Audio)
 			}
-			if tl.keyframes == 0 || tl.aus < 25 || (tc.audio && tl.audio < 25) {
+			if tl.Keyframes == 0 || tl.AUs < 25 || (tc.audio && tl.Audio < 25) {
 				t.Fatalf("got %+v", tl)
 			}
 			// profile_idc 66 with constraint_set1: Constrained Baseline.
@@ -133,11 +83,11 @@ func TestTranscodeFiles(t *testing.T) {
 			}
 			// A 2 s file without Loop ends by itself: Run returns nil.
 			select {
-			case err := <-done:
-				if err != nil {
+			case <-r.Done():
+				if err := r.Err(); err != nil {
 					t.Fatalf("Run = %v, want nil at end of file", err)
 				}
-			case <-ctx.Done():
+			case <-r.Ctx.Done():
 				t.Fatal("Run did not return at end of file")
 			}
 			// -re paces in real time: 2 s of media takes about 2 s.
@@ -155,19 +105,14 @@ func TestTranscodeLoopAndCancelKillsFFmpeg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := media.NewStream(media.StreamConfig{}, nil)
-	defer st.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, st) }()
+	r := childtest.Start(t, src, 0)
 
 	// 3 s of a 2 s clip: the loop keeps media coming.
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	rctx, rcancel := context.WithTimeout(r.Ctx, 30*time.Second)
 	defer rcancel()
 	var first time.Time
-	tl := collect(rctx, t, st, func(tl tally) bool {
-		if first.IsZero() && tl.aus > 0 {
+	tl := childtest.Count(rctx, t, r.Stream, func(tl childtest.Tally) bool {
+		if first.IsZero() && tl.AUs > 0 {
 			first = time.Now()
 		}
 		return !first.IsZero() && time.Since(first) > 3*time.Second
@@ -175,12 +120,12 @@ func TestTranscodeLoopAndCancelKillsFFmpeg(t *testing.T) {
 	// More than the clip's 50 frames proves the loop; the reader also must
 	// not have seen the stream end.
 	t.Logf("%+v in 3 s", tl)
-	if tl.aus <= 55 {
-		t.Fatalf("only %d AUs in 3 s of a looping 2 s, 25 fps file", tl.aus)
+	if tl.AUs <= 55 {
+		t.Fatalf("only %d AUs in 3 s of a looping 2 s, 25 fps file", tl.AUs)
 	}
 	select {
-	case err := <-done:
-		t.Fatalf("Run returned %v while looping", err)
+	case <-r.Done():
+		t.Fatalf("Run returned %v while looping", r.Err())
 	default:
 	}
 	pid := int(src.pid.Load())
@@ -188,17 +133,12 @@ func TestTranscodeLoopAndCancelKillsFFmpeg(t *testing.T) {
 		t.Fatal("no ffmpeg pid")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Run = %v, want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
+	r.Cancel()
+	if err := r.Wait(t, 5*time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 	// Reaped, not a zombie: the /proc entry is gone once Wait returned.
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !os.IsNotExist(err) {
+	if !childtest.Gone(pid) {
 		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		t.Fatalf("ffmpeg %d still exists after cancel: %s", pid, stat)
 	}
@@ -219,12 +159,7 @@ func TestTranscodeFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := media.NewStream(media.StreamConfig{}, nil)
-			defer st.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			err = src.Run(ctx, st)
-			t.Logf("Run: %v", err)
+			err = childtest.RunErr(t, src, 20*time.Second)
 			if !errors.Is(err, media.ErrSourceUnavailable) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Run = %v, want ErrSourceUnavailable mentioning %q", err, tc.want)
 			}
