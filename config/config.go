@@ -225,26 +225,35 @@ func (c *Config) PublicSource() string { return RedactSource(c.Media.Source) }
 // URLs: RTMP ?token=, SRT passphrase= and streamid=, signed HTTP URLs.
 var secretQueryKey = regexp.MustCompile(`(?i)pass|token|secret|key|auth|sig|cred|streamid|session`)
 
-// RedactSource is a source URL fit to show: userinfo removed and the values
-// of credential-like query parameters replaced by "[redacted]".
+// RedactSource is a source URL fit to show: userinfo removed, the values
+// of credential-like query parameters replaced by "[redacted]" and any
+// fragment dropped; everything else is kept as written.
 func RedactSource(src string) string {
 	out := RedactURL(src)
-	u, err := url.Parse(out)
-	if err != nil || u.Scheme == "" || (u.RawQuery == "" && u.Fragment == "") {
-		if i := strings.IndexAny(out, "?#"); err != nil && i >= 0 && strings.Contains(out, "://") {
-			return out[:i] + "?[redacted]"
-		}
+	scheme := strings.Index(out, "://")
+	if scheme < 0 {
 		return out
 	}
-	q := u.Query()
-	for k := range q {
-		if secretQueryKey.MatchString(k) {
-			q[k] = []string{"[redacted]"}
+	if h := strings.IndexByte(out[scheme:], '#'); h >= 0 {
+		out = out[:scheme+h]
+	}
+	q := strings.IndexByte(out[scheme:], '?')
+	if q < 0 {
+		return out
+	}
+	q += scheme
+	params := strings.Split(out[q+1:], "&")
+	for n, p := range params {
+		k, _, hasValue := strings.Cut(p, "=")
+		key := k
+		if unescaped, err := url.QueryUnescape(k); err == nil {
+			key = unescaped
+		}
+		if hasValue && secretQueryKey.MatchString(key) {
+			params[n] = k + "=[redacted]"
 		}
 	}
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "%5Bredacted%5D", "[redacted]")
-	u.Fragment, u.RawFragment = "", ""
-	return u.String()
+	return out[:q+1] + strings.Join(params, "&")
 }
 
 // querySecrets are the values of credential-like query parameters of src.
