@@ -186,6 +186,16 @@ func (sv *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
 			upAt = time.Now()
 			sv.setState(SourceUp, nil)
 		case err := <-done:
+			// Media may have arrived just before the source returned (both
+			// ready at once: select picks either): it still flowed.
+			if media != nil {
+				select {
+				case <-media:
+					upAt = time.Now()
+					sv.setState(SourceUp, nil)
+				default:
+				}
+			}
 			var upFor time.Duration
 			if !upAt.IsZero() {
 				upFor = time.Since(upAt)

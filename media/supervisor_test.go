@@ -116,7 +116,10 @@ func TestSupervisorReconnect(t *testing.T) {
 		t.Fatalf("initial state %s", s.State)
 	}
 	stop := startSupervisor(t, sv)
-	waitFor(t, "third run up", func() bool { return src.runs.Load() == 3 && sv.Status().State == SourceUp })
+	// OnStateChange runs after the state is stored: wait for its third call too.
+	waitFor(t, "third run up", func() bool {
+		return src.runs.Load() == 3 && sv.Status().State == SourceUp && len(log.get()) == 3
+	})
 
 	s := sv.Status()
 	if s.Reconnects != 2 || s.Failed {
