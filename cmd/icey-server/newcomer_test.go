@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // A camera that never answered is not ready from the first probe on: the
@@ -267,4 +270,45 @@ func TestHTTPRequestGuards(t *testing.T) {
 		t.Fatalf("slow bodies released after %s (deadline %s)", worst, bodyReadTimeout)
 	}
 	t.Logf("50 slow bodies released after at most %s (deadline %s)", worst.Round(100*time.Millisecond), bodyReadTimeout)
+}
+
+// SIGTERM with event-stream clients connected exits as fast as without:
+// their streams are closed at shutdown (http.Server.Shutdown alone would
+// wait for them to hang up).
+func TestShutdownClosesEventStreams(t *testing.T) {
+	p := launch(t, []string{"-c", writeConfig(t, `{"http":{"drainSeconds":0}}`)})
+	p.waitFor(t, "/api/ready", 200, 20*time.Second)
+	events, closeEvents := openSSE(t, p.base+"/api/events", "")
+	defer closeEvents()
+	nextEvent(t, events, "snapshot", 5*time.Second)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(p.base, "http")+"/api/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, events, "shutdown", 5*time.Second)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	took := time.Since(start)
+	t.Logf("SIGTERM → exit with an SSE and an events WebSocket client: %s", took.Round(time.Millisecond))
+	// Without closing the streams the HTTP shutdown waits its 4 s bound.
+	if took > 3*time.Second {
+		t.Fatalf("exit took %s with event-stream clients connected", took)
+	}
+	for range events { // the stream has ended
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				t.Fatal("events WebSocket still open after exit")
+			}
+			break
+		}
+	}
 }

@@ -623,6 +623,10 @@ func (a *app) close(ctx context.Context) {
 		a.bgCancel()
 		a.bg.Wait()
 	}
+	// Event streams (SSE, the events WebSocket) end here: http.Server
+	// Shutdown does not close hijacked connections and would wait for SSE
+	// clients to hang up.
+	a.bus.Close()
 	if a.metricsSrv != nil {
 		_ = a.metricsSrv.Close()
 	}
@@ -640,6 +644,17 @@ func (a *app) close(ctx context.Context) {
 	}
 	if a.ln != nil {
 		a.ln.Close()
+	}
+	// A step that outlived its bound is still running: give it what is
+	// left of ctx, then say which way shutdown ended.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.log.Warn("shutdown: a timed-out step is still running at exit", "module", "main")
+	case <-time.After(5 * time.Second):
+		a.log.Warn("shutdown: a timed-out step is still running at exit", "module", "main")
 	}
 }
 

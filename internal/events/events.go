@@ -41,10 +41,11 @@ const DefaultBuffer = 256
 
 // Bus fans events out to subscribers.
 type Bus struct {
-	seq  atomic.Uint64
-	mu   sync.Mutex
-	subs map[*Sub]struct{}
-	now  func() time.Time
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	subs   map[*Sub]struct{}
+	closed bool
+	now    func() time.Time
 }
 
 // New returns an empty bus.
@@ -69,8 +70,24 @@ func (b *Bus) Subscribe(buffer int) *Sub {
 	s := &Sub{C: c, c: c, bus: b}
 	b.mu.Lock()
 	b.subs[s] = struct{}{}
+	if b.closed {
+		s.closeLocked()
+	}
 	b.mu.Unlock()
 	return s
+}
+
+// Close ends every subscription (each still receives what was queued for
+// it, then sees its channel closed) and every later one at once. Streams
+// built on the bus (SSE, WebSockets) end with it, so an HTTP shutdown does
+// not wait for their clients to hang up.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for s := range b.subs {
+		s.closeLocked()
+	}
 }
 
 // Close ends the subscription.

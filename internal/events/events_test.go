@@ -37,3 +37,25 @@ func TestPublishOrderAndSlowSubscriber(t *testing.T) {
 		t.Fatal("leak")
 	}
 }
+
+// Close ends every stream after what was queued, and later subscriptions
+// at once.
+func TestCloseEndsSubscriptions(t *testing.T) {
+	b := New()
+	s := b.Subscribe(4)
+	b.Publish(ShutdownStarted, nil)
+	b.Close()
+	if e, ok := <-s.C; !ok || e.Type != ShutdownStarted {
+		t.Fatalf("queued event lost: %v %v", e, ok)
+	}
+	if _, ok := <-s.C; ok {
+		t.Fatal("subscription still open after Close")
+	}
+	if _, ok := <-b.Subscribe(0).C; ok {
+		t.Fatal("a subscription after Close stays open")
+	}
+	if n := b.Subscribers(); n != 0 {
+		t.Fatalf("%d subscribers after Close", n)
+	}
+	b.Publish(SessionStarted, nil) // no panic on closed channels
+}
