@@ -5,7 +5,6 @@
 package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -200,9 +199,9 @@ func requireToken(token string, wsQuery bool, next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := RequestToken(r)
-		if got == "" && wsQuery && websocket.IsWebSocketUpgrade(r) {
-			got = r.URL.Query().Get("token")
+		got := auth.RequestToken(r)
+		if wsQuery && websocket.IsWebSocketUpgrade(r) {
+			got = auth.QueryToken(r)
 		}
 		if !TokenOK(token, got) {
 			WriteError(w, http.StatusUnauthorized, "unauthorized")
@@ -212,20 +211,12 @@ func requireToken(token string, wsQuery bool, next http.Handler) http.Handler {
 	})
 }
 
-// RequestToken extracts the token from the Authorization or X-Icey-Token header.
-func RequestToken(r *http.Request) string {
-	if v := r.Header.Get("Authorization"); v != "" {
-		if scheme, t, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(t)
-		}
-	}
-	return r.Header.Get("X-Icey-Token")
-}
+// RequestToken and TokenOK are the one token parser (internal/auth), kept
+// here for the callers of this package.
+func RequestToken(r *http.Request) string { return auth.RequestToken(r) }
 
-// TokenOK compares in constant time (the length check leaks only the length).
-func TokenOK(want, got string) bool {
-	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
-}
+// TokenOK compares in constant time.
+func TokenOK(want, got string) bool { return auth.TokenOK(want, got) }
 
 // WriteJSON writes v with the API's headers.
 func WriteJSON(w http.ResponseWriter, code int, v any) {

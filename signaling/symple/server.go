@@ -26,7 +26,6 @@ package symple
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
@@ -425,21 +424,11 @@ func (s *Server) tokenOK(got string) bool {
 	if s.cfg.Token == "" {
 		return true
 	}
-	return got != "" && subtle.ConstantTimeCompare([]byte(s.cfg.Token), []byte(got)) == 1
+	return auth.TokenOK(s.cfg.Token, got)
 }
 
 // upgradeToken is the token given on the upgrade request, if any.
-func upgradeToken(r *http.Request) string {
-	if v := r.Header.Get("Authorization"); v != "" {
-		if scheme, t, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(t)
-		}
-	}
-	if v := r.Header.Get("X-Icey-Token"); v != "" {
-		return v
-	}
-	return r.URL.Query().Get("token")
-}
+func upgradeToken(r *http.Request) string { return auth.QueryToken(r) }
 
 // frame is an outgoing JSON object.
 type frame map[string]any
