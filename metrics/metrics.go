@@ -9,9 +9,9 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,13 +122,14 @@ func (m *Metrics) ObserveSessionEnd(role, reason string, dropped uint64) {
 	m.sessionDrops.Observe(float64(dropped))
 }
 
-// reasonLabel keeps the label set small: reasons are free text.
+// EndReasons are the session end reasons exported as labels (the typed
+// set of signaling.EndReason); anything else is "other".
+var EndReasons = []string{"hangup", "shutdown", "handshake_timeout", "connection_failed", "peer_closed", "source_closed", "other"}
+
+// reasonLabel keeps the label set bounded.
 func reasonLabel(r string) string {
-	r = strings.ToLower(r)
-	for _, k := range []string{"shutdown", "hangup", "timeout", "failed", "closed", "deleted", "source"} {
-		if strings.Contains(r, k) {
-			return k
-		}
+	if slices.Contains(EndReasons, r) {
+		return r
 	}
 	if r == "" {
 		return "unknown"

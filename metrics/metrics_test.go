@@ -60,8 +60,9 @@ func TestScrapeReadsSourcesAndBoundsCardinality(t *testing.T) {
 }
 
 func TestReasonLabelIsBounded(t *testing.T) {
-	cases := map[string]string{"shutdown": "shutdown", "handshake timeout": "timeout", "peer closed": "closed",
-		"source unavailable: x": "source", "": "unknown", "something odd": "other", "ICE connection failed": "failed"}
+	cases := map[string]string{"shutdown": "shutdown", "handshake_timeout": "handshake_timeout", "peer_closed": "peer_closed",
+		"source_closed": "source_closed", "": "unknown", "something odd": "other", "source closed": "other",
+		"connection_failed": "connection_failed", "hangup": "hangup"}
 	for in, want := range cases {
 		if got := reasonLabel(in); got != want {
 			t.Errorf("reasonLabel(%q) = %q, want %q", in, got, want)

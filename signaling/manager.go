@@ -185,6 +185,8 @@ type SessionInfo struct {
 	CreatedAt time.Time `json:"createdAt"`
 	Sent      uint64    `json:"sent"`  // packets handed to this viewer by the hub
 	Drops     uint64    `json:"drops"` // packets the hub dropped for this viewer
+	// EndReason is set when the session has ended (Observer.SessionEnded).
+	EndReason EndReason `json:"endReason,omitempty"`
 }
 
 // Manager owns the shared WebRTC API and every session.

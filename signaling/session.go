@@ -91,7 +91,48 @@ func (s *Session) Close(reason string) {
 	if reason == "" {
 		reason = "hangup"
 	}
-	s.end(errors.New(reason))
+	s.end(closeError(reason))
+}
+
+// closeError is the error of a session ended by Close: its text is the
+// reason given (what a Symple call:hangup carries).
+type closeError string
+
+func (e closeError) Error() string { return string(e) }
+
+// EndReason classifies why a session ended, for metrics and events: a
+// bounded set, unlike the human-readable reason text.
+type EndReason string
+
+// End reasons.
+const (
+	EndHangup           EndReason = "hangup"            // the client or the app hung up (DELETE, call:hangup)
+	EndShutdown         EndReason = "shutdown"          // the server is shutting down
+	EndHandshakeTimeout EndReason = "handshake_timeout" // ICE/DTLS did not complete in time
+	EndConnectionFailed EndReason = "connection_failed" // ICE or DTLS failed after connecting
+	EndPeerClosed       EndReason = "peer_closed"       // the peer closed its side
+	EndSourceClosed     EndReason = "source_closed"     // the stream it watched closed
+	EndOther            EndReason = "other"
+)
+
+// ReasonOf classifies a session's Err.
+func ReasonOf(err error) EndReason {
+	var ce closeError
+	switch {
+	case errors.Is(err, ErrHandshakeTimeout):
+		return EndHandshakeTimeout
+	case errors.Is(err, ErrConnectionFailed):
+		return EndConnectionFailed
+	case errors.Is(err, ErrPeerClosed):
+		return EndPeerClosed
+	case errors.Is(err, ErrSourceClosed):
+		return EndSourceClosed
+	case errors.As(err, &ce) && ce == "shutdown":
+		return EndShutdown
+	case errors.As(err, &ce) && ce == "hangup":
+		return EndHangup
+	}
+	return EndOther
 }
 
 // AddICECandidate adds a remote candidate trickled by the client.
@@ -386,6 +427,7 @@ func (s *Session) run() {
 	if m.cfg.Observer != nil {
 		info := s.info()
 		info.State = "closed"
+		info.EndReason = ReasonOf(s.Err())
 		m.cfg.Observer.SessionEnded(info, reason)
 	}
 	close(s.done)

@@ -413,3 +413,23 @@ func TestPublicIPsInAnswer(t *testing.T) {
 		t.Error("OnLocalCandidate did not report end of candidates")
 	}
 }
+
+// End reasons are a bounded, typed set whatever the reason text.
+func TestReasonOf(t *testing.T) {
+	cases := map[error]EndReason{
+		ErrHandshakeTimeout: EndHandshakeTimeout,
+		ErrConnectionFailed: EndConnectionFailed,
+		ErrPeerClosed:       EndPeerClosed,
+		ErrSourceClosed:     EndSourceClosed,
+		fmt.Errorf("while answering: %w", ErrSourceClosed): EndSourceClosed,
+		closeError("shutdown"):                             EndShutdown,
+		closeError("hangup"):                               EndHangup,
+		closeError("source unavailable: x"):                EndOther,
+		nil:                                                EndOther,
+	}
+	for err, want := range cases {
+		if got := ReasonOf(err); got != want {
+			t.Errorf("ReasonOf(%v) = %q, want %q", err, got, want)
+		}
+	}
+}

@@ -34,9 +34,9 @@ func (o observer) FirstKeyframe(id string, d time.Duration) {
 
 func (o observer) SessionEnded(info signaling.SessionInfo, reason string) {
 	o.a.bus.Publish(events.SessionEnded, map[string]any{"id": info.ID, "role": info.Role,
-		"reason": reason, "sent": info.Sent, "dropped": info.Drops})
+		"reason": reason, "endReason": string(info.EndReason), "sent": info.Sent, "dropped": info.Drops})
 	if o.a.metrics != nil {
-		o.a.metrics.ObserveSessionEnd(info.Role, reason, info.Drops)
+		o.a.metrics.ObserveSessionEnd(info.Role, string(info.EndReason), info.Drops)
 	}
 }
 

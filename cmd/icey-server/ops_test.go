@@ -97,6 +97,10 @@ func TestViewerSessionMovesMetricsAndStatus(t *testing.T) {
 			if metricValue(t, after, "icey_sessions_total") != 1 || metricValue(t, after, "icey_packets_sent_total") < metricValue(t, mid, "icey_packets_sent_total") {
 				t.Fatalf("metrics after the session:\n%s", grepIcey(after))
 			}
+			// The viewer's DELETE ends it with the typed reason "hangup".
+			if metricValue(t, after, `icey_sessions_ended_total{reason="hangup",role="viewer"}`) != 1 {
+				t.Fatalf("end reason label:\n%s", grepIcey(after))
+			}
 			if !strings.Contains(after, `icey_http_request_duration_seconds_count{code="201",method="POST",route="/whep"} 1`) {
 				t.Fatalf("no HTTP duration for the WHEP POST:\n%s", grepIcey(after))
 			}
