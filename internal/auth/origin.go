@@ -27,10 +27,7 @@ func AllowOrigin(r *http.Request, allowed []string) bool {
 		return false
 	}
 	oHost, oPort := splitHostPort(u.Host, defaultPort(u.Scheme))
-	rScheme := "http"
-	if r.TLS != nil {
-		rScheme = "https"
-	}
+	rScheme := requestScheme(r)
 	rHost, rPort := splitHostPort(r.Host, defaultPort(rScheme))
 	if strings.EqualFold(oHost, rHost) && oPort == rPort {
 		return true
@@ -59,4 +56,26 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// requestScheme is the scheme the browser used: https when this server
+// terminates TLS, or when a TLS-terminating proxy in front says so
+// (X-Forwarded-Proto, or proto= in Forwarded). Trusting these headers here is
+// safe: a page on another origin cannot set them on a WebSocket upgrade, and
+// a fetch with them needs a CORS preflight this server never grants.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if p, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); strings.EqualFold(strings.TrimSpace(p), "https") {
+		return "https"
+	}
+	for _, part := range strings.Split(r.Header.Get("Forwarded"), ";") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && strings.EqualFold(k, "proto") {
+			if first, _, _ := strings.Cut(v, ","); strings.EqualFold(strings.Trim(first, `" `), "https") {
+				return "https"
+			}
+		}
+	}
+	return "http"
 }
