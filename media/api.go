@@ -109,15 +109,54 @@ const (
 	SourceStopped      SourceState = "stopped"      // closed
 )
 
+// Writer is the write side of a stream: all a Source may do with it. Sources
+// depend on this interface rather than on *Stream so that what they write
+// into can change (a recorder in tests, another hub) without touching them.
+// *Stream implements it: its methods are safe to call from several
+// goroutines (e.g. video from the reader, audio from a transcoder's
+// callback), never block on viewers, and keep no reference to their
+// argument slices after returning, so a source may reuse its buffers.
+type Writer interface {
+	// SetTracks declares what this run carries. It must be called before the
+	// first WriteH264 or WriteAudio of each run (also after a restart: the
+	// tracks may have changed); audio written before an audio track was
+	// declared is dropped. SPS/PPS given here are used until in-band ones
+	// arrive.
+	SetTracks(t Tracks)
+	// WriteH264 writes one access unit: NALUs without start codes in
+	// decoding order, pts on the source's own timeline (any origin; the
+	// stream maps it onto its continuous one). Parameter sets are learned
+	// in-band; video before the first IDR of a run is dropped.
+	WriteH264(pts time.Duration, au [][]byte)
+	// WriteAudio writes one encoded audio frame of the declared codec, pts on
+	// the same timeline as the video (A/V sync depends on it).
+	WriteAudio(pts time.Duration, frame []byte)
+	// Discontinuity says the source's timeline jumps (a file looped, a
+	// source restarted): the next write is rebased so that output timestamps
+	// keep increasing, and video waits for the next IDR. The supervisor
+	// already calls it before every re-run; a source calls it for jumps
+	// within one run.
+	Discontinuity()
+}
+
+// Warner is optionally implemented by a Source that plays something only in
+// part or not as given (e.g. AAC audio dropped or transcoded). Warnings
+// returns a copy of the current warnings (they may change from one run to
+// the next) and is safe to call while Run is in progress; callers show them
+// in status and readiness reports.
+type Warner interface {
+	Warnings() []string
+}
+
 // Source is one kind of input (builtin, file, rtsp, ffmpeg transcode, ...).
-// Run connects and writes media into the stream until ctx is done (return
+// Run connects and writes media into w until ctx is done (return
 // ctx.Err()), the media ends (return nil; a file without loop), or the source
 // fails (return an error wrapping ErrSourceUnavailable or ErrUnsupportedCodec).
-// A Source must call st.SetTracks before the first Write* call of each run;
+// A Source must call w.SetTracks before the first Write* call of each run;
 // the supervisor calls Run again after a failure with backoff, and the Stream
 // keeps timestamps continuous across runs.
 type Source interface {
-	Run(ctx context.Context, st *Stream) error
+	Run(ctx context.Context, w Writer) error
 	// Kind is builtin | file | rtsp | device | url.
 	Kind() string
 	// String is a log- and API-safe description (credentials removed).
@@ -147,6 +186,8 @@ type SubscriberStats struct {
 	Overflows uint64 // times the queue overflowed
 	Queued    int    // packets waiting to be read (cached burst included)
 }
+
+var _ Writer = (*Stream)(nil)
 
 // The Stream and Supervisor API (implemented in stream.go, subscriber.go,
 // supervisor.go of this package):

@@ -14,10 +14,10 @@ import (
 // scriptSource is a test Source whose runs follow a script.
 type scriptSource struct {
 	runs   atomic.Int32
-	script func(ctx context.Context, st *Stream, run int) error
+	script func(ctx context.Context, st Writer, run int) error
 }
 
-func (s *scriptSource) Run(ctx context.Context, st *Stream) error {
+func (s *scriptSource) Run(ctx context.Context, st Writer) error {
 	return s.script(ctx, st, int(s.runs.Add(1)))
 }
 func (s *scriptSource) Kind() string   { return "test" }
@@ -54,7 +54,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func writeGOP(st *Stream, from time.Duration, n int) {
+func writeGOP(st Writer, from time.Duration, n int) {
 	for i := 0; i < n; i++ {
 		au := [][]byte{slice(200)}
 		if i == 0 {
@@ -96,7 +96,7 @@ func TestSupervisorReconnect(t *testing.T) {
 	var log stateLog
 	var sv *Supervisor
 	var retryIn []time.Duration
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		retryIn = append(retryIn, sv.Status().RetryIn)
 		st.SetTracks(Tracks{Video: &VideoParams{}})
 		switch run {
@@ -180,7 +180,7 @@ func TestSupervisorBackoff(t *testing.T) {
 	var mu sync.Mutex
 	var retryIn []time.Duration
 	var starts []time.Time
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		mu.Lock()
 		retryIn = append(retryIn, sv.Status().RetryIn)
 		starts = append(starts, time.Now())
@@ -228,7 +228,7 @@ func TestSupervisorGrace(t *testing.T) {
 	defer st.Close()
 	// Media flows once, then the source fails for good: the outage is
 	// "reconnecting" (not failed) for the grace period, failed after it.
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		if run == 1 {
 			st.SetTracks(Tracks{Video: &VideoParams{}})
 			writeGOP(st, 0, 3)
@@ -266,7 +266,7 @@ func TestSupervisorNeverUpFailsAtOnce(t *testing.T) {
 	checkLeaks(t)
 	st := NewStream(StreamConfig{}, nil)
 	defer st.Close()
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		return fmt.Errorf("%w: %s", ErrSourceUnavailable, secretErr)
 	}}
 	sv := NewSupervisor(src, st, SupervisorConfig{
@@ -286,7 +286,7 @@ func TestSupervisorEnded(t *testing.T) {
 	st := NewStream(StreamConfig{}, nil)
 	defer st.Close()
 	var log stateLog
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		st.SetTracks(Tracks{Video: &VideoParams{}})
 		writeGOP(st, 0, 3)
 		return nil
@@ -316,7 +316,7 @@ func TestSupervisorStopWhileStarting(t *testing.T) {
 	defer st.Close()
 	var log stateLog
 	started := make(chan struct{})
-	src := &scriptSource{script: func(ctx context.Context, st *Stream, run int) error {
+	src := &scriptSource{script: func(ctx context.Context, st Writer, run int) error {
 		close(started)
 		<-ctx.Done()
 		return fmt.Errorf("%w: %w", ErrSourceUnavailable, ctx.Err())

@@ -18,9 +18,6 @@ import (
 	"github.com/icey/icey-server/media/transcode"
 )
 
-// warner is implemented by sources that drop something (e.g. AAC audio).
-type warner interface{ Warnings() []string }
-
 // errSourceConfig is a source problem found at startup that waiting cannot
 // fix (a missing file, an unsupported codec without ffmpeg): exit 4.
 var errSourceConfig = errors.New("source")
@@ -170,7 +167,7 @@ func unwrapPath(err error) error {
 // own current warnings (e.g. audio dropped).
 func (a *app) sourceWarnings() []string {
 	out := append([]string(nil), a.srcWarnings...)
-	if w, ok := a.src.(warner); ok {
+	if w, ok := a.src.(media.Warner); ok {
 		out = append(out, w.Warnings()...)
 	}
 	return out

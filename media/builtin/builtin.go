@@ -44,7 +44,7 @@ func New(log *slog.Logger) *Source {
 }
 
 // Run implements media.Source: it loops the clip until ctx is done.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error { return s.f.Run(ctx, st) }
+func (s *Source) Run(ctx context.Context, st media.Writer) error { return s.f.Run(ctx, st) }
 
 // Kind implements media.Source.
 func (s *Source) Kind() string { return "builtin" }

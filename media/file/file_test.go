@@ -176,7 +176,9 @@ func TestBadFiles(t *testing.T) {
 }
 
 // runFast plays the whole file without pacing.
-func (s *Source) runFast(ctx context.Context, st sink) error { return s.runWith(ctx, st, false) }
+func (s *Source) runFast(ctx context.Context, st media.Writer) error {
+	return s.runWith(ctx, st, false)
+}
 
 func TestRunPacedNoLoop(t *testing.T) {
 	src, err := New(Config{Path: testClip(t, "h264-opus-2s")}, nil)
@@ -185,7 +187,7 @@ func TestRunPacedNoLoop(t *testing.T) {
 	}
 	rec := &recorder{}
 	start := time.Now()
-	if err := src.run(context.Background(), rec); err != nil {
+	if err := src.Run(context.Background(), rec); err != nil {
 		t.Fatalf("Run = %v, want nil at the end of the file", err)
 	}
 	took := time.Since(start)
@@ -251,7 +253,7 @@ func TestRunLoop(t *testing.T) {
 	rec := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.run(ctx, rec) }()
+	go func() { done <- src.Run(ctx, rec) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for rec.count("disc") < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -308,7 +310,7 @@ func TestRunCancelPrompt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err = src.run(ctx, &recorder{})
+	err = src.Run(ctx, &recorder{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run = %v", err)
 	}
@@ -356,11 +358,11 @@ func TestRunFileReplacedByGarbage(t *testing.T) {
 	if err := os.WriteFile(p, b[:len(b)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.run(context.Background(), &recorder{}); !errors.Is(err, media.ErrSourceUnavailable) {
+	if err := src.Run(context.Background(), &recorder{}); !errors.Is(err, media.ErrSourceUnavailable) {
 		t.Fatalf("Run on a truncated file = %v", err)
 	}
 	os.Remove(p)
-	if err := src.run(context.Background(), &recorder{}); !errors.Is(err, media.ErrSourceUnavailable) {
+	if err := src.Run(context.Background(), &recorder{}); !errors.Is(err, media.ErrSourceUnavailable) {
 		t.Fatalf("Run on a missing file = %v", err)
 	}
 }

@@ -114,7 +114,7 @@ func genClip(ffmpeg, name string) (string, error) {
 	return out, nil
 }
 
-// event is one call a source made on its sink.
+// event is one call a source made on its media.Writer.
 type event struct {
 	kind  string // "tracks", "video", "audio", "disc"
 	pts   time.Duration
@@ -124,7 +124,7 @@ type event struct {
 	tr    media.Tracks
 }
 
-// recorder is a sink that records every call.
+// recorder is a media.Writer that records every call.
 type recorder struct {
 	mu     sync.Mutex
 	events []event

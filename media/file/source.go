@@ -142,6 +142,8 @@ func (s *Source) Info() Info { return s.info }
 // Warnings lists what will not play (e.g. AAC audio dropped).
 func (s *Source) Warnings() []string { return append([]string(nil), s.warn...) }
 
+var _ media.Warner = (*Source)(nil)
+
 // Loops counts completed passes over the file while looping.
 func (s *Source) Loops() uint64 { return s.loops.Load() }
 
@@ -151,15 +153,13 @@ func (s *Source) Loops() uint64 { return s.loops.Load() }
 // of each pass and continues with timestamps offset by the file's duration,
 // so they keep increasing. Without Loop it returns nil after the last
 // sample. It returns ctx.Err() promptly on cancellation.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
-	return s.run(ctx, st)
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
+	return s.runWith(ctx, st, true)
 }
-
-func (s *Source) run(ctx context.Context, st sink) error { return s.runWith(ctx, st, true) }
 
 // runWith plays unpaced (as fast as possible) when paced is false: tests
 // use it to push whole files through quickly.
-func (s *Source) runWith(ctx context.Context, st sink, paced bool) error {
+func (s *Source) runWith(ctx context.Context, st media.Writer, paced bool) error {
 	r, release, err := s.open()
 	if err != nil {
 		return fmt.Errorf("file source %s: %w", s.name, err)
@@ -195,14 +195,6 @@ func (s *Source) runWith(ctx context.Context, st sink, paced bool) error {
 		p.offset += c.period
 		st.Discontinuity()
 	}
-}
-
-// sink is what Run needs of a *media.Stream; tests record through it.
-type sink interface {
-	SetTracks(media.Tracks)
-	WriteH264(pts time.Duration, au [][]byte)
-	WriteAudio(pts time.Duration, frame []byte)
-	Discontinuity()
 }
 
 // pacer maps media time to wall time for one Run.
@@ -258,7 +250,7 @@ func (c *cursor) advance() {
 	c.i++
 }
 
-func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w sink) error {
+func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w media.Writer) error {
 	// Edit lists are not applied (pmp4 does not expose them). The common
 	// one, written by ffmpeg for B-frames, only cancels the first frame's
 	// composition offset: subtracting it keeps video and audio in sync.

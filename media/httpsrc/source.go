@@ -86,6 +86,8 @@ func (s *Source) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }
 
+var _ media.Warner = (*Source)(nil)
+
 func (s *Source) setWarnings(w []string) {
 	s.mu.Lock()
 	s.warnings = w
@@ -112,7 +114,7 @@ func (r *recorder) Read(p []byte) (int, error) {
 }
 
 // Run implements media.Source.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

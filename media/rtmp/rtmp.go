@@ -142,8 +142,10 @@ func (s *Source) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }
 
+var _ media.Warner = (*Source)(nil)
+
 // Run implements media.Source.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -330,7 +332,7 @@ func discard(r *gortmplib.Reader, t *gortmplib.Track) {
 }
 
 // writeG711 splits G.711 samples into 20 ms frames (160 bytes at 8 kHz).
-func writeG711(st *media.Stream, pts time.Duration, samples []byte) {
+func writeG711(st media.Writer, pts time.Duration, samples []byte) {
 	const frame = 160
 	for len(samples) > 0 {
 		n := min(frame, len(samples))

@@ -145,6 +145,8 @@ func (s *Source) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }
 
+var _ media.Warner = (*Source)(nil)
+
 func (s *Source) setWarnings(w []string) {
 	s.mu.Lock()
 	s.warnings = w
@@ -155,7 +157,7 @@ func (s *Source) setWarnings(w []string) {
 // until ctx is done (ctx.Err()), the connection fails or no RTP packet
 // arrives for ReadTimeout (media.ErrSourceUnavailable), or the stream has no
 // H.264 video (media.ErrUnsupportedCodec).
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

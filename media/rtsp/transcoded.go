@@ -30,7 +30,7 @@ const tsOffset = 10 * 90000
 // Config.VideoTranscode, and the transcode source writes H.264 + Opus into
 // st. ffmpeg never sees the camera's URL or credentials.
 func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *selection,
-	waitDone chan error, st *media.Stream, agg *aggregator,
+	waitDone chan error, st media.Writer, agg *aggregator,
 ) error {
 	vt := &mpegts.Track{Codec: &tscodecs.H265{}}
 	tsTracks := []*mpegts.Track{vt}

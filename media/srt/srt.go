@@ -146,8 +146,10 @@ func (s *Source) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }
 
+var _ media.Warner = (*Source)(nil)
+
 // Run implements media.Source.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

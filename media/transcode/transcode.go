@@ -224,7 +224,7 @@ func (s *Source) args(listFile string) []string {
 // Run implements media.Source. It returns ctx.Err() when cancelled, nil when
 // a file without Loop ended, and an error wrapping media.ErrSourceUnavailable
 // (with ffmpeg's last stderr lines) when ffmpeg fails or stalls.
-func (s *Source) Run(ctx context.Context, st *media.Stream) error {
+func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (s *Source) Run(ctx context.Context, st *media.Stream) error {
 }
 
 // demux reads MPEG-TS until an error (io.EOF when ffmpeg closed stdout).
-func (s *Source) demux(r io.Reader, st *media.Stream, lastMedia *atomic.Int64) error {
+func (s *Source) demux(r io.Reader, st media.Writer, lastMedia *atomic.Int64) error {
 	tr := &mpegts.Reader{R: r}
 	if err := tr.Initialize(); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {

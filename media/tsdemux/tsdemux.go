@@ -50,7 +50,7 @@ type Options struct {
 // for StallTimeout. Errors are plain (not wrapped in ErrSourceUnavailable)
 // except media.ErrUnsupportedCodec, which is returned before anything is
 // written to st.
-func Play(ctx context.Context, r io.Reader, st *media.Stream, o Options) error {
+func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
