@@ -66,6 +66,11 @@ type app struct {
 	logTail     *healthping.Tail
 	bg          sync.WaitGroup // background loops (readiness watch, pings)
 	bgCancel    context.CancelFunc
+	// pollNow asks the readiness watch to re-evaluate at once (a source
+	// changed state), so readiness events follow the source without the
+	// watch's one-second delay; all evaluation stays in the watch's
+	// goroutine, so edges are published in order.
+	pollNow chan struct{}
 }
 
 // sympleServer is the Symple WebSocket server as the app uses it.
@@ -81,7 +86,8 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 }
 
 func newApp(cfg config.Config, log *slog.Logger) *app {
-	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now(), bus: events.New()}
+	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now(), bus: events.New(),
+		pollNow: make(chan struct{}, 1)}
 	a.state.Store("starting")
 	a.lastReady.Store(-1)
 	return a
@@ -199,6 +205,10 @@ func (a *app) start() int {
 					l.Info("source state changed")
 				}
 				a.sourceEvent(s, err)
+				select {
+				case a.pollNow <- struct{}{}:
+				default:
+				}
 			},
 		}, logging.Module(log, "media"))
 		ctx, cancel := context.WithCancel(context.Background())
@@ -554,6 +564,7 @@ func (a *app) startBackground() {
 			a.turnRefusalEvents(refusals)
 			select {
 			case <-t.C:
+			case <-a.pollNow:
 			case <-ctx.Done():
 				return
 			}

@@ -239,7 +239,9 @@ func TestChromiumUIICEFailureNamesTheCause(t *testing.T) {
 	})
 
 	t.Run("page on this machine, browser without an address", func(t *testing.T) {
-		p := launch(t, nil)
+		// Without TURN: the embedded relay on loopback could otherwise give
+		// this browser a relay candidate and the call would play.
+		p := launch(t, []string{"--no-turn"})
 		p.waitFor(t, "/api/ready", 200, 20*time.Second)
 		b := browsertest.Start(t, noLoopbackICE(nil))
 		msg := iceFailure(t, b, p.base+"/")
