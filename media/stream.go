@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/icey/icey-server/internal/logging"
 )
 
 // Defaults of StreamConfig and SubscribeOptions.
@@ -589,17 +591,12 @@ func rtpTime(d time.Duration, rate uint32) uint32 {
 	return uint32(sec*r + frac)
 }
 
-// rateWarn aggregates a hot-path warning to at most one log line per second.
-type rateWarn struct {
-	last  time.Time
-	count int
-}
+// rateWarn aggregates a hot-path warning to at most one log line per second;
+// "count" is the number of hits the line stands for (itself included).
+type rateWarn struct{ limit logging.Limiter }
 
 func (w *rateWarn) hit(log *slog.Logger, msg string, now time.Time) {
-	w.count++
-	if now.Sub(w.last) < time.Second {
-		return
+	if ok, held := w.limit.Allow(now); ok {
+		log.Warn(msg, "count", held+1)
 	}
-	log.Warn(msg, "count", w.count)
-	w.last, w.count = now, 0
 }

@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/pion/logging"
+
+	ilog "github.com/icey/icey-server/internal/logging"
 )
 
 // pionLogFactory bridges pion's leveled loggers into slog. pion is chatty
@@ -21,7 +22,10 @@ type pionLogFactory struct {
 }
 
 func (f *pionLogFactory) NewLogger(scope string) logging.LeveledLogger {
-	return &pionLogger{log: f.log.With("pion", scope)}
+	return &pionLogger{
+		log:   f.log.With("pion", scope),
+		limit: ilog.Limiter{Interval: pionLogWindow, Burst: pionLogBurst},
+	}
 }
 
 // pionLogBurst lines per pionLogWindow per scope are written; the rest are
@@ -32,12 +36,8 @@ const (
 )
 
 type pionLogger struct {
-	log *slog.Logger
-
-	mu         sync.Mutex
-	windowFrom time.Time
-	inWindow   int
-	suppressed int
+	log   *slog.Logger
+	limit ilog.Limiter
 }
 
 func (l *pionLogger) emitf(level slog.Level, format string, args ...any) {
@@ -51,25 +51,7 @@ func (l *pionLogger) emit(level slog.Level, msg string) {
 	if !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.windowFrom) >= pionLogWindow {
-		l.windowFrom, l.inWindow = now, 0
-	}
-	l.inWindow++
-	if l.inWindow > pionLogBurst {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	suppressed := l.suppressed
-	l.suppressed = 0
-	l.mu.Unlock()
-	if suppressed > 0 {
-		l.log.Log(context.Background(), level, msg, "suppressed", suppressed)
-		return
-	}
-	l.log.Log(context.Background(), level, msg)
+	l.limit.Log(l.log, level, msg)
 }
 
 func (l *pionLogger) Trace(string)          {}

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	ilog "github.com/icey/icey-server/internal/logging"
 	"github.com/icey/icey-server/media"
 )
 
@@ -459,8 +460,7 @@ func (s *Session) pump() {
 	}
 	s.sub.Store(sub)
 	buf := make([]*media.Packet, pumpBatch)
-	var lastErrLog time.Time
-	var errsAtLastLog uint64
+	errLog := ilog.Limiter{Interval: 10 * time.Second}
 	pace := burstPacer{speed: s.m.cfg.CacheBurstSpeed}
 	defer pace.stop()
 	sawKeyframe := false
@@ -500,10 +500,9 @@ func (s *Session) pump() {
 				return
 			}
 			// Per-packet failures are counted and logged at most every 10 s.
-			total := s.writeErrs.Add(1)
-			if time.Since(lastErrLog) >= 10*time.Second {
-				s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", total-errsAtLastLog)
-				lastErrLog, errsAtLastLog = time.Now(), total
+			s.writeErrs.Add(1)
+			if ok, held := errLog.Allow(time.Now()); ok {
+				s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", held+1)
 			}
 		}
 	}

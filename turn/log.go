@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/pion/logging"
+
+	ilog "github.com/icey/icey-server/internal/logging"
 )
 
 // slogFactory bridges pion's logger into slog at a quiet level: pion logs
@@ -27,11 +28,8 @@ const (
 )
 
 type slogLeveled struct {
-	log *slog.Logger
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
+	log   *slog.Logger
+	limit ilog.Limiter // warnings and errors: one line per second
 }
 
 func (l *slogLeveled) emit(level slog.Level, msg string) {
@@ -47,17 +45,10 @@ func (l *slogLeveled) emitf(level slog.Level, format string, args ...any) {
 // warn logs at Warn at most once per second; the next line carries how many
 // were suppressed in between.
 func (l *slogLeveled) warn(msg func() string) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < time.Second {
-		l.suppressed++
-		l.mu.Unlock()
+	ok, n := l.limit.Allow(time.Now())
+	if !ok {
 		return
 	}
-	l.last = now
-	n := l.suppressed
-	l.suppressed = 0
-	l.mu.Unlock()
 	if n > 0 {
 		l.log.Warn(msg(), "suppressed", n)
 		return

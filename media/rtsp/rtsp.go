@@ -29,6 +29,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
 
+	"github.com/icey/icey-server/internal/logging"
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/media/transcode"
 )
@@ -545,14 +546,16 @@ func (s *Source) scrub(text string) string {
 // aggregator turns per-packet problems into one log line per second per
 // message, with a count.
 type aggregator struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	n    map[string]int
-	last time.Time
+	log   *slog.Logger
+	mu    sync.Mutex
+	n     map[string]int
+	limit logging.Limiter // paces tick's flushes
 }
 
 func newAggregator(log *slog.Logger) *aggregator {
-	return &aggregator{log: log, n: map[string]int{}, last: time.Now()}
+	a := &aggregator{log: log, n: map[string]int{}}
+	a.limit.Allow(time.Now()) // the first flush is a second away
+	return a
 }
 
 func (a *aggregator) add(msg string, n int) {
@@ -562,10 +565,9 @@ func (a *aggregator) add(msg string, n int) {
 }
 
 func (a *aggregator) tick(now time.Time) {
-	if now.Sub(a.last) < time.Second {
+	if ok, _ := a.limit.Allow(now); !ok {
 		return
 	}
-	a.last = now
 	a.flush()
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
+	"github.com/icey/icey-server/internal/logging"
 	"github.com/icey/icey-server/media"
 )
 
@@ -405,11 +406,10 @@ type tail struct {
 	scrub func(string) string
 	log   *slog.Logger
 
-	mu         sync.Mutex
-	partial    []byte
-	lines      []string
-	suppressed int
-	lastLog    time.Time
+	mu      sync.Mutex
+	partial []byte
+	lines   []string
+	limit   logging.Limiter // logged lines: one per second
 }
 
 func newTail(max int, scrub func(string) string, log *slog.Logger) *tail {
@@ -445,11 +445,8 @@ func (t *tail) addLocked(line string) {
 	if len(t.lines) > t.max {
 		t.lines = t.lines[len(t.lines)-t.max:]
 	}
-	if now := time.Now(); now.Sub(t.lastLog) >= time.Second {
-		t.log.Warn("ffmpeg: "+line, "suppressed", t.suppressed)
-		t.lastLog, t.suppressed = now, 0
-	} else {
-		t.suppressed++
+	if ok, held := t.limit.Allow(time.Now()); ok {
+		t.log.Warn("ffmpeg: "+line, "suppressed", held)
 	}
 }
 
@@ -460,9 +457,8 @@ func (t *tail) flush() {
 		t.addLocked(string(t.partial))
 		t.partial = nil
 	}
-	if t.suppressed > 0 {
-		t.log.Warn("ffmpeg: more stderr lines", "suppressed", t.suppressed)
-		t.suppressed = 0
+	if held := t.limit.Flush(); held > 0 {
+		t.log.Warn("ffmpeg: more stderr lines", "suppressed", held)
 	}
 }
 
