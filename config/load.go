@@ -219,6 +219,15 @@ func applyFile(cfg *Config, path string, data []byte) error {
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(data, err))
 	}
+	// One JSON object and nothing after it (json.Unmarshal's rule; a
+	// Decoder alone would ignore the rest).
+	if _, err := dec.Token(); err != io.EOF {
+		detail := "invalid JSON: data after the top-level object"
+		if err != nil {
+			detail = describeJSONError(data, err)
+		}
+		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, detail)
+	}
 	// encoding/json matches keys case-insensitively, but a key that is not
 	// spelled exactly is reported as unknown and ignored: decode only the
 	// exactly-spelled keys, so the warning tells the truth.
