@@ -51,8 +51,7 @@ type Source struct {
 	f   *Feeder
 	log *slog.Logger
 
-	mu       sync.Mutex
-	warnings []string
+	media.WarningSet // warnings of the latest run
 
 	audioPid atomic.Int64 // AAC transcoder of a pass-through run, for tests
 	fellBack atomic.Bool  // the latest run used Fallback
@@ -79,20 +78,7 @@ func (s *Source) Kind() string { return "url" }
 // String implements media.Source: the URL without credentials.
 func (s *Source) String() string { return s.f.safe }
 
-// Warnings of the latest run (audio dropped or transcoded, fallback used).
-func (s *Source) Warnings() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.warnings...)
-}
-
 var _ media.Warner = (*Source)(nil)
-
-func (s *Source) setWarnings(w []string) {
-	s.mu.Lock()
-	s.warnings = w
-	s.mu.Unlock()
-}
 
 // recorder keeps what was read until stop, for a fallback to replay.
 type recorder struct {
@@ -147,7 +133,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 			return fmt.Errorf("%w: %s: an HLS playlist needs ffmpeg", media.ErrUnsupportedCodec, s.f.safe)
 		}
 		s.fellBack.Store(true)
-		s.setWarnings([]string{"HLS playlist; transcoding with ffmpeg"})
+		s.SetWarnings([]string{"HLS playlist; transcoding with ffmpeg"})
 		src, err := s.cfg.Playlist()
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", media.ErrSourceUnavailable, s.f.safe, err)
@@ -161,7 +147,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 			FFmpegPath:     s.cfg.FFmpegPath,
 			StallTimeout:   s.cfg.StallTimeout,
 			Close:          closeBody,
-			OnTracks:       func(w []string) { rec.on = false; rec.buf = bytes.Buffer{}; s.setWarnings(w) },
+			OnTracks:       func(w []string) { rec.on = false; rec.buf = bytes.Buffer{}; s.SetWarnings(w) },
 			OnAudioPid:     func(pid int) { s.audioPid.Store(int64(pid)) },
 			Log:            s.log,
 		})
@@ -177,12 +163,12 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 			return fmt.Errorf("%s: %w", s.f.safe, err)
 		}
 		s.log.Info("not H.264 in MPEG-TS: transcoding with ffmpeg", "why", err.Error())
-		s.setWarnings([]string{err.Error() + "; transcoding with ffmpeg"})
+		s.SetWarnings([]string{err.Error() + "; transcoding with ffmpeg"})
 	} else {
 		if s.cfg.Fallback == nil {
 			return fmt.Errorf("%w: %s: not MPEG-TS (install ffmpeg to transcode other containers)", media.ErrUnsupportedCodec, s.f.safe)
 		}
-		s.setWarnings([]string{"not MPEG-TS; transcoding with ffmpeg"})
+		s.SetWarnings([]string{"not MPEG-TS; transcoding with ffmpeg"})
 	}
 
 	// Fallback: ffmpeg gets what was read so far, then the rest of the

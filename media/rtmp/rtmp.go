@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,8 +59,7 @@ type Source struct {
 	pass string
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	warnings []string
+	media.WarningSet // warnings of the latest run
 
 	audioPid atomic.Int64 // ffmpeg of the AAC transcode, for tests
 }
@@ -134,13 +132,6 @@ func (s *Source) Kind() string { return "url" }
 
 // String implements media.Source: the URL without credentials, query or stream key.
 func (s *Source) String() string { return s.safe }
-
-// Warnings of the latest run (dropped audio, transcoded audio).
-func (s *Source) Warnings() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.warnings...)
-}
 
 var _ media.Warner = (*Source)(nil)
 
@@ -222,9 +213,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if aac != nil {
 		warnings = append(warnings, "audio AAC is transcoded to Opus with ffmpeg")
 	}
-	s.mu.Lock()
-	s.warnings = warnings
-	s.mu.Unlock()
+	s.SetWarnings(warnings)
 	for _, w := range warnings {
 		s.log.Warn(w)
 	}

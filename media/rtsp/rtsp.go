@@ -90,8 +90,7 @@ type Source struct {
 	pass string // for scrubbing error texts; empty if none
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	warnings []string
+	media.WarningSet // warnings of the latest run
 
 	audioPid atomic.Int64 // ffmpeg of the current run's AAC transcode, for tests
 }
@@ -138,21 +137,7 @@ func (s *Source) Kind() string { return "rtsp" }
 // String implements media.Source: the URL without credentials.
 func (s *Source) String() string { return s.safe }
 
-// Warnings returns the warnings of the latest run (e.g. an audio codec that
-// is dropped), for the status report.
-func (s *Source) Warnings() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.warnings...)
-}
-
 var _ media.Warner = (*Source)(nil)
-
-func (s *Source) setWarnings(w []string) {
-	s.mu.Lock()
-	s.warnings = w
-	s.mu.Unlock()
-}
 
 // Run implements media.Source: it connects, plays, and writes media into st
 // until ctx is done (ctx.Err()), the connection fails or no RTP packet
@@ -214,7 +199,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err != nil {
 		return err
 	}
-	s.setWarnings(sel.warnings)
+	s.SetWarnings(sel.warnings)
 	for _, w := range sel.warnings {
 		s.log.Warn(w)
 	}

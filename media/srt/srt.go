@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,8 +52,7 @@ type Source struct {
 	secrets []string
 	log     *slog.Logger
 
-	mu       sync.Mutex
-	warnings []string
+	media.WarningSet // warnings of the latest run
 
 	audioPid atomic.Int64 // ffmpeg of the AAC transcode, for tests
 }
@@ -139,13 +137,6 @@ func (s *Source) Kind() string { return "url" }
 // String implements media.Source: scheme and host only.
 func (s *Source) String() string { return s.safe }
 
-// Warnings of the latest run.
-func (s *Source) Warnings() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.warnings...)
-}
-
 var _ media.Warner = (*Source)(nil)
 
 // Run implements media.Source.
@@ -189,9 +180,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 		StallTimeout:   s.cfg.ReadTimeout,
 		Close:          func() { conn.Close() },
 		OnTracks: func(w []string) {
-			s.mu.Lock()
-			s.warnings = w
-			s.mu.Unlock()
+			s.SetWarnings(w)
 		},
 		OnAudioPid: func(pid int) { s.audioPid.Store(int64(pid)) },
 		Log:        s.log,
