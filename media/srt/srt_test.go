@@ -53,9 +53,11 @@ func TestPullSRT(t *testing.T) {
 //
 // Known library leak: gosrt v0.9.0's Dial does not stop its connection
 // timeout timer when the handshake is rejected, so after ConnectionTimeout
-// the timer's goroutine blocks forever on an unread channel (one per
-// rejected attempt; the supervisor's backoff bounds the rate). The test
-// waits for those timers and checks there is no more than one per attempt.
+// the timer's goroutine blocks forever on an unread channel; and its socket
+// reader, racing Close's non-blocking drain of the done channel, may block
+// forever too. So up to two goroutines per rejected attempt (the
+// supervisor's backoff bounds the rate). The test waits for those timers and
+// checks there are no more than two per attempt.
 func TestPullSRTFailures(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	const pass, sid = "Srt-Passphrase-0123", "cam-key-4567"
@@ -79,8 +81,8 @@ func TestPullSRTFailures(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // let gosrt's timeout timers fire
 	leaked := gosrtTimers() - before
 	t.Logf("goroutines left by gosrt after 2 rejected dials: %d", leaked)
-	if leaked > 2 {
-		t.Errorf("%d gosrt goroutines left after 2 rejected dials", leaked)
+	if leaked > 4 {
+		t.Errorf("%d gosrt goroutines left after 2 rejected dials (at most 2 each expected)", leaked)
 	}
 	for _, bad := range []string{"srt://", "srt://h:1?mode=listener", "http://h/x"} {
 		if _, err := New(Config{URL: bad}, nil); err == nil {
