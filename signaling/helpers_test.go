@@ -227,6 +227,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // an httptest server. With c nil the stream never gets tracks.
 func newHarness(t *testing.T, c *clip, cfg Config, onIDR func()) *harness {
 	t.Helper()
+	return newHarnessRoles(t, c, cfg, onIDR, true, false)
+}
+
+// newHarnessRoles is newHarness with the default path's policy: read
+// (viewers accepted) and publish (one publisher accepted).
+func newHarnessRoles(t *testing.T, c *clip, cfg Config, onIDR func(), read, publish bool) *harness {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +241,7 @@ func newHarness(t *testing.T, c *clip, cfg Config, onIDR func()) *harness {
 	st := media.NewStream(media.StreamConfig{Name: "test"}, nil)
 	cfg.UDPConn = conn
 	cfg.LoopbackOnly = true
-	m, err := NewManager(cfg, st, testLogger(t))
+	m, err := NewManager(cfg, OneStream(st, read, publish), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package signaling is the WebRTC session layer (one shared pion API and UDP
 // socket for every session) and its HTTP front doors: WHEP for viewers and
 // WHIP for publishers. The Symple WebSocket server shares the session layer
-// through Manager.NewViewer.
+// through Manager.NewViewer and Manager.NewPublisher. Sessions attach to
+// named paths through a Router.
 package signaling
 
 import (
@@ -19,8 +20,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
-
-	"github.com/icey/icey-server/media"
 )
 
 // Sentinel errors. The HTTP edge maps them to status codes.
@@ -81,9 +80,6 @@ var (
 
 // Config of the session layer. Zero values take the documented defaults.
 type Config struct {
-	// Mode is the server mode: "stream" (default), "record" or "relay".
-	// Viewers are served in stream and relay modes.
-	Mode string
 	// UDPConn is the one shared media socket (webrtc.port), bound by the
 	// caller; every session is multiplexed on it by ICE ufrag. Required.
 	// Manager.Close closes it.
@@ -146,9 +142,6 @@ type Totals struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Mode == "" {
-		c.Mode = "stream"
-	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 200
 	}
@@ -171,8 +164,13 @@ func (c *Config) setDefaults() {
 
 // SessionMeta describes who asked for a session.
 type SessionMeta struct {
-	Role   string // "viewer" (default), later "publisher" / "recorder"
+	Role   string // "viewer" (default) or "publisher"; set by NewViewer / NewPublisher
 	Remote string // client address for logs and status
+	// Path names the path the session attaches to ("" = DefaultPath).
+	Path string
+	// Token is what the client presented (a bearer token), checked by the
+	// Router against a path's publish policy.
+	Token string
 }
 
 // SessionInfo is one session's snapshot for /api/status. ID is the opaque
@@ -180,6 +178,7 @@ type SessionMeta struct {
 type SessionInfo struct {
 	ID        string    `json:"id"`
 	Role      string    `json:"role"`
+	Path      string    `json:"path"`
 	Remote    string    `json:"remote"`
 	State     string    `json:"state"` // connecting | connected | closing
 	CreatedAt time.Time `json:"createdAt"`
@@ -191,11 +190,11 @@ type SessionInfo struct {
 
 // Manager owns the shared WebRTC API and every session.
 type Manager struct {
-	cfg Config
-	st  *media.Stream
-	log *slog.Logger
-	api *webrtc.API
-	mux ice.UDPMux
+	cfg   Config
+	paths Router
+	log   *slog.Logger
+	api   *webrtc.API
+	mux   ice.UDPMux
 
 	mu       sync.Mutex
 	closed   bool
@@ -215,20 +214,15 @@ type Manager struct {
 	endedPackets, endedBytes, endedDrops atomic.Uint64
 }
 
-// NewManager builds the shared pion API on cfg.UDPConn. st is the stream
-// viewers subscribe to.
-func NewManager(cfg Config, st *media.Stream, log *slog.Logger) (*Manager, error) {
+// NewManager builds the shared pion API on cfg.UDPConn. paths resolves the
+// path a session asks for to its stream.
+func NewManager(cfg Config, paths Router, log *slog.Logger) (*Manager, error) {
 	cfg.setDefaults()
 	if cfg.UDPConn == nil {
 		return nil, errors.New("signaling: Config.UDPConn is required")
 	}
-	if st == nil {
-		return nil, errors.New("signaling: nil stream")
-	}
-	switch cfg.Mode {
-	case "stream", "record", "relay":
-	default:
-		return nil, fmt.Errorf("signaling: unknown mode %q", cfg.Mode)
+	if paths == nil {
+		return nil, errors.New("signaling: nil Router")
 	}
 	for _, ip := range cfg.PublicIPs {
 		if net.ParseIP(ip) == nil {
@@ -263,7 +257,7 @@ func NewManager(cfg Config, st *media.Stream, log *slog.Logger) (*Manager, error
 		return nil, err
 	}
 	m := &Manager{
-		cfg: cfg, st: st, log: log, mux: mux,
+		cfg: cfg, paths: paths, log: log, mux: mux,
 		api:      webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)),
 		sessions: map[string]*Session{}, byRes: map[string]*Session{}, pendingByClient: map[string]int{},
 	}

@@ -193,7 +193,7 @@ func TestWildcardBindOffersLoopback(t *testing.T) {
 	c := getClip(t)
 	f := startFeeder(c, st, nil)
 	defer f.stop()
-	m, err := NewManager(Config{UDPConn: conn}, st, testLogger(t))
+	m, err := NewManager(Config{UDPConn: conn}, OneStream(st, true, false), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,11 +20,15 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-// Session is one peer connection (a viewer for now).
+// Session is one peer connection: a viewer (hub units → peer) or a
+// publisher (peer → path's stream).
 type Session struct {
 	m         *Manager
-	id        string // opaque: shown in status, events, metrics and logs
-	selector  string // resource capability, see newResource: never shown
+	path      string        // the path it is attached to
+	st        *media.Stream // that path's stream
+	release   func()        // from the Router; called once when the session is gone
+	id        string        // opaque: shown in status, events, metrics and logs
+	selector  string        // resource capability, see newResource: never shown
 	verifier  []byte
 	client    string // clientKey(remote), for the per-client pending limit
 	etag      string
@@ -178,7 +182,7 @@ func (s *Session) info() SessionInfo {
 	if sub := s.sub.Load(); sub != nil {
 		st = sub.Stats()
 	}
-	return SessionInfo{ID: s.id, Role: s.role, Remote: s.remote, State: state,
+	return SessionInfo{ID: s.id, Role: s.role, Path: s.path, Remote: s.remote, State: state,
 		CreatedAt: s.createdAt, Sent: st.Sent, Drops: st.Dropped}
 }
 
@@ -186,54 +190,81 @@ func (s *Session) info() SessionInfo {
 // answer is returned only after ICE gathering completed (instant on the UDP
 // mux), so clients without trickle ICE work. ctx bounds the setup only.
 func (m *Manager) NewViewer(ctx context.Context, offer string, meta SessionMeta) (*Session, string, error) {
-	if m.cfg.Mode == "record" {
-		return nil, "", fmt.Errorf("%w: server is in record mode; viewing requires --mode stream or relay", ErrWrongMode)
-	}
 	parsed, err := checkOffer(offer)
 	if err != nil {
 		return nil, "", err
 	}
-	tracks := m.st.Tracks()
-	if tracks.Video == nil && tracks.Audio == nil {
-		return nil, "", fmt.Errorf("%w: the stream has no tracks yet", ErrNoSource)
+	meta.Role = "viewer"
+	if meta.Path == "" {
+		meta.Path = DefaultPath
 	}
-	if !offerReceives(parsed, tracks) {
-		return nil, "", fmt.Errorf("%w: offer receives neither the stream's video nor its audio", ErrBadOffer)
+	s := m.newSession(parsed, meta)
+	if err := m.add(s); err != nil {
+		s.cancel()
+		return nil, "", err
 	}
-	if meta.Role == "" {
-		meta.Role = "viewer"
+	// Resolve the path after admission: a first viewer of an on-demand
+	// path waits here for its source (bounded by ctx), counted as pending.
+	st, release, err := m.paths.View(ctx, meta.Path)
+	if err == nil {
+		s.st, s.release = st, release
+		tracks := st.Tracks()
+		switch {
+		case tracks.Video == nil && tracks.Audio == nil:
+			err = fmt.Errorf("%w: the stream has no tracks yet", ErrNoSource)
+		case !offerReceives(parsed, tracks):
+			err = fmt.Errorf("%w: offer receives neither the stream's video nor its audio", ErrBadOffer)
+		default:
+			var answer string
+			if answer, err = s.setup(ctx, tracks, offer); err == nil {
+				m.total.Add(1)
+				s.live.Store(true)
+				go s.run()
+				return s, answer, nil
+			}
+		}
 	}
+	s.abort(err)
+	return nil, "", err
+}
+
+// newSession builds a session record (not yet admitted).
+func (m *Manager) newSession(parsed *sdp.SessionDescription, meta SessionMeta) *Session {
 	sel, ver := newResource()
 	s := &Session{
 		m: m, id: randomID(8), selector: sel, verifier: ver, client: clientKey(meta.Remote),
-		etag: `"` + randomID(16) + `"`,
+		path: meta.Path, etag: `"` + randomID(16) + `"`,
 		role: meta.Role, remote: meta.Remote, createdAt: time.Now(),
 		connected: make(chan struct{}), srtpReady: make(chan struct{}), done: make(chan struct{}),
 		remoteUfrag: offerUfrag(parsed),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if err := m.add(s); err != nil {
-		s.cancel()
-		return nil, "", err
-	}
-	answer, err := s.setup(ctx, tracks, offer)
-	if err != nil {
-		s.end(err)
-		if s.pc != nil {
-			_ = s.pc.GracefulClose()
-		}
-		s.rtcpWG.Wait()
-		m.remove(s)
-		close(s.done)
-		m.wg.Done()
-		return nil, "", err
-	}
-	m.total.Add(1)
-	s.live.Store(true)
-	go s.run()
-	return s, answer, nil
+	return s
 }
 
+// abort undoes an admitted session whose setup failed.
+func (s *Session) abort(err error) {
+	s.end(err)
+	if s.pc != nil {
+		_ = s.pc.GracefulClose()
+	}
+	s.rtcpWG.Wait()
+	s.m.remove(s)
+	s.releasePath()
+	close(s.done)
+	s.m.wg.Done()
+}
+
+// releasePath hands the session's hold on its path back to the Router.
+func (s *Session) releasePath() {
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
+}
+
+// Path is the name of the path the session is attached to.
+func (s *Session) Path() string { return s.path }
 func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) (string, error) {
 	m := s.m
 	pc, err := m.api.NewPeerConnection(webrtc.Configuration{})
@@ -341,7 +372,7 @@ func (s *Session) readRTCP(snd *webrtc.RTPSender, tr *viewerTrack) {
 	s.srtpOnce.Do(func() { close(s.srtpReady) })
 	var rt *retransmitter
 	if tr.hist != nil {
-		rt = &retransmitter{t: tr, recent: s.m.st.RecentVideo}
+		rt = &retransmitter{t: tr, recent: s.st.RecentVideo}
 		defer func() {
 			s.retransmits.Add(rt.sent)
 			s.nackMisses.Add(rt.missed)
@@ -410,6 +441,7 @@ func (s *Session) run() {
 	_ = s.pc.GracefulClose()
 	s.rtcpWG.Wait()
 	m.remove(s) // releases the pending or active count
+	s.releasePath()
 	s.mu.Lock()
 	s.isActive = false
 	st := s.finalStat
@@ -449,7 +481,7 @@ func (s *Session) pump() {
 	if s.audio != nil {
 		ab = s.audio.bound()
 	}
-	sub, err := s.m.st.Subscribe(s.id, media.SubscribeOptions{
+	sub, err := s.st.Subscribe(s.id, media.SubscribeOptions{
 		QueuePackets: s.m.cfg.SubscriberQueue,
 		VideoOnly:    ab == nil,
 		AudioOnly:    vb == nil,

@@ -362,12 +362,11 @@ func TestNewManagerRejectsBadConfig(t *testing.T) {
 		want string
 	}{
 		{"no socket", Config{}, "UDPConn"},
-		{"unknown mode", Config{UDPConn: lo, Mode: "broadcast"}, "mode"},
 		{"loopback only on 0.0.0.0", Config{UDPConn: any4, LoopbackOnly: true}, "loopback"},
 		{"bad public IP", Config{UDPConn: lo, PublicIPs: []string{"example.com"}}, "not an IP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := NewManager(tc.cfg, st, nil)
+			m, err := NewManager(tc.cfg, OneStream(st, true, false), nil)
 			if err == nil {
 				m.Close("test")
 				t.Fatal("no error")
@@ -390,7 +389,7 @@ func TestPublicIPsInAnswer(t *testing.T) {
 	defer st.Close()
 	f := startFeeder(c, st, nil)
 	defer f.stop()
-	m, err := NewManager(Config{UDPConn: conn, LoopbackOnly: true, PublicIPs: []string{"203.0.113.7"}}, st, nil)
+	m, err := NewManager(Config{UDPConn: conn, LoopbackOnly: true, PublicIPs: []string{"203.0.113.7"}}, OneStream(st, true, false), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/icey/icey-server/paths"
 )
 
 // WHEP (draft-ietf-wish-whep) and WHIP (RFC 9725) HTTP resources.
@@ -27,19 +29,82 @@ const (
 	retryAfterSeconds = "5"
 )
 
-// Handler serves POST /whep, PATCH|DELETE /whep/{resource}, OPTIONS on
-// both, and POST /whip (+ /whip/{resource}). The resource element of a
-// Location is a capability (see newResource): without it a session cannot
-// be acted on, whatever else the caller knows (its opaque id, a token).
-// Authentication is the caller's business (wrap this handler; let OPTIONS
-// through for CORS preflight).
+// Handler serves WHEP and WHIP for every path:
+//
+//	POST /whep, POST /{path}/whep          a viewer's offer (201 + Location)
+//	POST /whip, POST /{path}/whip          a publisher's offer
+//	PATCH|DELETE <Location>                trickle ICE, hang up
+//	OPTIONS on all of them                 CORS preflight
+//
+// /whep and /whip address DefaultPath. A Location is
+// [/{path}]/whep/{resource} (or whip); its resource element is a capability
+// (see newResource): without it a session cannot be acted on, whatever else
+// the caller knows (its opaque id, a token). Authentication is the
+// caller's business (wrap this handler; let OPTIONS through for CORS
+// preflight). The bearer token, when present, is passed to the Router as
+// the publisher's token.
 func (m *Manager) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc(whepPath, m.serveWHEP)
-	mux.HandleFunc(whepPath+"/{id}", m.serveWHEPSession)
-	mux.HandleFunc(whipPath, m.serveWHIP)
-	mux.HandleFunc(whipPath+"/{id}", m.serveWHIPSession)
-	return withCORS(mux)
+	return withCORS(http.HandlerFunc(m.route))
+}
+
+// route dispatches by URL shape. It is hand-written because Go's ServeMux
+// rejects "/whep/{resource}" next to "/{path}/whep" as conflicting.
+func (m *Manager) route(w http.ResponseWriter, r *http.Request) {
+	kind, path, res, ok := splitSignalPath(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if res != "" {
+		m.serveResource(w, r, kind, path, res)
+		return
+	}
+	switch r.Method {
+	case http.MethodOptions:
+		w.Header().Set("Allow", "OPTIONS, POST")
+		w.Header().Set("Accept-Post", mimeSDP)
+		if kind == whepPath {
+			m.setLinkHeaders(w)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPost:
+		if kind == whepPath {
+			m.postWHEP(w, r, path)
+		} else {
+			m.postWHIP(w, r, path)
+		}
+	default:
+		methodNotAllowed(w, "OPTIONS, POST")
+	}
+}
+
+// splitSignalPath parses /whep, /whep/{res}, /{path}/whep and
+// /{path}/whep/{res} (and the same with whip). kind is whepPath or
+// whipPath; path is "" for the default path. Two elements starting with
+// whep or whip are a resource of the default path (so no path may be named
+// whep or whip; config refuses those names).
+func splitSignalPath(p string) (kind, path, res string, ok bool) {
+	el := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	isKind := func(s string) bool { return s == "whep" || s == "whip" }
+	switch {
+	case len(el) == 1 && isKind(el[0]):
+		return "/" + el[0], "", "", true
+	case len(el) == 2 && isKind(el[0]) && el[1] != "":
+		return "/" + el[0], "", el[1], true
+	case len(el) == 2 && el[0] != "" && isKind(el[1]):
+		return "/" + el[1], el[0], "", true
+	case len(el) == 3 && el[0] != "" && isKind(el[1]) && el[2] != "":
+		return "/" + el[1], el[0], el[2], true
+	}
+	return "", "", "", false
+}
+
+// location is the resource URL of session s.
+func location(kind string, s *Session) string {
+	if s.path == DefaultPath {
+		return kind + "/" + s.resource()
+	}
+	return "/" + s.path + kind + "/" + s.resource()
 }
 
 // withCORS lets browser pages on other origins use WHEP (players embedded
@@ -57,31 +122,17 @@ func withCORS(h http.Handler) http.Handler {
 	})
 }
 
-func (m *Manager) serveWHEP(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodOptions:
-		w.Header().Set("Allow", "OPTIONS, POST")
-		w.Header().Set("Accept-Post", mimeSDP)
-		m.setLinkHeaders(w)
-		w.WriteHeader(http.StatusNoContent)
-	case http.MethodPost:
-		m.postWHEP(w, r)
-	default:
-		methodNotAllowed(w, "OPTIONS, POST")
-	}
-}
-
-func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request) {
+func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request, path string) {
 	offer, ok := m.readBody(w, r, mimeSDP)
 	if !ok {
 		return
 	}
-	s, answer, err := m.NewViewer(r.Context(), offer, SessionMeta{Role: "viewer", Remote: r.RemoteAddr})
+	s, answer, err := m.NewViewer(r.Context(), offer, SessionMeta{Remote: r.RemoteAddr, Path: path})
 	if err != nil {
 		m.writeError(w, r, err)
 		return
 	}
-	loc := whepPath + "/" + s.resource()
+	loc := location(whepPath, s)
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
 	h.Set("Location", loc)
@@ -93,7 +144,8 @@ func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, answer)
 }
 
-func (m *Manager) serveWHEPSession(w http.ResponseWriter, r *http.Request) {
+// serveResource serves OPTIONS, PATCH and DELETE on a session's Location.
+func (m *Manager) serveResource(w http.ResponseWriter, r *http.Request, kind, path, res string) {
 	const allow = "OPTIONS, PATCH, DELETE"
 	if r.Method == http.MethodOptions {
 		w.Header().Set("Allow", allow)
@@ -107,8 +159,11 @@ func (m *Manager) serveWHEPSession(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the capability finds a session: an opaque id (from status,
 	// events or metrics) answers the same 404 as a guess.
-	s := m.byResource(r.PathValue("id"))
-	if s == nil || !s.live.Load() {
+	if path == "" {
+		path = DefaultPath
+	}
+	s := m.byResource(res)
+	if s == nil || !s.live.Load() || s.path != path || (kind == whipPath) != (s.role == "publisher") {
 		http.Error(w, "no such session", http.StatusNotFound)
 		return
 	}
@@ -179,39 +234,11 @@ func (m *Manager) patchWHEP(w http.ResponseWriter, r *http.Request, s *Session) 
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (m *Manager) serveWHIP(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodOptions:
-		w.Header().Set("Allow", "OPTIONS, POST")
-		w.Header().Set("Accept-Post", mimeSDP)
-		w.WriteHeader(http.StatusNoContent)
-	case http.MethodPost:
-		if _, ok := m.readBody(w, r, mimeSDP); !ok {
-			return
-		}
-		if m.cfg.Mode == "stream" {
-			http.Error(w, "server is in stream mode; publish with WHIP requires --mode record or relay", http.StatusConflict)
-			return
-		}
-		// Publishing (record and relay modes) lands with the recorder.
-		http.Error(w, "WHIP publishing is not implemented yet", http.StatusNotImplemented)
-	default:
-		methodNotAllowed(w, "OPTIONS, POST")
+func (m *Manager) postWHIP(w http.ResponseWriter, r *http.Request, path string) {
+	if _, ok := m.readBody(w, r, mimeSDP); !ok {
+		return
 	}
-}
-
-func (m *Manager) serveWHIPSession(w http.ResponseWriter, r *http.Request) {
-	const allow = "OPTIONS, PATCH, DELETE"
-	switch r.Method {
-	case http.MethodOptions:
-		w.Header().Set("Allow", allow)
-		w.WriteHeader(http.StatusNoContent)
-	case http.MethodPatch, http.MethodDelete:
-		// No WHIP session can exist yet.
-		http.Error(w, "no such session", http.StatusNotFound)
-	default:
-		methodNotAllowed(w, allow)
-	}
+	http.Error(w, "WHIP publishing is not implemented yet", http.StatusNotImplemented)
 }
 
 // readBody checks the content type and reads a bounded body, answering 415
@@ -246,6 +273,20 @@ func (m *Manager) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusBadRequest)
 	case errors.Is(err, ErrWrongMode):
 		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusConflict)
+	case errors.Is(err, paths.ErrNotFound):
+		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusNotFound)
+	case errors.Is(err, paths.ErrNotAllowed):
+		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusForbidden)
+	case errors.Is(err, paths.ErrUnauthorized):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="icey"`)
+		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusUnauthorized)
+	case errors.Is(err, paths.ErrBusy):
+		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusConflict)
+	case errors.Is(err, paths.ErrUnavailable):
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusServiceUnavailable)
+	case errors.Is(err, paths.ErrClosed):
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 	case errors.Is(err, ErrNoSource):
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		http.Error(w, "source unavailable", http.StatusServiceUnavailable)

@@ -88,8 +88,8 @@ func TestWHEPErrors(t *testing.T) {
 	c := getClip(t)
 	h := newHarness(t, c, Config{MaxBodyBytes: 16 << 10}, nil)
 	noTracks := newHarness(t, nil, Config{}, nil)
-	relay := newHarness(t, nil, Config{Mode: "relay"}, nil)
-	record := newHarness(t, nil, Config{Mode: "record"}, nil)
+	relay := newHarnessRoles(t, nil, Config{}, nil, true, true)
+	record := newHarnessRoles(t, nil, Config{}, nil, false, true)
 	_, offer := newOfferPC(t)
 	_, audioOnlySendonly := newOfferPC(t)
 	audioOnlySendonly = strings.ReplaceAll(audioOnlySendonly, "a=recvonly", "a=sendonly")
@@ -118,8 +118,9 @@ func TestWHEPErrors(t *testing.T) {
 		{"PATCH unknown", h, "PATCH", "/whep/nope", "application/trickle-ice-sdpfrag", "a=end-of-candidates\r\n", nil, 404, ""},
 		{"DELETE unknown", h, "DELETE", "/whep/nope", "", "", nil, 404, ""},
 		{"no tracks", noTracks, "POST", "/whep", "application/sdp", offer, nil, 503, "source unavailable"},
-		{"WHEP in record mode", record, "POST", "/whep", "application/sdp", offer, nil, 409, "record mode"},
-		{"WHIP in stream mode", h, "POST", "/whip", "application/sdp", offer, nil, 409, "stream mode"},
+		{"WHEP in record mode", record, "POST", "/whep", "application/sdp", offer, nil, 403, "does not accept viewers"},
+		{"WHEP on an unknown path", h, "POST", "/nope/whep", "application/sdp", offer, nil, 404, "no such path"},
+		{"WHIP in stream mode", h, "POST", "/whip", "application/sdp", offer, nil, 403, "does not accept publishers"},
 		{"WHIP in relay mode", relay, "POST", "/whip", "application/sdp", offer, nil, 501, "not implemented"},
 		{"WHIP wrong type", relay, "POST", "/whip", "text/plain", offer, nil, 415, ""},
 		{"WHIP PATCH unknown", relay, "PATCH", "/whip/x", "application/trickle-ice-sdpfrag", "", nil, 404, ""},

@@ -220,7 +220,6 @@ func (a *app) start() int {
 	}
 
 	a.sig, err = signaling.NewManager(signaling.Config{
-		Mode:                cfg.Media.Mode,
 		UDPConn:             a.ln.media,
 		PublicIPs:           cfg.WebRTC.PublicIPs,
 		LoopbackOnly:        config.IsLoopbackHost(cfg.HTTP.Host),
@@ -230,7 +229,7 @@ func (a *app) start() int {
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
 		Observer:            observer{a},
-	}, a.stream, logging.Module(log, "signaling"))
+	}, signaling.OneStream(a.stream, cfg.Media.Mode != "record", cfg.Media.Mode != "stream"), logging.Module(log, "signaling"))
 	if err != nil {
 		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
 		return exitStartup

@@ -274,7 +274,7 @@ func TestCallRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newSessionLayer(t, signaling.Config{Mode: tc.mode, MaxSessions: tc.max}, tc.feed)
+			l := newSessionLayerMode(t, signaling.Config{MaxSessions: tc.max}, tc.mode, tc.feed)
 			ts := newTestServer(t, Config{Mode: tc.mode}, l.m)
 			if tc.occupy {
 				o := mustDial(t, ts.url)

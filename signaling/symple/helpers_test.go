@@ -213,6 +213,13 @@ type sessionLayer struct {
 // gets tracks (source unavailable).
 func newSessionLayer(t *testing.T, cfg signaling.Config, feed bool) *sessionLayer {
 	t.Helper()
+	return newSessionLayerMode(t, cfg, "stream", feed)
+}
+
+// newSessionLayerMode is newSessionLayer with the default path's policy of
+// a server mode: stream (viewers), record (a publisher), relay (both).
+func newSessionLayerMode(t *testing.T, cfg signaling.Config, mode string, feed bool) *sessionLayer {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +227,7 @@ func newSessionLayer(t *testing.T, cfg signaling.Config, feed bool) *sessionLaye
 	st := media.NewStream(media.StreamConfig{Name: "test"}, nil)
 	cfg.UDPConn = conn
 	cfg.LoopbackOnly = true
-	m, err := signaling.NewManager(cfg, st, testLogger())
+	m, err := signaling.NewManager(cfg, signaling.OneStream(st, mode != "record", mode != "stream"), testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
