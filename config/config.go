@@ -52,6 +52,11 @@ type Config struct {
 	HealthCheck HealthCheck `json:"healthCheck"`
 	// WebRoot serves the UI from a directory instead of the embedded copy.
 	WebRoot string `json:"webRoot"`
+	// Paths are the named streams besides the default path main (which the
+	// media keys define unless Paths has "main"); ICEY_PATHS replaces them.
+	// See ResolvedPaths.
+	// It defaults to none.
+	Paths map[string]PathConfig `json:"paths"`
 
 	// Not file keys: log settings (env and flags only) and where the
 	// config came from.
@@ -279,7 +284,8 @@ func querySecrets(src string) []string {
 // Secrets returns the secret values in use, so that loggers can scrub them.
 func (c *Config) Secrets() []string {
 	var out []string
-	for _, s := range append([]string{c.Auth.Token, c.TURN.Secret, c.Metrics.BearerToken, sourcePassword(c.Media.Source)}, querySecrets(c.Media.Source)...) {
+	all := append([]string{c.Auth.Token, c.TURN.Secret, c.Metrics.BearerToken, sourcePassword(c.Media.Source)}, querySecrets(c.Media.Source)...)
+	for _, s := range append(all, c.pathsSecrets()...) {
 		if s != "" {
 			out = append(out, s)
 		}
@@ -312,6 +318,7 @@ func (c Config) Redacted() Config {
 	c.Metrics.BearerToken = mask(c.Metrics.BearerToken)
 	c.Media.Source = RedactURL(c.Media.Source)
 	c.HealthCheckURL = mask(c.HealthCheckURL)
+	c.Paths = redactedPaths(c.Paths, mask)
 	return c
 }
 
@@ -416,6 +423,7 @@ func (c *Config) Validate() error {
 			add("metrics.bearerToken", "required when metrics.listen binds a non-loopback address (%s); set it in the file or ICEY_METRICS_TOKEN", c.Metrics.Listen)
 		}
 	}
+	c.validatePaths(add)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

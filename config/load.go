@@ -176,6 +176,9 @@ func finish(cfg Config) Config {
 			"turn.credentialTtlSeconds %d exceeds the maximum; clamped to %d", cfg.TURN.CredentialTTLSeconds, MaxCredentialTTLSeconds))
 		cfg.TURN.CredentialTTLSeconds = MaxCredentialTTLSeconds
 	}
+	if _, ok := cfg.Paths[DefaultPathName]; ok && (cfg.Media.Source != "" || cfg.Media.Mode != "stream") {
+		cfg.Warnings = append(cfg.Warnings, "paths.main replaces the default path: media.source and media.mode are ignored")
+	}
 	return cfg
 }
 
@@ -231,10 +234,22 @@ func applyFile(cfg *Config, path string, data []byte) error {
 	// encoding/json matches keys case-insensitively, but a key that is not
 	// spelled exactly is reported as unknown and ignored: decode only the
 	// exactly-spelled keys, so the warning tells the truth.
-	known, _ := json.Marshal(knownKeys(raw, reflect.TypeOf(Config{})))
+	knownRaw := knownKeys(raw, reflect.TypeOf(Config{}))
+	// paths is a map of objects: decoded on its own so that its unknown
+	// keys warn and its errors name the path.
+	rawPaths, hasPaths := knownRaw["paths"]
+	delete(knownRaw, "paths")
+	paths, unknownPaths, err := decodePaths(rawPaths)
+	if err != nil {
+		return fmt.Errorf("%w: config file %s: %v", ErrInvalid, path, err)
+	}
+	known, _ := json.Marshal(knownRaw)
 	next := *cfg
 	if err := json.Unmarshal(known, &next); err != nil {
 		return fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, describeJSONError(known, err))
+	}
+	if hasPaths {
+		next.Paths = paths
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -253,7 +268,13 @@ func applyFile(cfg *Config, path string, data []byte) error {
 	if has(raw, "media", "source") && SourceKind(next.Media.Source) == "file" {
 		resolve(&next.Media.Source, true)
 	}
-	unknown := unknownKeys(raw, reflect.TypeOf(Config{}), "")
+	for name, p := range next.Paths {
+		if has(raw, "paths", name, "source") && pathSourceKind(p.Source) == "file" {
+			resolve(&p.Source, true)
+			next.Paths[name] = p
+		}
+	}
+	unknown := append(unknownKeys(raw, reflect.TypeOf(Config{}), ""), unknownPaths...)
 	sort.Strings(unknown)
 	for _, k := range unknown {
 		next.Warnings = append(next.Warnings, fmt.Sprintf("unknown config key %q ignored", k))
@@ -437,6 +458,15 @@ func applyEnv(cfg *Config, getenv Getenv) error {
 	num("ICEY_HEALTH_CHECK_INTERVAL", &next.HealthCheck.IntervalSeconds)
 	str("ICEY_METRICS_LISTEN", &next.Metrics.Listen)
 	str("ICEY_PPROF_LISTEN", &next.PprofListen)
+	if v, ok := getenv("ICEY_PATHS"); ok && strings.TrimSpace(v) != "" {
+		paths, warnings, err := parsePathsEnv(v)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			next.Paths = paths
+			next.Warnings = append(append([]string(nil), next.Warnings...), warnings...)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
