@@ -22,14 +22,24 @@ import (
 // Namespace prefixes every metric.
 const Namespace = "icey"
 
-// SourceSnapshot is the source part read at scrape time.
-type SourceSnapshot struct {
-	State      string // starting | up | reconnecting | ended | stopped
+// PathSnapshot is one configured path read at scrape time. Paths come
+// from the configuration, so the path label they give every per-path
+// series is bounded by config, never by viewers or publishers.
+type PathSnapshot struct {
+	Path       string // path name; the series' path label
+	State      string // one of PathStates
 	Reconnects uint64
 	FPS        float64
 	Packets    uint64
 	Bytes      uint64
+	Viewers    int
+	Publisher  bool // a publisher is live on the path
+	OnDemand   bool // carried for callers; not exported as a series
 }
+
+// PathStates are the values of the state label of icey_source_state (the
+// path states of /api/status). A state outside this set sets none of them.
+var PathStates = []string{"idle", "starting", "up", "reconnecting", "down", "waiting-publisher", "publishing"}
 
 // ViewerSnapshot is one live viewer's counters.
 type ViewerSnapshot struct {
@@ -47,6 +57,12 @@ type TURNSnapshot struct {
 // SessionTotals are cumulative per-role counters of the session layer.
 type SessionTotals struct {
 	ActiveByRole map[string]int64
+	// ActiveByPath is the number of connected sessions by path, then by
+	// role. It is exported only for the paths Sources.Paths reports (and
+	// not at all without Sources.Paths), so its cardinality stays bounded
+	// by config; entries for other paths are ignored (those sessions still
+	// count in ActiveByRole).
+	ActiveByPath map[string]map[string]int64
 	Total        int64
 	PacketsSent  uint64
 	BytesSent    uint64
@@ -63,7 +79,7 @@ type Sources struct {
 	Version  string
 	Ready    func() bool
 	Sessions func() SessionTotals
-	Source   func() SourceSnapshot
+	Paths    func() []PathSnapshot
 	Viewers  func() []ViewerSnapshot
 	TURN     func() (TURNSnapshot, bool) // false when TURN is disabled
 }
@@ -79,8 +95,6 @@ type Metrics struct {
 
 // TopViewers bounds the per-viewer drop gauge's cardinality.
 const TopViewers = 10
-
-var sourceStates = []string{"starting", "up", "reconnecting", "ended", "stopped"}
 
 // New registers everything on reg (use prometheus.NewRegistry()).
 func New(reg *prometheus.Registry, src Sources) *Metrics {
@@ -207,12 +221,15 @@ var (
 	dBytesSent    = desc("bytes_sent_total", "RTP bytes handed to viewers.", nil)
 	dDropped      = desc("packets_dropped_total", "Packets dropped for slow viewers.", nil)
 	dViewerDrops  = desc("viewer_dropped_packets", "Dropped packets of the live viewers with the most drops (top 10).", []string{"viewer"})
-	dSrcState     = desc("source_state", "1 for the source's current state.", []string{"state"})
-	dSrcUp        = desc("source_up", "1 while the source delivers media.", nil)
-	dSrcReconn    = desc("source_reconnects_total", "Source reconnect attempts.", nil)
-	dSrcFPS       = desc("source_fps", "Measured video frames per second of the source.", nil)
-	dSrcPackets   = desc("source_packets_total", "Normalized RTP packets published by the source.", nil)
-	dSrcBytes     = desc("source_bytes_total", "Bytes published by the source.", nil)
+	dActivePath   = desc("sessions_active_by_path", "WebRTC sessions connected now, by configured path and role.", []string{"path", "role"})
+	dSrcState     = desc("source_state", "1 for the path's current state, by path; states are the path states (idle, starting, up, reconnecting, down, waiting-publisher, publishing), which replace the former source states (ended, stopped are gone).", []string{"path", "state"})
+	dSrcUp        = desc("source_up", "1 while the path's source or publisher delivers media (state up or publishing), by path.", []string{"path"})
+	dSrcReconn    = desc("source_reconnects_total", "Source reconnect attempts, by path.", []string{"path"})
+	dSrcFPS       = desc("source_fps", "Measured video frames per second of the path's media, by path.", []string{"path"})
+	dSrcPackets   = desc("source_packets_total", "Normalized RTP packets published into the path, by path.", []string{"path"})
+	dSrcBytes     = desc("source_bytes_total", "Bytes published into the path, by path.", []string{"path"})
+	dPathViewers  = desc("path_viewers", "Viewers reading the path now, by path.", []string{"path"})
+	dPathPub      = desc("path_publisher", "1 while a publisher is live on the path, by path.", []string{"path"})
 	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
 	dTURNTotal    = desc("turn_allocations_total", "TURN allocations created since start.", nil)
 	dTURNRefusals = desc("turn_refusals_total", "TURN requests refused, by reason.", []string{"reason"})
@@ -224,7 +241,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
 		ch <- d
 	}
 }
@@ -240,6 +257,10 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	gauge(dBuild, 1, s.src.Version)
 	if s.src.Ready != nil {
 		gauge(dReady, b2f(s.src.Ready()))
+	}
+	var paths []PathSnapshot
+	if s.src.Paths != nil {
+		paths = uniquePaths(s.src.Paths())
 	}
 	if s.src.Sessions != nil {
 		t := s.src.Sessions()
@@ -257,6 +278,17 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 				counter(dRefusals, float64(n), reason)
 			}
 		}
+		if t.ActiveByPath != nil && s.src.Paths != nil {
+			for _, p := range paths {
+				roles := map[string]int64{"viewer": 0}
+				for r, n := range t.ActiveByPath[p.Path] {
+					roles[r] = n
+				}
+				for r, n := range roles {
+					gauge(dActivePath, float64(n), p.Path, r)
+				}
+			}
+		}
 		counter(dPktSent, float64(t.PacketsSent))
 		counter(dBytesSent, float64(t.BytesSent))
 		counter(dDropped, float64(t.Dropped))
@@ -271,16 +303,17 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 			gauge(dViewerDrops, float64(v.Dropped), v.ID)
 		}
 	}
-	if s.src.Source != nil {
-		st := s.src.Source()
-		for _, name := range sourceStates {
-			gauge(dSrcState, b2f(st.State == name), name)
+	for _, p := range paths {
+		for _, name := range PathStates {
+			gauge(dSrcState, b2f(p.State == name), p.Path, name)
 		}
-		gauge(dSrcUp, b2f(st.State == "up"))
-		counter(dSrcReconn, float64(st.Reconnects))
-		gauge(dSrcFPS, st.FPS)
-		counter(dSrcPackets, float64(st.Packets))
-		counter(dSrcBytes, float64(st.Bytes))
+		gauge(dSrcUp, b2f(p.State == "up" || p.State == "publishing"), p.Path)
+		counter(dSrcReconn, float64(p.Reconnects), p.Path)
+		gauge(dSrcFPS, p.FPS, p.Path)
+		counter(dSrcPackets, float64(p.Packets), p.Path)
+		counter(dSrcBytes, float64(p.Bytes), p.Path)
+		gauge(dPathViewers, float64(p.Viewers), p.Path)
+		gauge(dPathPub, b2f(p.Publisher), p.Path)
 	}
 	if s.src.TURN != nil {
 		if t, ok := s.src.TURN(); ok {
@@ -291,6 +324,21 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+}
+
+// uniquePaths drops unnamed paths and repeated names (first wins): a
+// repeated label set would fail the whole scrape.
+func uniquePaths(ps []PathSnapshot) []PathSnapshot {
+	seen := make(map[string]bool, len(ps))
+	out := make([]PathSnapshot, 0, len(ps))
+	for _, p := range ps {
+		if p.Path == "" || seen[p.Path] {
+			continue
+		}
+		seen[p.Path] = true
+		out = append(out, p)
+	}
+	return out
 }
 
 func b2f(b bool) float64 {

@@ -22,7 +22,9 @@ func TestScrapeReadsSourcesAndBoundsCardinality(t *testing.T) {
 		Sessions: func() SessionTotals {
 			return SessionTotals{ActiveByRole: map[string]int64{"viewer": 3}, Total: 7, PacketsSent: 100, BytesSent: 5000, Dropped: 4}
 		},
-		Source:  func() SourceSnapshot { return SourceSnapshot{State: "reconnecting", Reconnects: 2, FPS: 29.5} },
+		Paths: func() []PathSnapshot {
+			return []PathSnapshot{{Path: "main", State: "reconnecting", Reconnects: 2, FPS: 29.5, Viewers: 3}}
+		},
 		Viewers: func() []ViewerSnapshot { return viewers },
 		TURN: func() (TURNSnapshot, bool) {
 			return TURNSnapshot{Allocations: 1, Refusals: map[string]uint64{"peer_denied": 5}}, true
@@ -41,8 +43,8 @@ func TestScrapeReadsSourcesAndBoundsCardinality(t *testing.T) {
 	for _, want := range []string{
 		`icey_build_info{version="9.9.9"} 1`, "icey_ready 0", `icey_sessions_active{role="viewer"} 3`,
 		"icey_sessions_total 7", "icey_packets_sent_total 100", "icey_bytes_sent_total 5000",
-		`icey_source_state{state="reconnecting"} 1`, `icey_source_state{state="up"} 0`, "icey_source_up 0",
-		"icey_source_reconnects_total 2", "icey_source_fps 29.5", `icey_turn_refusals_total{reason="peer_denied"} 5`,
+		`icey_source_state{path="main",state="reconnecting"} 1`, `icey_source_state{path="main",state="up"} 0`,
+		`icey_source_up{path="main"} 0`, `icey_source_reconnects_total{path="main"} 2`, `icey_source_fps{path="main"} 29.5`, `icey_turn_refusals_total{reason="peer_denied"} 5`,
 		"icey_first_keyframe_seconds_count 1", `icey_sessions_ended_total{reason="shutdown",role="viewer"} 1`,
 		`icey_http_request_duration_seconds_count{code="418",method="GET",route="/x"} 1`,
 		`icey_viewer_dropped_packets{viewer="v24"} 24`, "go_goroutines", "process_cpu_seconds_total",
@@ -98,20 +100,98 @@ func TestInstrumentKeepsHijackForWebSockets(t *testing.T) {
 // Admission figures appear when the session source reports them, and not
 // as a misleading 0 when it does not.
 func TestScrapeExportsPendingAndRefusals(t *testing.T) {
-	scrapeBody := func(st SessionTotals) string {
-		m := New(prometheus.NewRegistry(), Sources{Sessions: func() SessionTotals { return st }})
-		rec := httptest.NewRecorder()
-		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-		return rec.Body.String()
+	bodyFor := func(st SessionTotals) string {
+		return scrapeBody(t, Sources{Sessions: func() SessionTotals { return st }})
 	}
-	body := scrapeBody(SessionTotals{Pending: 5, Refusals: map[string]uint64{"capacity": 0, "pending": 2, "client_pending": 492}})
+	body := bodyFor(SessionTotals{Pending: 5, Refusals: map[string]uint64{"capacity": 0, "pending": 2, "client_pending": 492}})
 	for _, want := range []string{"icey_sessions_pending 5", `icey_session_refusals_total{reason="client_pending"} 492`,
 		`icey_session_refusals_total{reason="pending"} 2`, `icey_session_refusals_total{reason="capacity"} 0`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
 	}
-	if body := scrapeBody(SessionTotals{}); strings.Contains(body, "icey_sessions_pending") || strings.Contains(body, "icey_session_refusals_total") {
+	if body := bodyFor(SessionTotals{}); strings.Contains(body, "icey_sessions_pending") || strings.Contains(body, "icey_session_refusals_total") {
 		t.Error("admission series exported without a source reporting them")
+	}
+}
+
+func scrapeBody(t *testing.T, src Sources) string {
+	t.Helper()
+	m := New(prometheus.NewRegistry(), src)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("scrape answered %d: %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// Every source series carries the path label; the state one-hot covers the
+// path states; viewers and publisher are per path; sessions by path are
+// exported only for the reported (configured) paths.
+func TestScrapeExportsPerPathSeries(t *testing.T) {
+	body := scrapeBody(t, Sources{
+		Paths: func() []PathSnapshot {
+			return []PathSnapshot{
+				{Path: "front", State: "up", FPS: 25, Packets: 900, Bytes: 123456, Reconnects: 1, Viewers: 4},
+				{Path: "stage", State: "publishing", FPS: 30, Packets: 10, Bytes: 2000, Viewers: 1, Publisher: true},
+				{Path: "front", State: "down"}, // a repeated name must not fail the scrape
+				{Path: ""},
+			}
+		},
+		Sessions: func() SessionTotals {
+			return SessionTotals{ActiveByRole: map[string]int64{"viewer": 5, "publisher": 1},
+				ActiveByPath: map[string]map[string]int64{
+					"front":   {"viewer": 4},
+					"stage":   {"viewer": 1, "publisher": 1},
+					"unknown": {"viewer": 9}, // not a reported path: not exported
+				}}
+		},
+	})
+	for _, want := range []string{
+		`icey_source_state{path="front",state="up"} 1`, `icey_source_state{path="front",state="down"} 0`,
+		`icey_source_state{path="stage",state="publishing"} 1`, `icey_source_state{path="stage",state="waiting-publisher"} 0`,
+		`icey_source_up{path="front"} 1`, `icey_source_up{path="stage"} 1`,
+		`icey_source_fps{path="front"} 25`, `icey_source_fps{path="stage"} 30`,
+		`icey_source_packets_total{path="front"} 900`, `icey_source_bytes_total{path="front"} 123456`,
+		`icey_source_reconnects_total{path="front"} 1`, `icey_source_reconnects_total{path="stage"} 0`,
+		`icey_path_viewers{path="front"} 4`, `icey_path_viewers{path="stage"} 1`,
+		`icey_path_publisher{path="front"} 0`, `icey_path_publisher{path="stage"} 1`,
+		`icey_sessions_active_by_path{path="front",role="viewer"} 4`,
+		`icey_sessions_active_by_path{path="stage",role="publisher"} 1`,
+		`icey_sessions_active_by_path{path="stage",role="viewer"} 1`,
+		`icey_sessions_active{role="viewer"} 5`, `icey_sessions_active{role="publisher"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	if n := strings.Count(body, "icey_source_state{"); n != 2*len(PathStates) {
+		t.Errorf("%d state series, want %d (two paths x %d states)", n, 2*len(PathStates), len(PathStates))
+	}
+	for _, gone := range []string{`state="ended"`, `state="stopped"`, `path="unknown"`, `path=""`} {
+		if strings.Contains(body, gone) {
+			t.Errorf("scrape contains %s", gone)
+		}
+	}
+}
+
+func TestScrapeWithoutPaths(t *testing.T) {
+	sessions := func() SessionTotals {
+		return SessionTotals{ActiveByPath: map[string]map[string]int64{"front": {"viewer": 1}}}
+	}
+	for name, src := range map[string]Sources{
+		"nil":   {Sessions: sessions},
+		"empty": {Sessions: sessions, Paths: func() []PathSnapshot { return nil }},
+	} {
+		body := scrapeBody(t, src)
+		for _, absent := range []string{"icey_source_", "icey_path_", "icey_sessions_active_by_path{"} {
+			if strings.Contains(body, absent) {
+				t.Errorf("%s paths: scrape has %s series", name, absent)
+			}
+		}
+		if !strings.Contains(body, "icey_up 1") {
+			t.Errorf("%s paths: scrape lacks icey_up", name)
+		}
 	}
 }
