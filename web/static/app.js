@@ -1,7 +1,43 @@
-// icey-server web UI: Symple signalling, WebRTC viewer, HUD, events, ops.
-import { SympleClient, SERVER, address } from "./symple.js";
+// icey-server web UI: Symple signalling, WebRTC viewer and publisher
+// (Broadcast), paths, HUD, events, ops.
+//
+// Element ids that tests and tools drive (do not rename):
+//   #btn-watch          Watch the selected path (a recvonly call to its server peer)
+//   #btn-hangup         end a Watch call
+//   #broadcast          Broadcast to the selected path (camera + microphone, sendonly call);
+//                       shown only when the path's server peer has the "publish" capability
+//   #broadcast-stop     stop broadcasting (hang up and stop the camera and microphone)
+//   #path-picker        <select> of the server's paths (shown when there are several);
+//                       choosing one switches Watch to it and the URL to /{path}/ (/ for main)
+//   #video              the received picture; #local-preview the camera preview (muted) while broadcasting
+//   #publish-state      on relay/record paths: "publishing" (this page), "live" (someone
+//                       publishes), "waiting for a publisher", ...; data-state holds the
+//                       server's raw path state (idle|starting|up|reconnecting|down|
+//                       waiting-publisher|publishing) or "self" while this page publishes
+//   #call-state         the call status line; #stage[data-state] idle|connecting|playing|waiting|error
+//   #live, #hud, #hud-codec, #hud-res, #hud-fps, #hud-bitrate, #hud-jb, #hud-stalled  the bar under the picture
+//   #banner, #banner-title, #banner-text; #conn-text; #peers (li.peer.server[data-peer="icey|…"][data-path]
+//                       with button[data-action="watch"|"broadcast"]); #events (li.ev-*); #ops-*
+// Globals for tests: window.icey {connected, pc, server, path, servers, iceFailureText} and
+// window.iceyState {path, paths, publishing, watching, call, lastState, lastDetail, publishState, error},
+// updated as things happen. publishing/watching turn true when this page's call is connected.
+import { SympleClient, SERVER, address, isServerPeer } from "./symple.js";
 
 const $ = (id) => document.getElementById(id);
+
+// The path this page shows: the first element of the URL path (/front/ →
+// front), else the default path "main".
+const MAIN = "main";
+const PATH_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+function pathFromURL() {
+  const first = location.pathname.split("/").filter(Boolean)[0] || "";
+  let p = "";
+  try { p = decodeURIComponent(first); } catch {}
+  return p && p !== "index.html" && PATH_RE.test(p) ? p : MAIN;
+}
+function urlForPath(p) {
+  return (p === MAIN ? "/" : `/${encodeURIComponent(p)}/`) + location.search + location.hash;
+}
 
 // --- Token: taken from ?token=, then removed from the address bar (and kept
 // for this tab only, so a reload still works).
@@ -20,9 +56,29 @@ const token = (() => {
 })();
 const authHeaders = token ? { "X-Icey-Token": token } : {};
 
+// An optional per-path publish token (?publishToken=…), handled like the
+// access token: taken out of the address bar and kept for this tab. It is
+// sent in a Broadcast's call:init data as {publishToken}.
+const publishToken = (() => {
+  const params = new URLSearchParams(location.search);
+  let t = params.get("publishToken");
+  if (t !== null) {
+    params.delete("publishToken");
+    const q = params.toString();
+    history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
+    try { sessionStorage.setItem("icey.publishToken", t); } catch {}
+  } else {
+    try { t = sessionStorage.getItem("icey.publishToken"); } catch {}
+  }
+  return t || "";
+})();
+
 const state = {
   client: null,
-  server: null, // the server peer's presence data
+  path: pathFromURL(), // the selected path
+  servers: new Map(), // path -> server peer presence data plus {addr, path}
+  pathStates: new Map(), // path -> {state, detail, at, via: "icey"|"status"}
+  get server() { return this.servers.get(this.path) || null; }, // the selected path's server peer
   connected: false,
   authFailed: false,
   retry: 0,
@@ -140,7 +196,7 @@ function connect() {
   c.addEventListener("close", (e) => {
     const wasConnected = state.connected;
     state.connected = false;
-    state.server = null;
+    state.servers.clear();
     if (state.call) endCall(wasConnected ? "signalling connection lost" : "disconnected", true);
     renderPeers();
     if (state.authFailed) return; // retrying cannot help until the link changes
@@ -163,29 +219,54 @@ function connect() {
 
 function onPresence(m) {
   const d = m.data || {};
-  if (m.from === SERVER) {
-    state.server = d.online === false ? null : d;
-    if (state.server && !state.call) setStage("idle", `${d.name || "Icey Server"} is ready — press Watch`);
+  if (isServerPeer(m)) {
+    const path = serverPath(m.from, d);
+    const had = state.servers.get(path);
+    if (d.online === false) state.servers.delete(path);
+    else state.servers.set(path, { ...(had || {}), ...d, addr: m.from, path });
+    if (path === state.path && !state.call) idleStage();
+    renderPaths();
   } else if (!m.probe) {
     logEvent("presence", `${d.name || d.user || m.from} ${d.online === false ? "left" : "is online"}`);
   }
   renderPeers();
 }
 
+// serverPath: the path a server peer serves: data.path, else its id
+// ("server" is the default path).
+function serverPath(addr, d) {
+  if (d && typeof d.path === "string" && d.path) return d.path;
+  const id = (d && d.id) || String(addr).split("|")[1] || "";
+  return id === "server" ? MAIN : id;
+}
+
+function serverAddrs() {
+  return new Set([...state.servers.values()].map((p) => p.addr));
+}
+
 // fromServer: did the server itself send this frame? The server routes
 // every peer's frame with "from" rewritten to that peer's real address
 // ("user|randomid"), so only the server's own frames come without "from"
-// (the shutdown event) or from its virtual peer "icey|server". A peer that
-// calls itself "icey" still gets a random id, never "server".
+// (the shutdown event) or from one of its virtual peers: "icey|server" and
+// "icey|<path>", known from their presence (type "server", which the server
+// never lets a peer claim). A peer that calls itself "icey" still gets a
+// random id and a presence of type "Peer".
 function fromServer(m) {
-  return m.from === undefined || m.from === null || m.from === SERVER;
+  return m.from === undefined || m.from === null || m.from === SERVER || serverAddrs().has(m.from);
 }
 
 function onMessage(m) {
   const sub = m.subtype || m.type || "";
-  if (sub.startsWith("call:") && m.from === SERVER) return onCall(sub.slice(5), m.data || {});
+  if (sub.startsWith("call:") && fromServer(m) && m.from) {
+    // Only the peer this page is calling speaks for the call.
+    if (!state.call || m.from === state.call.peer) return onCall(sub.slice(5), m.data || {});
+    return logEvent("call", `${sub} from ${m.from} ignored (not the peer of the current call)`);
+  }
   if (sub.startsWith("icey:")) {
-    if (m.from === SERVER) return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
+    if (fromServer(m) && m.from) {
+      if (sub === "icey:state") return onPathState(m.from, m.data || {});
+      return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
+    }
     return logEvent("peer", `${short(sub)} from ${m.from || "?"} ignored (only the server sends icey: messages)`);
   }
   if (m.type === "join:ok" || m.type === "leave:ok") return logEvent("system", `${m.type} ${m.room}`);
@@ -200,13 +281,23 @@ function short(v) {
 
 // ---------------------------------------------------------------- peers
 
+function caps(peer) { return (peer && peer.capabilities) || []; }
+
+// sortedServers: the default path first, then the others by name.
+function sortedServers() {
+  return [...state.servers.values()].sort((a, b) => (a.path === MAIN ? -1 : b.path === MAIN ? 1 : a.path.localeCompare(b.path)));
+}
+
 function renderPeers() {
   const list = $("peers");
   list.textContent = "";
   const c = state.client;
   const peers = [];
-  if (state.connected && state.server) peers.push({ ...state.server, _server: true });
-  if (state.connected && c) for (const p of c.roster.values()) if (p.id !== "server" && p.online !== false) peers.push(p);
+  if (state.connected) for (const s of sortedServers()) peers.push({ ...s, _server: true });
+  if (state.connected && c) {
+    const servers = serverAddrs();
+    for (const [addr, p] of c.roster) if (!servers.has(addr) && p.type !== "server" && p.online !== false) peers.push(p);
+  }
   $("peer-count").textContent = String(peers.length);
   if (!peers.length) {
     const li = document.createElement("li");
@@ -215,14 +306,34 @@ function renderPeers() {
     list.append(li);
   }
   for (const p of peers) list.append(peerItem(p));
-  const canView = !!(state.server && (state.server.capabilities || []).includes("view"));
-  $("btn-watch").disabled = !state.connected || !canView || !!state.call;
+  renderControls();
+}
+
+// renderControls: Watch and Broadcast for the selected path, the path
+// picker, the publish state line, and window.iceyState.
+function renderControls() {
+  const peer = state.server;
+  const call = state.call;
+  const canView = caps(peer).includes("view");
+  const canPublish = caps(peer).includes("publish");
+  $("btn-watch").disabled = !state.connected || !canView || !!call;
+  $("btn-watch").hidden = !!call && call.kind === "view";
+  $("btn-hangup").hidden = !call || call.kind !== "view";
+  // Broadcast is offered where the path takes a publisher; Watch stays next
+  // to it on relay paths.
+  const publishing = !!call && call.kind === "publish";
+  $("broadcast").hidden = publishing || !canPublish;
+  $("broadcast").disabled = !state.connected || !canPublish || !!call;
+  $("broadcast-stop").hidden = !publishing;
+  renderPublishState();
+  syncIceyState();
 }
 
 function peerItem(p) {
   const li = document.createElement("li");
-  li.className = "peer" + (p._server ? " server" : "");
-  li.dataset.peer = `${p.user}|${p.id}`;
+  li.className = "peer" + (p._server ? " server" : "") + (p._server && p.path === state.path ? " selected" : "");
+  li.dataset.peer = p._server ? p.addr : `${p.user}|${p.id}`;
+  if (p._server) li.dataset.path = p.path;
   const av = document.createElement("div");
   av.className = "avatar";
   av.textContent = (p.name || p.user || "?").slice(0, 1).toUpperCase();
@@ -237,7 +348,8 @@ function peerItem(p) {
     const mode = document.createElement("span");
     mode.className = "tag";
     mode.textContent = p.mode || "?";
-    meta.append(mode, document.createTextNode((p.capabilities || []).join(" · ")));
+    meta.append(mode, document.createTextNode(caps(p).join(" · ")));
+    if (p.path !== MAIN || state.servers.size > 1) meta.append(document.createTextNode(` — /${p.path === MAIN ? "" : p.path + "/"}`));
   } else {
     meta.textContent = p.peerType || p.type || "peer";
   }
@@ -246,19 +358,183 @@ function peerItem(p) {
   if (p._server) {
     const actions = document.createElement("div");
     actions.className = "peer-actions";
-    const caps = p.capabilities || [];
-    if (state.call) {
+    const call = state.call;
+    if (call && call.peer === p.addr) {
       const b = document.createElement("span");
       b.className = "in-call";
-      b.textContent = state.call.kind === "view" ? "watching" : "broadcasting";
+      b.textContent = call.kind === "view" ? "watching" : "broadcasting";
       actions.append(b);
     } else {
-      if (caps.includes("view")) actions.append(button("Watch", "watch", () => startCall("view")));
-      if (caps.includes("publish")) actions.append(button("Broadcast", "broadcast", () => startCall("publish")));
+      // On another path's peer these switch to that path first.
+      const go = (kind) => () => (p.path === state.path ? startCall(kind) : selectPath(p.path, kind));
+      if (caps(p).includes("view")) actions.append(button("Watch", "watch", go("view")));
+      if (caps(p).includes("publish")) actions.append(button("Broadcast", "broadcast", go("publish")));
     }
     li.append(actions);
   }
   return li;
+}
+
+// ---------------------------------------------------------------- paths
+
+// renderPaths fills #path-picker: shown when the server has several paths
+// (or this page's path is not one of them), with the selected path chosen.
+function renderPaths() {
+  const sel = $("path-picker");
+  const servers = sortedServers();
+  const paths = servers.map((p) => p.path);
+  const missing = !paths.includes(state.path);
+  sel.textContent = "";
+  for (const p of servers) {
+    const o = document.createElement("option");
+    o.value = p.path;
+    const mode = p.mode ? ` (${p.mode})` : "";
+    o.textContent = p.path === MAIN ? `main${mode}` : `${p.path}${mode}`;
+    sel.append(o);
+  }
+  if (missing) {
+    const o = document.createElement("option");
+    o.value = state.path;
+    o.textContent = `${state.path} (not available)`;
+    sel.append(o);
+  }
+  sel.value = state.path;
+  sel.hidden = !(servers.length > 1 || (missing && servers.length > 0));
+  $("path-picker-label").hidden = sel.hidden;
+  syncIceyState();
+}
+
+// selectPath makes p the page's path: the URL becomes /{p}/ (/ for main),
+// a call on the old path is hung up, and Watch moves to the new path (or
+// `then` — "view" or "publish" — starts there).
+function selectPath(p, then = null) {
+  if (!PATH_RE.test(p)) return;
+  const old = state.call;
+  if (p !== state.path) {
+    state.path = p;
+    try { history.replaceState(null, "", urlForPath(p)); } catch {}
+    logEvent("system", `path ${p}`);
+    const ps = state.pathStates.get(p);
+    setPathState(ps ? ps.state : null, ps ? ps.detail : "");
+  }
+  let kind = then;
+  if (old && old.path !== p) {
+    endCall(`switched to path ${p}`, false, false);
+    if (!kind && old.kind === "view") kind = "view";
+  }
+  renderPaths();
+  renderPeers();
+  if (!state.call) idleStage();
+  if (kind && !state.call && caps(state.server).includes(kind)) startCall(kind);
+}
+
+$("path-picker").onchange = (e) => selectPath(e.target.value);
+
+// idleStage: the picture area when no call runs on the selected path.
+function idleStage() {
+  if (state.call) return;
+  const peer = state.server;
+  if (!state.connected) return;
+  if (!peer) {
+    setStage("idle", state.servers.size
+      ? `There is no stream named “${state.path}” on this server. Pick another path.`
+      : "Waiting for the server…");
+    return;
+  }
+  const c = caps(peer);
+  const what = c.includes("view") && c.includes("publish") ? "press Watch or Broadcast"
+    : c.includes("publish") ? "press Broadcast to publish your camera" : "press Watch";
+  setStage("idle", `${peer.name || "Icey Server"} is ready — ${what}`);
+}
+
+// onPathState: the server's icey:state for a path this page calls.
+function onPathState(from, d) {
+  const path = typeof d.path === "string" && d.path ? d.path : serverPath(from, [...state.servers.values()].find((p) => p.addr === from));
+  const st = String(d.state || "");
+  logEvent("icey", `state ${path}: ${st}${d.detail ? " — " + short(d.detail) : ""}`);
+  state.pathStates.set(path, { state: st, detail: d.detail || "", at: Date.now(), via: "icey" });
+  if (state.call && state.call.path === path) state.call.gotState = true;
+  if (path === state.path) setPathState(st, d.detail || "");
+}
+
+// setPathState applies the selected path's state: the publish state line,
+// and for a viewer, the "waiting for a publisher" cover over the picture
+// (the call stays up; the picture comes back when a publisher starts).
+function setPathState(st, detail = "") {
+  iceyState.lastState = st || null;
+  iceyState.lastDetail = detail || "";
+  const call = state.call;
+  if (call && call.kind === "view" && call.path === state.path) {
+    if (st === "waiting-publisher") {
+      if (call.phase === "connected") {
+        setStage("waiting", `Waiting for a publisher on “${call.path}”… The picture comes back when someone broadcasts.`);
+        setCallState("Connected — waiting for a publisher");
+        $("live").hidden = true;
+      }
+    } else if ((st === "publishing" || st === "up") && call.phase === "connected") {
+      setStage("playing");
+      setCallState("Playing live stream");
+      $("live").hidden = false;
+    }
+  }
+  renderControls();
+}
+
+// publishWords: what #publish-state says, and its data-state.
+function publishWords() {
+  const call = state.call;
+  if (call && call.kind === "publish" && call.path === state.path) {
+    return call.phase === "connected" ? ["publishing", "self"] : ["starting broadcast…", "self-starting"];
+  }
+  const st = iceyState.lastState;
+  switch (st) {
+    case "publishing":
+    case "up": return ["live", st];
+    case "waiting-publisher": return ["waiting for a publisher", st];
+    case "idle": return [caps(state.server).includes("publish") ? "waiting for a publisher" : "idle", st];
+    case "starting": return ["starting", st];
+    case "reconnecting": return ["reconnecting", st];
+    case "down": return ["down", st];
+    default: return [st ? st : "checking…", st || "unknown"];
+  }
+}
+
+function renderPublishState() {
+  const el = $("publish-state");
+  const peer = state.server;
+  // Only paths that take a publisher (relay, record) have this line.
+  const show = !!peer && (caps(peer).includes("publish") || (peer.mode && peer.mode !== "stream"));
+  el.hidden = !show;
+  const [words, ds] = publishWords();
+  // The words are a text node beside the dot, so el.textContent is exactly them.
+  if (el.dataset.state !== ds || el.textContent !== words) {
+    el.dataset.state = ds;
+    el.replaceChildren(el.querySelector(".ps-dot") || document.createElement("i"), document.createTextNode(words));
+  }
+  iceyState.publishState = show ? words : "";
+}
+
+// window.iceyState: a plain object for tests, updated as things happen.
+const iceyState = {
+  path: state.path,
+  paths: [],
+  publishing: false, // this page's broadcast is connected
+  watching: false, // this page's Watch call is connected
+  call: null, // "view" | "publish" while a call runs
+  lastState: null, // the selected path's last state (icey:state, else /api/status)
+  lastDetail: "",
+  publishState: "", // the words #publish-state shows ("" when hidden)
+  error: "", // the last error shown to the user
+};
+window.iceyState = iceyState;
+
+function syncIceyState() {
+  const call = state.call;
+  iceyState.path = state.path;
+  iceyState.paths = sortedServers().map((p) => p.path);
+  iceyState.call = call ? call.kind : null;
+  iceyState.watching = !!call && call.kind === "view" && call.phase === "connected";
+  iceyState.publishing = !!call && call.kind === "publish" && call.phase === "connected";
 }
 
 function button(label, action, fn) {
@@ -302,21 +578,45 @@ function waitFor(phase, ms) {
   });
 }
 
+// startCall starts a call to the selected path's server peer: "view"
+// (Watch: a recvonly offer) or "publish" (Broadcast: the camera and
+// microphone in a sendonly offer). Same protocol both ways: call:init →
+// call:accept → call:offer → call:answer, candidates both ways.
 async function startCall(kind) {
-  if (state.call || !state.client || !state.client.online) return;
+  const peer = state.server;
+  if (state.call || !state.client || !state.client.online || !peer) return;
+  if (!caps(peer).includes(kind)) return;
   clearBanner();
-  const call = { kind, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {}, rejecter: null, localStream: null,
+  iceyState.error = "";
+  const call = { kind, peer: peer.addr, path: peer.path, pc: null, phase: "init", pendingRemote: [], remoteSet: false, waiters: {},
+    rejecter: null, localStream: null, initSent: false, gotState: false,
     cfg: null, serverCands: [], localCands: [], iceErrors: [], failing: false, startedAt: Date.now() };
   state.call = call;
   renderPeers();
-  $("btn-hangup").hidden = false;
-  $("btn-watch").hidden = true;
-  setStage("connecting", kind === "view" ? "Connecting to the live stream…" : "Starting broadcast…");
-  setCallState("Calling the server…");
-  logEvent("call", `${kind === "view" ? "watch" : "broadcast"}: call:init`);
+  const where = peer.path === MAIN ? "" : ` on “${peer.path}”`;
   try {
     const ice = iceServers(call);
-    state.client.sendCall("init", {});
+    if (kind === "publish") {
+      setStage("connecting", "Asking for your camera and microphone…");
+      setCallState("Waiting for permission to use the camera and microphone…");
+      let stream;
+      try {
+        stream = await getCamera();
+      } catch (err) {
+        if (state.call === call) endCall(cameraErrorText(err), true, true, "Cannot broadcast");
+        return;
+      }
+      if (state.call !== call) { for (const t of stream.getTracks()) t.stop(); return; }
+      call.localStream = stream;
+      showPreview(stream);
+      setStage("previewing");
+    } else {
+      setStage("connecting", "Connecting to the live stream…");
+    }
+    setCallState("Calling the server…");
+    logEvent("call", `${kind === "view" ? "watch" : "broadcast"}${where}: call:init`);
+    call.initSent = true;
+    state.client.sendCall("init", kind === "publish" && publishToken ? { publishToken } : {}, call.peer);
     await waitFor("accept", 10000);
     if (state.call !== call) return;
     setCallState("Accepted — negotiating media…");
@@ -326,16 +626,13 @@ async function startCall(kind) {
       pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
     } else {
-      try {
-        call.localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-        for (const t of call.localStream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [call.localStream] });
-      } catch (err) {
-        logEvent("error", `camera/microphone unavailable: ${err.message}`);
-        pc.addTransceiver("video", { direction: "sendonly" });
-        pc.addTransceiver("audio", { direction: "sendonly" });
+      for (const t of call.localStream.getTracks()) {
+        const tr = pc.addTransceiver(t, { direction: "sendonly", streams: [call.localStream] });
+        preferCodec(tr, t.kind, t.kind === "video" ? "video/h264" : "audio/opus");
       }
     }
     pc.ontrack = (e) => {
+      if (kind !== "view") return;
       const v = $("video");
       if (!v.srcObject) v.srcObject = e.streams[0] || new MediaStream();
       if (!e.streams[0]) v.srcObject.addTrack(e.track);
@@ -347,7 +644,7 @@ async function startCall(kind) {
       if (c && c.candidate) call.localCands.push(c.candidate);
       if (!state.client.online) return;
       state.client.sendCall("candidate", c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
-                                            : { candidate: "" });
+                                            : { candidate: "" }, call.peer);
     };
     pc.onicecandidateerror = (e) => {
       if (state.call !== call || !e.url) return;
@@ -364,7 +661,7 @@ async function startCall(kind) {
       const s = pc.connectionState;
       if (s === "connected") {
         call.phase = "connected";
-        setCallState(kind === "view" ? "Playing live stream" : "Broadcasting");
+        setCallState(kind === "view" ? "Playing live stream" : `Broadcasting${where}`);
         setStage("playing");
         $("live").textContent = kind === "view" ? "LIVE" : "ON AIR";
         $("live").title = kind === "view" ? "This browser is receiving the live stream from the server right now"
@@ -372,14 +669,18 @@ async function startCall(kind) {
         $("live").hidden = false;
         $("hud").hidden = kind !== "view";
         $("btn-snap").disabled = kind !== "view";
-        startStats(call);
+        if (kind === "view") startStats(call);
+        logEvent("call", kind === "view" ? `watching ${call.path}` : `broadcasting to ${call.path}`);
+        // A viewer that arrives while the path waits for its publisher.
+        const ps = state.pathStates.get(call.path);
+        setPathState(ps ? ps.state : iceyState.lastState, ps ? ps.detail : "");
         pollOps();
       } else if (s === "failed") {
         failICE(call);
       }
     };
     await pc.setLocalDescription(await pc.createOffer());
-    state.client.sendCall("offer", { type: "offer", sdp: pc.localDescription.sdp });
+    state.client.sendCall("offer", { type: "offer", sdp: pc.localDescription.sdp }, call.peer);
     logEvent("call", "call:offer sent");
     const answer = await waitFor("answer", 15000);
     if (state.call !== call) return;
@@ -394,6 +695,87 @@ async function startCall(kind) {
   } catch (err) {
     if (state.call === call) endCall(err.message, true, true);
   }
+}
+
+// getCamera asks for the camera and microphone; with one of them missing
+// it broadcasts what there is.
+async function getCamera() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) {
+    const e = new Error("no mediaDevices");
+    e.name = window.isSecureContext === false ? "InsecureContext" : "NotSupportedError";
+    throw e;
+  }
+  try {
+    return await md.getUserMedia({ video: true, audio: true });
+  } catch (err) {
+    if (err.name !== "NotFoundError" && err.name !== "OverconstrainedError" && err.name !== "NotReadableError") throw err;
+    for (const one of [{ video: true }, { audio: true }]) {
+      try {
+        const s = await md.getUserMedia(one);
+        logEvent("error", `broadcasting ${one.video ? "without a microphone" : "without a camera"} (${err.name})`);
+        return s;
+      } catch {}
+    }
+    throw err;
+  }
+}
+
+// cameraErrorText: a getUserMedia failure in words a user can act on.
+function cameraErrorText(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "PermissionDeniedError":
+    case "SecurityError":
+      return "Camera and microphone access was denied. Allow them for this site (the camera icon in the address bar), then press Broadcast again.";
+    case "NotFoundError":
+    case "DevicesNotFoundError":
+    case "OverconstrainedError":
+      return "No camera or microphone was found. Connect one, then press Broadcast again.";
+    case "NotReadableError":
+    case "TrackStartError":
+      return "The camera or microphone is in use by another application, or the system blocked it. Close that application, then press Broadcast again.";
+    case "AbortError":
+      return "The camera or microphone stopped while starting. Press Broadcast to try again.";
+    case "InsecureContext":
+      return "This browser allows the camera only on secure pages: open this page over https:// (or on localhost).";
+    case "NotSupportedError":
+      return "This browser cannot capture a camera (no getUserMedia). Use a recent Chrome, Edge, Firefox or Safari.";
+    default:
+      return `The camera or microphone could not be opened: ${(err && (err.message || err.name)) || "unknown error"}.`;
+  }
+}
+
+// preferCodec puts a codec (H.264 for video, Opus for audio) first in a
+// transceiver's preferences, keeping the others as fallbacks, when the
+// browser supports setCodecPreferences and the codec.
+function preferCodec(tr, kind, mime) {
+  if (!tr || typeof tr.setCodecPreferences !== "function") return;
+  const score = (c) => {
+    if (c.mimeType.toLowerCase() !== mime) return 0;
+    const f = c.sdpFmtpLine || "";
+    return 1 + (/packetization-mode=1/.test(f) ? 2 : 0) + (/profile-level-id=42e01f/i.test(f) ? 1 : 0);
+  };
+  for (const api of [window.RTCRtpSender, window.RTCRtpReceiver]) {
+    const cs = api && api.getCapabilities && api.getCapabilities(kind);
+    if (!cs || !cs.codecs || !cs.codecs.some((c) => score(c) > 0)) continue;
+    const sorted = cs.codecs.map((c, i) => ({ c, i, s: score(c) })).sort((a, b) => b.s - a.s || a.i - b.i).map((x) => x.c);
+    try { tr.setCodecPreferences(sorted); return; } catch {}
+  }
+}
+
+function showPreview(stream) {
+  const v = $("local-preview");
+  v.muted = true;
+  v.srcObject = stream;
+  v.hidden = false;
+  v.play().catch(() => {});
+}
+
+function hidePreview() {
+  const v = $("local-preview");
+  v.srcObject = null;
+  v.hidden = true;
 }
 
 // failICE ends the call with the likely cause of an ICE failure, from what
@@ -530,7 +912,7 @@ function onCall(action, data) {
       break;
     }
     case "reject":
-      endCall(rejectText(call.kind, data.reason), true, true);
+      endCall(rejectText(call, data.reason), true, true, call.kind === "publish" ? "Broadcast refused" : "Call refused");
       break;
     case "hangup":
       if (data.reason === "connection failed" || data.reason === "handshake timeout") failICE(call, data.reason);
@@ -539,10 +921,20 @@ function onCall(action, data) {
   }
 }
 
-function rejectText(kind, reason) {
+function rejectText(call, reason = "") {
+  const kind = call.kind;
+  const on = call.path === MAIN ? "this server" : `“${call.path}”`;
+  if (kind === "publish") {
+    if (reason === "busy") return `Someone else is already broadcasting on ${on}. A path takes one publisher at a time: wait until they stop, or pick another path.`;
+    if (/unauthori[sz]ed|forbidden|denied|token|auth|401|403/i.test(reason)) {
+      return `You are not allowed to broadcast on ${on}: it needs a publish token. Open the page with ?publishToken=<token> (ask the operator).`;
+    }
+    if (reason === "capacity") return "The server is at its capacity; try again in a moment.";
+  }
   if (reason === "busy") return "The server says this browser is already in a call.";
   if (reason === "capacity") return "The server is at its viewer capacity; try again in a moment.";
-  if (kind === "publish") return `Broadcast is not available in this mode/build${reason ? ` (${reason})` : ""}.`;
+  if (/unauthori[sz]ed|forbidden|denied|401|403/i.test(reason)) return `You are not allowed to watch ${on} (${reason}).`;
+  if (kind === "publish") return `Broadcast is not available on ${on}${reason ? ` (${reason})` : ""}.`;
   return `The server declined the call: ${reason || "no reason given"}.`;
 }
 
@@ -556,27 +948,38 @@ function hangupText(reason = "") {
   return `Call ended by the server: ${reason || "no reason given"}.`;
 }
 
-function endCall(reason, fromServer = false, isError = false) {
+function endCall(reason, fromServer = false, isError = false, title = "Call ended") {
   const call = state.call;
   if (!call) return;
   state.call = null;
   if (call.rejecter) call.rejecter(new Error(reason));
-  if (!fromServer && state.client && state.client.online) {
-    try { state.client.sendCall("hangup", { reason: "hangup" }); } catch {}
+  if (!fromServer && call.initSent && state.client && state.client.online) {
+    try { state.client.sendCall("hangup", { reason: "hangup" }, call.peer); } catch {}
   }
   stopStats();
   if (call.pc) call.pc.close();
   if (call.localStream) for (const t of call.localStream.getTracks()) t.stop();
+  hidePreview();
   const v = $("video");
   v.srcObject = null;
   $("hud").hidden = true;
+  $("hud-stalled").hidden = true;
   $("live").hidden = true;
   $("btn-snap").disabled = true;
-  $("btn-hangup").hidden = true;
-  $("btn-watch").hidden = false;
-  setStage("idle", state.server ? "Call ended — press Watch to start again" : "Waiting for the server…");
+  // This page's publisher no longer speaks for the path: until the server
+  // says otherwise (/api/status), its state is unknown.
+  if (call.kind === "publish" && call.path === state.path) {
+    state.pathStates.delete(call.path);
+    iceyState.lastState = null;
+    iceyState.lastDetail = "";
+  }
+  const again = call.kind === "publish" ? "press Broadcast to start again" : "press Watch to start again";
+  setStage("idle", state.server ? `Call ended — ${again}` : "Waiting for the server…");
   setCallState(isError ? reason : "Idle", isError);
-  if (isError) banner("Call ended", reason);
+  if (isError) {
+    banner(title, reason);
+    iceyState.error = reason;
+  }
   logEvent(isError ? "error" : "call", `call ended: ${reason}`);
   renderPeers();
   setTimeout(pollOps, 500);
@@ -622,7 +1025,8 @@ function startStats(call) {
       const ms = ((jbDelay - (prev ? prev.jbDelay : 0)) / dCount) * 1000;
       $("hud-jb").textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
     }
-    const stalled = now - lastRise > 2000;
+    const waiting = (state.pathStates.get(call.path) || {}).state === "waiting-publisher";
+    const stalled = now - lastRise > 2000 && !waiting;
     if (stalled !== !$("hud-stalled").hidden) logEvent(stalled ? "error" : "call", stalled ? "video stalled: no new frames decoded" : "video resumed");
     $("hud-stalled").hidden = !stalled;
     prev = { t: now, bytes: v.bytesReceived || 0, frames, jbDelay, jbCount };
@@ -633,6 +1037,8 @@ function startStats(call) {
 
 $("btn-watch").onclick = () => startCall("view");
 $("btn-hangup").onclick = () => endCall("hung up", false, false);
+$("broadcast").onclick = () => startCall("publish");
+$("broadcast-stop").onclick = () => { if (state.call && state.call.kind === "publish") endCall("broadcast stopped", false, false); };
 
 const video = $("video");
 video.muted = true;
@@ -866,6 +1272,7 @@ async function pollOps() {
       if (st.state) src += ` — ${st.state}${st.fps ? `, ${Math.round(st.fps)} fps` : ""}`;
       fact(dl, "Source", src);
     }
+    if (Array.isArray(status.paths)) applyStatusPaths(status.paths, dl);
     if (state.lastUptime !== null && status.uptimeSec < state.lastUptime) logEvent("system", "server restarted (uptime reset)");
     state.lastUptime = status.uptimeSec;
   }
@@ -895,6 +1302,24 @@ async function pollOps() {
   }
 }
 
+// applyStatusPaths takes each path's state from /api/status: the state of
+// paths this page has no call on (a call's path hears icey:state), and a
+// one-line summary in the ops panel when there are several paths.
+function applyStatusPaths(paths, dl) {
+  for (const p of paths) {
+    if (!p || typeof p.name !== "string") continue;
+    const call = state.call;
+    const live = state.pathStates.get(p.name);
+    if (call && call.path === p.name && call.gotState && live && live.via === "icey") continue;
+    if (!p.state) continue;
+    state.pathStates.set(p.name, { state: p.state, detail: "", at: Date.now(), via: "status" });
+    if (p.name === state.path && iceyState.lastState !== p.state) setPathState(p.state, "");
+  }
+  if (paths.length > 1) {
+    fact(dl, "Paths", paths.map((p) => `${p.name} ${p.state || "?"}${p.viewers ? ` · ${p.viewers} viewer${p.viewers === 1 ? "" : "s"}` : ""}`).join(", "));
+  }
+}
+
 // ---------------------------------------------------------------- start
 
 // For tests and debugging in the console.
@@ -903,6 +1328,9 @@ window.icey = {
   get pc() { return state.call && state.call.pc; },
   get connected() { return state.connected; },
   get server() { return state.server; },
+  get path() { return state.path; },
+  get servers() { return sortedServers(); },
+  selectPath,
 };
 
 // Live ops updates: the /api/events stream (as a WebSocket, since browsers
@@ -951,6 +1379,7 @@ function connectOpsEvents() {
   };
 }
 
+renderPaths();
 renderPeers();
 connect();
 pollOps();

@@ -3,7 +3,19 @@
 // "message", "event", "close". Each event's detail is the frame (or
 // {code, reason, welcomed} for "close").
 
+// SERVER is the default path's server peer. Every other path p that allows
+// viewing or publishing has its own server peer "icey|p" (see isServerPeer).
 export const SERVER = "icey|server";
+export const SERVER_USER = "icey";
+
+// isServerPeer: is this presence frame from one of the server's own
+// virtual peers? The server rewrites a relayed peer's presence so that its
+// data.type is always "Peer"; only the server's peers say "server".
+export function isServerPeer(m) {
+  const d = (m && m.data) || {};
+  return typeof m.from === "string" && m.from.startsWith(SERVER_USER + "|") && d.type === "server" &&
+    (d.user === undefined || d.user === SERVER_USER);
+}
 
 export function address(peer) {
   return `${peer.user}|${peer.id}`;
@@ -15,7 +27,7 @@ export class SympleClient extends EventTarget {
     this.opts = { url, user, name, token, data, rooms };
     this.ws = null;
     this.peer = null;
-    this.roster = new Map(); // id -> peer (presence data)
+    this.roster = new Map(); // address ("user|id") -> peer (presence data)
   }
 
   connect() {
@@ -53,9 +65,10 @@ export class SympleClient extends EventTarget {
           break;
         case "presence": {
           const d = m.data || {};
-          if (d.id) {
-            if (d.online === false) this.roster.delete(d.id);
-            else this.roster.set(d.id, { ...(this.roster.get(d.id) || {}), ...d });
+          const key = typeof m.from === "string" && m.from ? m.from : d.id && d.user ? address(d) : "";
+          if (key) {
+            if (d.online === false) this.roster.delete(key);
+            else this.roster.set(key, { ...(this.roster.get(key) || {}), ...d });
           }
           this.#emit("presence", m);
           break;
@@ -87,9 +100,10 @@ export class SympleClient extends EventTarget {
     this.ws.send(JSON.stringify(m));
   }
 
-  // sendCall sends a call:* message to the server peer.
-  sendCall(action, data = {}) {
-    this.send({ type: "message", subtype: `call:${action}`, to: SERVER, data });
+  // sendCall sends a call:* message to a server peer (the default path's
+  // unless another path's peer is named).
+  sendCall(action, data = {}, to = SERVER) {
+    this.send({ type: "message", subtype: `call:${action}`, to, data });
   }
 
   close() {
