@@ -11,10 +11,15 @@ export const SERVER_USER = "icey";
 // isServerPeer: is this presence frame from one of the server's own
 // virtual peers? The server rewrites a relayed peer's presence so that its
 // data.type is always "Peer"; only the server's peers say "server".
+// A path's peer is named after its path: "icey|p" serves path p, and
+// "icey|server" the default path "main".
 export function isServerPeer(m) {
   const d = (m && m.data) || {};
-  return typeof m.from === "string" && m.from.startsWith(SERVER_USER + "|") && d.type === "server" &&
-    (d.user === undefined || d.user === SERVER_USER);
+  if (typeof m.from !== "string" || !m.from.startsWith(SERVER_USER + "|") || d.type !== "server") return false;
+  if (d.user !== undefined && d.user !== SERVER_USER) return false;
+  const id = m.from.slice(SERVER_USER.length + 1);
+  if (d.id !== undefined && d.id !== id) return false;
+  return d.path === undefined || d.path === id || (id === "server" && d.path === "main");
 }
 
 export function address(peer) {
