@@ -102,6 +102,8 @@ type Server struct {
 
 	paused atomic.Bool
 	sentAU atomic.Uint64
+	// conns counts client connections open now; opened, ever opened.
+	conns, opened atomic.Int64
 	// cur is the stream handlers serve; nil while stopped. Handlers must not
 	// take mu: Stop holds it while the server waits for them.
 	cur atomic.Pointer[gortsplib.ServerStream]
@@ -203,6 +205,12 @@ func (s *Server) Resume() { s.paused.Store(false) }
 
 // SentAUs counts the video access units sent since Start (to any reader or none).
 func (s *Server) SentAUs() uint64 { return s.sentAU.Load() }
+
+// Conns is the number of RTSP client connections open now.
+func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// Opened is the number of RTSP client connections ever opened.
+func (s *Server) Opened() int64 { return s.opened.Load() }
 
 // Stop closes the server and every connection. Idempotent.
 func (s *Server) Stop() {
@@ -435,6 +443,15 @@ func (h *handler) authorized(c *gortsplib.ServerConn, req *base.Request) bool {
 }
 
 func (h *handler) currentStream() *gortsplib.ServerStream { return h.s.cur.Load() }
+
+// OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
+func (h *handler) OnConnOpen(*gortsplib.ServerHandlerOnConnOpenCtx) {
+	h.s.conns.Add(1)
+	h.s.opened.Add(1)
+}
+
+// OnConnClose implements gortsplib.ServerHandlerOnConnClose.
+func (h *handler) OnConnClose(*gortsplib.ServerHandlerOnConnCloseCtx) { h.s.conns.Add(-1) }
 
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe.
 func (h *handler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {

@@ -1,0 +1,654 @@
+// Package paths owns the named paths of a server: each a pulled source
+// (shared by every path that names the same source) or a publisher slot,
+// with its stream, its policy (who may read and publish) and its state. It
+// implements signaling.Router: viewers and publishers find their stream
+// here, and a first viewer of an on-demand path starts its source.
+package paths
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/icey/icey-server/media"
+)
+
+// State of a path as shown in /api/status and events.
+type State string
+
+const (
+	StateIdle             State = "idle"              // on-demand source not running (no readers)
+	StateStarting         State = "starting"          // source connecting, no media yet
+	StateUp               State = "up"                // media flowing
+	StateReconnecting     State = "reconnecting"      // source failed, retrying within the grace period
+	StateDown             State = "down"              // source failing past the grace period, or ended
+	StateWaitingPublisher State = "waiting-publisher" // publish path without a publisher
+	StatePublishing       State = "publishing"        // publish path with a live publisher
+)
+
+// Defaults of Spec.
+const (
+	DefaultStartTimeout = 10 * time.Second
+	DefaultCloseAfter   = 10 * time.Second
+)
+
+// Spec is one path's configuration.
+type Spec struct {
+	// Name is the path name (URL element, Symple peer id).
+	Name string
+	// Source is what the path pulls ("" for a publish path). Paths with the
+	// same Source share one connection and one stream.
+	Source string
+	// PublicSource is Source with credentials removed, for status and logs.
+	PublicSource string
+	// SourceKind is builtin | file | rtsp | rtmp | srt | url | device.
+	SourceKind string
+	// OnDemand starts the source at the first reader and stops it after
+	// CloseAfter without readers.
+	OnDemand bool
+	// StartTimeout bounds how long a first reader waits for the source's
+	// first keyframe. It defaults to DefaultStartTimeout.
+	StartTimeout time.Duration
+	// CloseAfter is the idle time before an on-demand source closes. It
+	// defaults to DefaultCloseAfter.
+	CloseAfter time.Duration
+	// Publish accepts one publisher (exclusive with Source).
+	Publish bool
+	// Record records the path (see package recordings).
+	Record bool
+	// Read accepts viewers.
+	Read bool
+	// Required makes readiness depend on this path's source.
+	Required bool
+	// PublishToken, when set, is the token a publisher must present.
+	PublishToken string
+}
+
+// Config of a path set.
+type Config struct {
+	// Paths to serve; names must be unique.
+	Paths []Spec
+	// NewSource builds the source of a pulled path. It returns warnings
+	// (e.g. "audio transcoded") shown in status. Required when a path has
+	// a Source.
+	NewSource func(Spec) (media.Source, []string, error)
+	// Supervisor configures every source's supervisor (OnStateChange is
+	// set by the path set).
+	Supervisor media.SupervisorConfig
+	// OnState, when set, is told about every path state change (from the
+	// goroutine that caused it; must not block).
+	OnState func(path string, state State, detail string)
+}
+
+// Set is the running set of paths.
+type Set struct {
+	cfg   Config
+	log   *slog.Logger
+	paths map[string]*Path
+	order []*Path
+	feeds []*feed
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Path is one named path.
+type Path struct {
+	set  *Set
+	spec Spec
+	feed *feed // pulled paths; nil for publish paths
+	st   *media.Stream
+
+	mu        sync.Mutex
+	readers   int
+	publisher bool
+	state     State
+}
+
+// feed is one pulled source shared by the paths that name it.
+type feed struct {
+	set      *Set
+	key      string
+	src      media.Source
+	warnings []string
+	st       *media.Stream
+	sv       *media.Supervisor
+	onDemand bool // every path using it is on demand
+	timeout  time.Duration
+	after    time.Duration
+	users    []*Path
+
+	mu          sync.Mutex
+	readers     int
+	running     bool
+	activations int
+	activeSince time.Time
+	cancel      context.CancelFunc
+	done        chan struct{}
+	idle        *time.Timer
+	stopping    chan struct{} // closed when a stop in progress has finished
+}
+
+// New builds the paths. Sources are built (not started): a source that
+// cannot be built is an error naming its path.
+func New(cfg Config, log *slog.Logger) (*Set, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{cfg: cfg, log: log.With("module", "paths"), paths: map[string]*Path{}}
+	feeds := map[string]*feed{}
+	for _, sp := range cfg.Paths {
+		if sp.Name == "" {
+			return nil, errors.New("paths: a path has no name")
+		}
+		if _, dup := s.paths[sp.Name]; dup {
+			return nil, fmt.Errorf("paths: duplicate path %q", sp.Name)
+		}
+		if sp.StartTimeout <= 0 {
+			sp.StartTimeout = DefaultStartTimeout
+		}
+		if sp.CloseAfter <= 0 {
+			sp.CloseAfter = DefaultCloseAfter
+		}
+		p := &Path{set: s, spec: sp}
+		switch {
+		case sp.Source != "" && sp.Publish:
+			return nil, fmt.Errorf("paths: path %q has both a source and publish", sp.Name)
+		case sp.Source != "":
+			f := feeds[sp.Source]
+			if f == nil {
+				if cfg.NewSource == nil {
+					return nil, errors.New("paths: Config.NewSource is required for pulled paths")
+				}
+				src, warns, err := cfg.NewSource(sp)
+				if err != nil {
+					return nil, fmt.Errorf("path %q: %w", sp.Name, err)
+				}
+				f = &feed{set: s, key: sp.Source, src: src, warnings: warns, onDemand: true,
+					st: media.NewStream(media.StreamConfig{Name: sp.Name}, log)}
+				feeds[sp.Source] = f
+				s.feeds = append(s.feeds, f)
+			}
+			f.users = append(f.users, p)
+			f.onDemand = f.onDemand && sp.OnDemand
+			f.timeout = max(f.timeout, sp.StartTimeout)
+			f.after = max(f.after, sp.CloseAfter)
+			p.feed, p.st = f, f.st
+			p.state = StateStarting
+			if sp.OnDemand {
+				p.state = StateIdle
+			}
+		case sp.Publish:
+			p.st = media.NewStream(media.StreamConfig{Name: sp.Name}, log)
+			// A publisher brings H.264 and Opus: declared up front so viewers
+			// can join (and wait) before the first publisher arrives.
+			p.st.SetTracks(PublisherTracks())
+			p.state = StateWaitingPublisher
+		default:
+			return nil, fmt.Errorf("paths: path %q has neither a source nor publish", sp.Name)
+		}
+		s.paths[sp.Name] = p
+		s.order = append(s.order, p)
+	}
+	for _, f := range s.feeds {
+		svc := cfg.Supervisor
+		svc.OnStateChange = f.sourceState
+		f.sv = media.NewSupervisor(f.src, f.st, svc, log)
+		if !f.onDemand {
+			// An always-on source shared with on-demand paths runs for them too.
+			for _, p := range f.users {
+				p.mu.Lock()
+				p.state = StateStarting
+				p.mu.Unlock()
+			}
+		}
+	}
+	return s, nil
+}
+
+// PublisherTracks is what a publish path carries: H.264 video (parameter
+// sets learned in-band) and Opus audio.
+func PublisherTracks() media.Tracks {
+	return media.Tracks{Video: &media.VideoParams{},
+		Audio: &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}}
+}
+
+// Start starts every always-on source.
+func (s *Set) Start() {
+	for _, f := range s.feeds {
+		if !f.onDemand {
+			f.mu.Lock()
+			f.startLocked()
+			f.mu.Unlock()
+		}
+	}
+}
+
+// Close stops every source, waits for them and closes the streams. It is
+// idempotent.
+func (s *Set) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, f := range s.feeds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.stop()
+		}()
+	}
+	wg.Wait()
+	for _, p := range s.order {
+		p.st.Close()
+	}
+}
+
+func (s *Set) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Path returns the path of that name, or nil.
+func (s *Set) Path(name string) *Path { return s.paths[name] }
+
+// List returns every path in configuration order.
+func (s *Set) List() []*Path { return append([]*Path(nil), s.order...) }
+
+// Names returns the path names, sorted.
+func (s *Set) Names() []string {
+	out := make([]string, 0, len(s.order))
+	for _, p := range s.order {
+		out = append(out, p.spec.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Set) lookup(name string) (*Path, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if name == "" {
+		name = "main"
+	}
+	p := s.paths[name]
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return p, nil
+}
+
+// View implements signaling.Router: it returns the stream of path name
+// for a new viewer, starting an on-demand source and waiting (bounded by
+// the start timeout and ctx) for its first keyframe; a viewer arriving
+// while an always-on source is still starting waits the same way.
+func (s *Set) View(ctx context.Context, name string) (*media.Stream, func(), error) {
+	p, err := s.lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !p.spec.Read {
+		return nil, nil, fmt.Errorf("%w: path %q does not accept viewers", ErrNotAllowed, p.spec.Name)
+	}
+	p.addReader(1)
+	if p.feed != nil {
+		if err := p.feed.acquire(ctx); err != nil {
+			p.addReader(-1)
+			return nil, nil, err
+		}
+	}
+	var once sync.Once
+	return p.st, func() {
+		once.Do(func() {
+			p.addReader(-1)
+			if p.feed != nil {
+				p.feed.release()
+			}
+		})
+	}, nil
+}
+
+// Publish implements signaling.Router: it claims the publisher slot of
+// path name.
+func (s *Set) Publish(_ context.Context, name, token string) (*media.Stream, func(), error) {
+	p, err := s.lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !p.spec.Publish {
+		return nil, nil, fmt.Errorf("%w: path %q does not accept publishers", ErrNotAllowed, p.spec.Name)
+	}
+	if want := p.spec.PublishToken; want != "" && subtle.ConstantTimeCompare([]byte(token), []byte(want)) != 1 {
+		return nil, nil, fmt.Errorf("%w: publishing on %q needs its publish token", ErrUnauthorized, p.spec.Name)
+	}
+	p.mu.Lock()
+	if p.publisher {
+		p.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %q", ErrBusy, p.spec.Name)
+	}
+	p.publisher = true
+	p.mu.Unlock()
+	p.setState(StatePublishing, "")
+	var once sync.Once
+	return p.st, func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.publisher = false
+			p.mu.Unlock()
+			p.setState(StateWaitingPublisher, "publisher left")
+		})
+	}, nil
+}
+
+// PublishTokenRequired reports whether publishing on path name needs the
+// path's own token (which then stands in for auth.token on WHIP).
+func (s *Set) PublishTokenRequired(name string) bool {
+	if name == "" {
+		name = "main"
+	}
+	p := s.paths[name]
+	return p != nil && p.spec.PublishToken != ""
+}
+
+func (p *Path) addReader(d int) {
+	p.mu.Lock()
+	p.readers += d
+	p.mu.Unlock()
+}
+
+func (p *Path) setState(st State, detail string) {
+	p.mu.Lock()
+	changed := p.state != st
+	p.state = st
+	p.mu.Unlock()
+	if changed {
+		if detail != "" {
+			p.set.log.Info("path state changed", "path", p.spec.Name, "state", string(st), "detail", detail)
+		} else {
+			p.set.log.Info("path state changed", "path", p.spec.Name, "state", string(st))
+		}
+		if f := p.set.cfg.OnState; f != nil {
+			f(p.spec.Name, st, detail)
+		}
+	}
+}
+
+// Name is the path's name.
+func (p *Path) Name() string { return p.spec.Name }
+
+// Spec is the path's configuration (defaults applied).
+func (p *Path) Spec() Spec { return p.spec }
+
+// Stream is the path's stream (shared with the paths of the same source).
+func (p *Path) Stream() *media.Stream { return p.st }
+
+// Source is the path's source (nil for a publish path).
+func (p *Path) Source() media.Source {
+	if p.feed == nil {
+		return nil
+	}
+	return p.feed.src
+}
+
+// Supervisor is the path's source supervisor (nil for a publish path).
+func (p *Path) Supervisor() *media.Supervisor {
+	if p.feed == nil {
+		return nil
+	}
+	return p.feed.sv
+}
+
+// Warnings are the source's warnings (chosen at build time and reported
+// by the source while it runs).
+func (p *Path) Warnings() []string {
+	if p.feed == nil {
+		return nil
+	}
+	out := append([]string(nil), p.feed.warnings...)
+	if w, ok := p.feed.src.(media.Warner); ok {
+		out = append(out, w.Warnings()...)
+	}
+	return out
+}
+
+// Status is a path's snapshot for /api/status.
+type Status struct {
+	Name       string   `json:"name"`
+	Source     string   `json:"source,omitempty"`
+	SourceKind string   `json:"sourceKind,omitempty"`
+	State      State    `json:"state"`
+	OnDemand   bool     `json:"onDemand"`
+	FPS        float64  `json:"fps"`
+	Viewers    int      `json:"viewers"`
+	Publisher  bool     `json:"publisher"`
+	Recording  bool     `json:"recording"`
+	Renditions []string `json:"renditions"`
+	BytesIn    uint64   `json:"bytesIn"`
+	Required   bool     `json:"required"`
+	Read       bool     `json:"read"`
+	Publish    bool     `json:"publish"`
+	// Activations counts on-demand source starts.
+	Activations int `json:"activations,omitempty"`
+}
+
+// Status snapshots the path.
+func (p *Path) Status() Status {
+	st := p.st.Stats()
+	p.mu.Lock()
+	s := Status{Name: p.spec.Name, Source: p.spec.PublicSource, SourceKind: p.spec.SourceKind,
+		State: p.state, OnDemand: p.spec.OnDemand, Viewers: p.readers, Publisher: p.publisher,
+		Renditions: []string{}, Required: p.spec.Required, Read: p.spec.Read, Publish: p.spec.Publish}
+	p.mu.Unlock()
+	s.State = p.State()
+	s.FPS = float64(int(st.FPS*10)) / 10
+	s.BytesIn = st.BytesIn
+	if p.feed != nil {
+		p.feed.mu.Lock()
+		s.Activations = p.feed.activations
+		p.feed.mu.Unlock()
+	}
+	return s
+}
+
+// State is the path's current state. A source reconnecting past the
+// grace period is down.
+func (p *Path) State() State {
+	p.mu.Lock()
+	st := p.state
+	p.mu.Unlock()
+	if st == StateReconnecting && p.feed != nil && p.feed.sv.Status().Failed {
+		st = StateDown
+	}
+	return st
+}
+
+// acquire counts a reader of the feed, starting it when on demand, and
+// waits for a keyframe when the source has not delivered one since it
+// started.
+func (f *feed) acquire(ctx context.Context) error {
+	f.mu.Lock()
+	f.readers++
+	if f.idle != nil {
+		f.idle.Stop()
+		f.idle = nil
+	}
+	stopping := f.stopping
+	f.mu.Unlock()
+	if stopping != nil {
+		<-stopping // an idle close in progress finishes first
+	}
+	f.mu.Lock()
+	if !f.running {
+		if f.set.isClosed() {
+			f.readers--
+			f.mu.Unlock()
+			return ErrClosed
+		}
+		f.startLocked()
+	}
+	since := f.activeSince
+	f.mu.Unlock()
+	if err := f.waitKeyframe(ctx, since); err != nil {
+		f.release()
+		return err
+	}
+	return nil
+}
+
+// waitKeyframe waits until the stream published a keyframe after since,
+// the start timeout passes, or ctx ends.
+func (f *feed) waitKeyframe(ctx context.Context, since time.Time) error {
+	if keyframeSince(f.st, since) {
+		return nil
+	}
+	deadline := time.NewTimer(f.timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if keyframeSince(f.st, since) {
+				return nil
+			}
+		case <-deadline.C:
+			st := f.sv.Status()
+			why := "no keyframe within " + f.timeout.String()
+			if st.LastError != "" {
+				why += ": " + st.LastError
+			}
+			return fmt.Errorf("%w: %s", ErrUnavailable, why)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release drops a reader; the last reader of an on-demand feed arms the
+// idle timer.
+func (f *feed) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readers--
+	if f.readers == 0 && f.onDemand && f.running {
+		f.idle = time.AfterFunc(f.after, f.idleClose)
+	}
+}
+
+func (f *feed) idleClose() {
+	f.mu.Lock()
+	if f.readers > 0 || !f.running || f.idle == nil {
+		f.mu.Unlock()
+		return
+	}
+	f.idle = nil
+	wait := f.beginStopLocked()
+	f.mu.Unlock()
+	f.set.log.Info("closing idle on-demand source", "path", f.users[0].spec.Name, "idle", f.after)
+	wait()
+}
+
+// startLocked starts the supervisor (f.mu held).
+func (f *feed) startLocked() {
+	if f.running {
+		return
+	}
+	if f.activations > 0 {
+		f.st.Discontinuity() // the old run's cached pictures must not be served
+	}
+	f.activations++
+	f.running = true
+	f.activeSince = time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done = cancel, make(chan struct{})
+	done := f.done
+	for _, p := range f.users {
+		p.setState(StateStarting, "")
+	}
+	go func() {
+		defer close(done)
+		_ = f.sv.Run(ctx)
+	}()
+}
+
+// stop stops the supervisor and waits for it.
+func (f *feed) stop() {
+	f.mu.Lock()
+	if f.idle != nil {
+		f.idle.Stop()
+		f.idle = nil
+	}
+	if !f.running || f.stopping != nil {
+		stopping := f.stopping
+		f.mu.Unlock()
+		if stopping != nil {
+			<-stopping
+		}
+		return
+	}
+	wait := f.beginStopLocked()
+	f.mu.Unlock()
+	wait()
+}
+
+// beginStopLocked cancels the running supervisor (f.mu held) and returns
+// the function that waits for it and marks the feed stopped. Readers
+// arriving meanwhile wait on f.stopping and then start it again.
+func (f *feed) beginStopLocked() func() {
+	cancel, done := f.cancel, f.done
+	stopping := make(chan struct{})
+	f.stopping = stopping
+	cancel()
+	return func() {
+		<-done
+		f.mu.Lock()
+		f.running = false
+		f.stopping = nil
+		f.mu.Unlock()
+		close(stopping)
+	}
+}
+
+// sourceState maps supervisor states onto the paths using the feed.
+func (f *feed) sourceState(s media.SourceState, err error) {
+	var st State
+	detail := ""
+	if err != nil {
+		detail = err.Error()
+	}
+	switch s {
+	case media.SourceStarting:
+		st = StateStarting
+	case media.SourceUp:
+		st = StateUp
+	case media.SourceReconnecting:
+		st = StateReconnecting
+		if ss := f.sv.Status(); ss.Failed {
+			st = StateDown
+		}
+	case media.SourceEnded:
+		st, detail = StateDown, "source ended"
+	case media.SourceStopped:
+		if f.onDemand {
+			st = StateIdle
+		} else {
+			st = StateDown
+		}
+	default:
+		return
+	}
+	for _, p := range f.users {
+		p.setState(st, detail)
+	}
+}
