@@ -87,6 +87,8 @@ type Config struct {
 	Sessions  SessionCounter
 	Stream    StreamInfo
 	TURN      TURNInfo
+	// Paths lists every path for the status's paths array (nil: none).
+	Paths func() []PathStatus
 	// RuntimeState returns starting | running | draining.
 	RuntimeState func() string
 	// StartupDone reports whether startup completed (the startup probe); it
@@ -295,6 +297,27 @@ type StatusBody struct {
 	TURN         TURNSection       `json:"turn"`
 	Checks       []preflight.Check `json:"checks"`
 	Warnings     []string          `json:"warnings"`
+	// Paths lists every named path; the stream section above describes the
+	// default path, as the seed contract has it.
+	Paths []PathStatus `json:"paths"`
+}
+
+// PathStatus is one path in /api/status (spec/paths.md, Operations).
+type PathStatus struct {
+	Name string `json:"name"`
+	// Source with credentials removed; empty for a publish path.
+	Source     string `json:"source"`
+	SourceKind string `json:"sourceKind"`
+	// State: idle | starting | up | reconnecting | down | waiting-publisher | publishing.
+	State      string   `json:"state"`
+	OnDemand   bool     `json:"onDemand"`
+	FPS        float64  `json:"fps"`
+	Viewers    int      `json:"viewers"`
+	Publisher  bool     `json:"publisher"`
+	Recording  bool     `json:"recording"`
+	Renditions []string `json:"renditions"`
+	BytesIn    uint64   `json:"bytesIn"`
+	Required   bool     `json:"required"`
 }
 
 // Peer is the server's signalling identity.
@@ -362,6 +385,10 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.c.RuntimeState != nil {
 		b.Runtime.State = h.c.RuntimeState()
+	}
+	b.Paths = []PathStatus{}
+	if h.c.Paths != nil {
+		b.Paths = append(b.Paths, h.c.Paths()...)
 	}
 	if h.c.Sessions != nil {
 		b.Sessions.Active, b.Sessions.Total = h.c.Sessions.Counts()

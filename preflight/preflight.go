@@ -41,6 +41,7 @@ type Report struct {
 const (
 	CheckConfig       = "config"
 	CheckSource       = "source"
+	CheckPaths        = "paths"
 	CheckTURN         = "turn"
 	CheckPorts        = "ports"
 	CheckWebRTC       = "webrtc"
@@ -53,7 +54,7 @@ const (
 
 // webrtc and web_root are additions after the contract's checks; web_root
 // appears only when a web root is configured.
-var order = []string{CheckConfig, CheckSource, CheckTURN, CheckPorts, CheckTLS,
+var order = []string{CheckConfig, CheckSource, CheckPaths, CheckTURN, CheckPorts, CheckTLS,
 	CheckRecordings, CheckIntelligence, CheckWebRTC, CheckWebRoot, CheckShutdown}
 
 // Func computes a check and any warnings that go with it. It runs while a

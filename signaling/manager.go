@@ -135,6 +135,8 @@ type Observer interface {
 type Totals struct {
 	PacketsSent, BytesSent, Dropped uint64
 	ActiveByRole                    map[string]int64
+	// ActiveByPath counts connected sessions by path, then role.
+	ActiveByPath map[string]map[string]int64
 	// Pending: sessions created but not connected yet (now).
 	Pending int64
 	// Refusals counts refused sessions by reason (every RefusalReasons key).
@@ -272,7 +274,7 @@ func (m *Manager) Counts() (active, total int64) {
 // Totals sums the counters of ended and live sessions.
 func (m *Manager) Totals() Totals {
 	t := Totals{PacketsSent: m.endedPackets.Load(), BytesSent: m.endedBytes.Load(),
-		Dropped: m.endedDrops.Load(), ActiveByRole: map[string]int64{}}
+		Dropped: m.endedDrops.Load(), ActiveByRole: map[string]int64{}, ActiveByPath: map[string]map[string]int64{}}
 	m.mu.Lock()
 	list := make([]*Session, 0, len(m.sessions))
 	for _, s := range m.sessions {
@@ -288,6 +290,10 @@ func (m *Manager) Totals() Totals {
 		t.Dropped += info.Drops
 		if info.State == "connected" {
 			t.ActiveByRole[info.Role]++
+			if t.ActiveByPath[info.Path] == nil {
+				t.ActiveByPath[info.Path] = map[string]int64{}
+			}
+			t.ActiveByPath[info.Path][info.Role]++
 		}
 	}
 	return t

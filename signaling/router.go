@@ -81,3 +81,14 @@ func (o *oneStream) Publish(_ context.Context, path, _ string) (*media.Stream, f
 		}
 	}, nil
 }
+
+// URL kinds returned by ParseURL.
+const (
+	KindWHEP = whepPath
+	KindWHIP = whipPath
+)
+
+// ParseURL splits a WHEP/WHIP URL (/whep, /{path}/whep, their resources,
+// and the same with whip) into its kind (KindWHEP or KindWHIP), path name
+// ("" for the default path) and resource ("" for the POST endpoint).
+func ParseURL(p string) (kind, path, res string, ok bool) { return splitSignalPath(p) }

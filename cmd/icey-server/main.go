@@ -104,11 +104,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv co
 // before anything starts, instead of reporting ready and doing nothing.
 func modeAvailable(mode string) error {
 	switch mode {
-	case "", "stream":
+	case "", "stream", "relay":
 		return nil
 	default:
-		return fmt.Errorf("media.mode %q is not available in this version: publishing (WHIP, browser Broadcast) "+
-			"and recording are not implemented yet; run in stream mode (the default, --mode stream) to serve "+
-			"a camera, a file or the built-in test stream", mode)
+		return fmt.Errorf("media.mode %q is not available in this version: recording is not implemented yet; "+
+			"run in stream mode (the default, --mode stream) to serve a camera, a file or the built-in test "+
+			"stream, or in relay mode (--mode relay) to let a browser or WHIP client publish to viewers", mode)
 	}
 }

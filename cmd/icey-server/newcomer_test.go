@@ -89,7 +89,7 @@ func TestHealthcheckReadsTheConfigFile(t *testing.T) {
 
 // Modes that this version cannot serve fail loudly instead of reporting ready.
 func TestUnavailableModesFailLoudly(t *testing.T) {
-	for _, mode := range []string{"record", "relay"} {
+	for _, mode := range []string{"record"} {
 		p := launch(t, []string{"--mode", mode})
 		if code := p.wait(t, 20*time.Second); code != 3 {
 			t.Fatalf("--mode %s: exit %d, want 3\n%s", mode, code, p.stderr)

@@ -23,7 +23,7 @@ type observer struct{ a *app }
 var _ signaling.Observer = observer{}
 
 func (o observer) SessionStarted(info signaling.SessionInfo) {
-	o.a.bus.Publish(events.SessionStarted, map[string]any{"id": info.ID, "role": info.Role})
+	o.a.bus.Publish(events.SessionStarted, map[string]any{"id": info.ID, "role": info.Role, "path": info.Path})
 }
 
 func (o observer) FirstKeyframe(id string, d time.Duration) {
@@ -33,7 +33,7 @@ func (o observer) FirstKeyframe(id string, d time.Duration) {
 }
 
 func (o observer) SessionEnded(info signaling.SessionInfo, reason string) {
-	o.a.bus.Publish(events.SessionEnded, map[string]any{"id": info.ID, "role": info.Role,
+	o.a.bus.Publish(events.SessionEnded, map[string]any{"id": info.ID, "role": info.Role, "path": info.Path,
 		"reason": reason, "endReason": string(info.EndReason), "sent": info.Sent, "dropped": info.Drops})
 	if o.a.metrics != nil {
 		o.a.metrics.ObserveSessionEnd(info.Role, string(info.EndReason), info.Drops)
@@ -175,16 +175,21 @@ func (a *app) metricsSources() metrics.Sources {
 			_, total := a.sig.Counts()
 			return metrics.SessionTotals{ActiveByRole: t.ActiveByRole, Total: total,
 				PacketsSent: t.PacketsSent, BytesSent: t.BytesSent, Dropped: t.Dropped,
-				Pending: t.Pending, Refusals: t.Refusals}
+				Pending: t.Pending, Refusals: t.Refusals, ActiveByPath: t.ActiveByPath}
 		},
-		Source: func() metrics.SourceSnapshot {
-			st := a.stream.Stats()
-			s := metrics.SourceSnapshot{FPS: st.FPS, Packets: st.PacketsIn, Bytes: st.BytesIn, State: string(st.State)}
-			if a.sup != nil {
-				ss := a.sup.Status()
-				s.State, s.Reconnects = string(ss.State), ss.Reconnects
+		Paths: func() []metrics.PathSnapshot {
+			var out []metrics.PathSnapshot
+			for _, p := range a.paths.List() {
+				ps := p.Status()
+				snap := metrics.PathSnapshot{Path: ps.Name, State: string(ps.State), FPS: ps.FPS,
+					Bytes: ps.BytesIn, Viewers: ps.Viewers, Publisher: ps.Publisher, OnDemand: ps.OnDemand}
+				snap.Packets = p.Stream().Stats().PacketsIn
+				if sv := p.Supervisor(); sv != nil {
+					snap.Reconnects = sv.Status().Reconnects
+				}
+				out = append(out, snap)
 			}
-			return s
+			return out
 		},
 		Viewers: func() []metrics.ViewerSnapshot {
 			st := a.stream.Stats()

@@ -24,6 +24,7 @@ import (
 	"github.com/icey/icey-server/internal/healthping"
 	"github.com/icey/icey-server/internal/logging"
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/paths"
 	"github.com/icey/icey-server/metrics"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/signaling"
@@ -48,15 +49,13 @@ type app struct {
 	srcErr error
 	// srcWarnings come from choosing the source (e.g. "transcoding AAC").
 	srcWarnings []string
-	sup         *media.Supervisor
+	sup         *media.Supervisor // the default path's, nil for a publish path
+	paths       *paths.Set
 	sig         *signaling.Manager
 	srv         *http.Server
 
 	metricsSrv *http.Server
 	pprofSrv   *http.Server
-
-	supCancel context.CancelFunc
-	supDone   chan struct{}
 
 	bus         *events.Bus
 	metrics     *metrics.Metrics
@@ -165,15 +164,13 @@ func (a *app) start() int {
 	}
 	a.pf.Set(preflight.CheckPorts, preflight.Pass, portsDetail(cfg))
 	staticChecks(a.pf, cfg, time.Now())
-	if cfg.Media.Mode == "stream" {
-		a.src, a.srcWarnings, a.srcErr = buildSource(cfg, logging.Module(log, "media"))
-	}
+	a.srcErr = a.buildPaths()
 	// Fail fast on everything but a live source that may come back: the
-	// source check only counts here when the source cannot even be built.
+	// source check only counts here when a source cannot even be built.
 	failing := a.pf.Report().Failing()
 	if a.srcErr != nil {
 		msg := config.RedactURL(a.srcErr.Error())
-		if !strings.HasPrefix(msg, "source:") {
+		if !strings.HasPrefix(msg, "source:") && !strings.HasPrefix(msg, "path ") {
 			msg = "source: " + msg
 		}
 		failing = append(failing, msg)
@@ -185,6 +182,9 @@ func (a *app) start() int {
 		}
 		return exitStartup
 	}
+	if len(a.paths.List()) > 1 {
+		a.pf.SetFunc(preflight.CheckPaths, a.pathsCheck)
+	}
 
 	if cfg.TURN.Enabled {
 		if a.turn, err = turn.New(a.turnConfig(), a.ln.turnUDP, a.ln.turnTCP, logging.Module(log, "turn")); err != nil {
@@ -192,32 +192,7 @@ func (a *app) start() int {
 			return exitStartup
 		}
 	}
-
-	a.stream = media.NewStream(media.StreamConfig{Name: "main"}, logging.Module(log, "media"))
-	if a.src != nil {
-		a.sup = media.NewSupervisor(a.src, a.stream, media.SupervisorConfig{
-			GracePeriod: time.Duration(cfg.Media.SourceGraceSeconds) * time.Second,
-			OnStateChange: func(s media.SourceState, err error) {
-				l := log.With("module", "media", "state", string(s), "source", a.src.String())
-				if err != nil {
-					l.Warn("source state changed", "err", err)
-				} else {
-					l.Info("source state changed")
-				}
-				a.sourceEvent(s, err)
-				select {
-				case a.pollNow <- struct{}{}:
-				default:
-				}
-			},
-		}, logging.Module(log, "media"))
-		ctx, cancel := context.WithCancel(context.Background())
-		a.supCancel, a.supDone = cancel, make(chan struct{})
-		go func() {
-			defer close(a.supDone)
-			_ = a.sup.Run(ctx)
-		}()
-	}
+	a.paths.Start()
 
 	a.sig, err = signaling.NewManager(signaling.Config{
 		UDPConn:             a.ln.media,
@@ -229,7 +204,7 @@ func (a *app) start() int {
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
 		Observer:            observer{a},
-	}, signaling.OneStream(a.stream, cfg.Media.Mode != "record", cfg.Media.Mode != "stream"), logging.Module(log, "signaling"))
+	}, a.paths, logging.Module(log, "signaling"))
 	if err != nil {
 		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
 		return exitStartup
@@ -290,6 +265,7 @@ func (a *app) routes() http.Handler {
 		Sessions:       a.sig,
 		Stream:         streamInfo{a},
 		TURN:           turnInfo{a},
+		Paths:          a.pathStatuses,
 		RuntimeState:   func() string { return a.state.Load().(string) },
 		StartupDone:    a.startupDone.Load,
 		Components:     a.components,
@@ -311,12 +287,13 @@ func (a *app) routes() http.Handler {
 		TURNPort:       cfg.TURN.Port,
 		STUNURLs:       cfg.STUN.URLs,
 	}))
-	signal := withToken(cfg.Auth.Token, a.sig.Handler())
+	signal := a.signalAuth(a.sig.Handler())
 	for _, p := range []string{"/whep", "/whep/", "/whip", "/whip/"} {
 		mux.Handle(p, signal)
 	}
 	sym := symple.New(symple.Config{
 		Mode:           cfg.Media.Mode,
+		Paths:          a.symplePaths(),
 		Token:          cfg.Auth.Token,
 		AllowedOrigins: cfg.Auth.AllowedOrigins,
 	}, a.sig, logging.Module(a.log, "symple"))
@@ -330,9 +307,25 @@ func (a *app) routes() http.Handler {
 	ui := web.Handler(files)
 	// Some Symple clients connect to the bare origin: upgrades of / go to
 	// the WebSocket server, everything else to the UI.
+	// /{path}/whep and /{path}/whip go to the session layer, /{path}/ to
+	// the UI (which reads the path from the URL).
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" && isUpgrade(r) {
 			sym.ServeHTTP(w, r)
+			return
+		}
+		if _, _, _, ok := signaling.ParseURL(r.URL.Path); ok {
+			signal.ServeHTTP(w, r)
+			return
+		}
+		if rest, ok := a.pathUI(r.URL.Path); ok {
+			if rest == "" {
+				http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+				return
+			}
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = rest
+			ui.ServeHTTP(w, r2)
 			return
 		}
 		ui.ServeHTTP(w, r)
@@ -492,6 +485,13 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 	c := preflight.Check{Name: preflight.CheckSource}
 	if a.cfg.Media.Mode != "stream" {
 		c.Result, c.Detail = preflight.Pass, fmt.Sprintf("Source not required in %s mode", a.cfg.Media.Mode)
+		if p := a.paths.Path(defaultPath); p != nil && p.Spec().Publish {
+			if p.Status().Publisher {
+				c.Detail += "; a publisher is live on path " + defaultPath
+			} else {
+				c.Detail += "; waiting for a publisher on path " + defaultPath
+			}
+		}
 		return c, nil
 	}
 	if a.srcErr != nil {
@@ -620,11 +620,8 @@ func (a *app) close(ctx context.Context) {
 	if a.sig != nil {
 		step("sessions", 5*time.Second, func() { a.sig.Close("shutdown") })
 	}
-	if a.supCancel != nil {
-		step("source", 5*time.Second, func() { a.supCancel(); <-a.supDone })
-	}
-	if a.stream != nil {
-		a.stream.Close()
+	if a.paths != nil {
+		step("sources", 5*time.Second, a.paths.Close)
 	}
 	if a.turn != nil {
 		step("turn", 3*time.Second, func() { _ = a.turn.Close() })
@@ -694,6 +691,8 @@ func (s streamInfo) StreamDetails() api.StreamDetails {
 		ss := a.sup.Status()
 		since := ss.Since
 		d.State, d.StateSince, d.LastError, d.Reconnects = string(ss.State), &since, ss.LastError, ss.Reconnects
+	} else if p := a.paths.Path(defaultPath); p != nil {
+		d.State = string(p.State()) // a publish path: waiting-publisher | publishing
 	}
 	if a.src != nil {
 		d.Warnings = a.sourceWarnings()

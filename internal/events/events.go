@@ -20,6 +20,7 @@ const (
 	SourceDown        = "source.down"
 	SourceReconnect   = "source.reconnecting"
 	SourceEnded       = "source.ended"
+	PathState         = "path.state"
 	ReadinessChanged  = "readiness.changed"
 	RecordingStarted  = "recording.started"
 	RecordingFinished = "recording.finished"

@@ -37,6 +37,7 @@ type Viewer struct {
 	MaxPayload   atomic.Int64
 	Joined       time.Time
 	firstIDR     atomic.Int64 // ns since Joined, 0 = none yet
+	sps          atomic.Pointer[[]byte] // the latest SPS received
 	connected    chan struct{}
 	once         sync.Once
 	mu           sync.Mutex // guards closed and wg.Add against Close's Wait
@@ -212,6 +213,9 @@ func (v *Viewer) read(tr *webrtc.TrackRemote) {
 			continue
 		}
 		v.VideoPackets.Add(1)
+		if sps := findSPS(p.Payload); sps != nil {
+			v.sps.Store(&sps)
+		}
 		if StartsKeyframe(p.Payload) {
 			if v.Keyframes.Add(1) == 1 {
 				v.firstIDR.Store(int64(time.Since(v.Joined)))
@@ -238,6 +242,40 @@ func StartsKeyframe(p []byte) bool {
 		return p[1]&0x80 != 0 && (p[1]&0x1f == 5 || p[1]&0x1f == 7)
 	}
 	return false
+}
+
+// findSPS returns a copy of the SPS an H.264 RTP payload carries (as a
+// single NAL unit or inside a STAP-A), or nil.
+func findSPS(p []byte) []byte {
+	if len(p) < 2 {
+		return nil
+	}
+	switch p[0] & 0x1f {
+	case 7:
+		return append([]byte(nil), p...)
+	case 24: // STAP-A (RFC 6184 §5.7.1): 16-bit size, NALU, ...
+		for b := p[1:]; len(b) > 2; {
+			n := int(b[0])<<8 | int(b[1])
+			if n == 0 || len(b) < 2+n {
+				return nil
+			}
+			if b[2]&0x1f == 7 {
+				return append([]byte(nil), b[2:2+n]...)
+			}
+			b = b[2+n:]
+		}
+	}
+	return nil
+}
+
+// SPS is the latest H.264 sequence parameter set received (nil before the
+// first keyframe): tests read the picture size from it to tell streams
+// apart.
+func (v *Viewer) SPS() []byte {
+	if p := v.sps.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Location is the absolute URL of the viewer's WHEP resource (the 201's

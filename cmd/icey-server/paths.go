@@ -1,0 +1,251 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/icey/icey-server/api"
+	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/internal/events"
+	"github.com/icey/icey-server/internal/logging"
+	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/paths"
+	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/signaling"
+	"github.com/icey/icey-server/signaling/symple"
+)
+
+// defaultPath is the path the legacy single-source keys configure.
+const defaultPath = signaling.DefaultPath
+
+// buildPaths builds every path's source (a source that cannot be built is
+// a startup error naming its path; the default path's error keeps the
+// single-source wording) and the path set.
+func (a *app) buildPaths() error {
+	cfg, log := a.cfg, a.log
+	specs := cfg.ResolvedPaths()
+	built := map[string]media.Source{}
+	warns := map[string][]string{}
+	var out []paths.Spec
+	for _, sp := range specs {
+		if !sp.Publish && sp.Source == "" {
+			sp.Source, sp.SourceKind = "builtin", "builtin" // the built-in test stream
+		}
+		ps := paths.Spec{Name: sp.Name, Source: sp.Source, PublicSource: config.RedactSource(sp.Source),
+			SourceKind: sp.SourceKind, OnDemand: sp.OnDemand, StartTimeout: sp.StartTimeout,
+			CloseAfter: sp.CloseAfter, Publish: sp.Publish, Record: sp.Record, Read: sp.Read,
+			Required: sp.Required, PublishToken: sp.PublishToken}
+		if sp.Source != "" {
+			if _, ok := built[sp.Source]; !ok {
+				c := cfg
+				c.Media.Source = sp.Source
+				if sp.SourceKind == "builtin" {
+					c.Media.Source = ""
+				}
+				src, w, err := buildSource(c, logging.Module(log, "media").With("path", sp.Name))
+				if err != nil {
+					if sp.Name == defaultPath {
+						return err
+					}
+					return fmt.Errorf("path %q: %w", sp.Name, err)
+				}
+				built[sp.Source], warns[sp.Source] = src, w
+			}
+		}
+		out = append(out, ps)
+	}
+	set, err := paths.New(paths.Config{
+		Paths: out,
+		NewSource: func(sp paths.Spec) (media.Source, []string, error) {
+			return built[sp.Source], warns[sp.Source], nil
+		},
+		Supervisor: media.SupervisorConfig{GracePeriod: time.Duration(cfg.Media.SourceGraceSeconds) * time.Second},
+		OnState:    a.pathState,
+	}, logging.Module(log, "media"))
+	if err != nil {
+		return err
+	}
+	a.paths = set
+	if p := set.Path(defaultPath); p != nil {
+		a.stream, a.src, a.sup = p.Stream(), p.Source(), p.Supervisor()
+		a.srcWarnings = nil
+		if a.src != nil {
+			a.srcWarnings = warns[p.Spec().Source]
+		}
+	}
+	return nil
+}
+
+// pathState is told every path state change: events, Symple notices and
+// a readiness re-evaluation.
+func (a *app) pathState(name string, st paths.State, detail string) {
+	data := map[string]any{"path": name, "state": string(st)}
+	if detail != "" {
+		data["detail"] = config.RedactURL(detail)
+	}
+	a.bus.Publish(events.PathState, data)
+	if name == defaultPath && a.src != nil {
+		a.sourceEventPath(st, detail)
+	}
+	if s, ok := a.symple.(interface{ NotifyPath(path, state, detail string) }); ok && s != nil {
+		s.NotifyPath(name, string(st), config.RedactURL(detail))
+	}
+	if a.paths != nil {
+		if p := a.paths.Path(name); p != nil {
+			l := a.log.With("module", "media", "path", name, "state", string(st))
+			if src := p.Source(); src != nil {
+				l = l.With("source", src.String())
+			}
+			if detail != "" && (st == paths.StateReconnecting || st == paths.StateDown) {
+				l.Warn("path state changed", "err", config.RedactURL(detail))
+			} else {
+				l.Info("path state changed")
+			}
+		}
+	}
+	select {
+	case a.pollNow <- struct{}{}:
+	default:
+	}
+}
+
+// sourceEventPath keeps the default path's source.* events.
+func (a *app) sourceEventPath(st paths.State, detail string) {
+	var s media.SourceState
+	switch st {
+	case paths.StateUp:
+		s = media.SourceUp
+	case paths.StateReconnecting:
+		s = media.SourceReconnecting
+	case paths.StateDown:
+		if detail == "source ended" {
+			s = media.SourceEnded
+		} else {
+			return // reported by the readiness edge
+		}
+	case paths.StateIdle:
+		s = media.SourceStopped
+	default:
+		return
+	}
+	var err error
+	if detail != "" && s == media.SourceReconnecting {
+		err = fmt.Errorf("%s", detail)
+	}
+	a.sourceEvent(s, err)
+}
+
+// pathsCheck is the live `paths` check: every path other than the default
+// one (which has the `source` check). A required path whose source is down
+// fails readiness; any other path down only warns.
+func (a *app) pathsCheck() (preflight.Check, []string) {
+	c := preflight.Check{Name: preflight.CheckPaths, Result: preflight.Pass}
+	if a.paths == nil {
+		c.Detail = "No paths"
+		return c, nil
+	}
+	var down, failing []string
+	n := 0
+	for _, p := range a.paths.List() {
+		if p.Name() == defaultPath {
+			continue
+		}
+		n++
+		st := p.State()
+		sv := p.Supervisor()
+		if sv == nil {
+			continue
+		}
+		ss := sv.Status()
+		bad := st == paths.StateDown || (st == paths.StateReconnecting && !ss.EverUp) ||
+			(st == paths.StateStarting && ss.State == media.SourceReconnecting)
+		if !bad {
+			continue
+		}
+		msg := p.Name() + ": " + string(st)
+		if ss.LastError != "" {
+			msg += " (" + config.RedactURL(ss.LastError) + ")"
+		}
+		if p.Spec().Required {
+			failing = append(failing, msg)
+		} else {
+			down = append(down, msg)
+		}
+	}
+	switch {
+	case len(failing) > 0:
+		c.Result, c.Detail = preflight.Fail, "Required path(s) down: "+strings.Join(failing, "; ")
+		if len(down) > 0 {
+			c.Detail += "; also down: " + strings.Join(down, "; ")
+		}
+	case len(down) > 0:
+		c.Result, c.Detail = preflight.Warn, "Path(s) down: "+strings.Join(down, "; ")
+	case n == 0:
+		c.Detail = "Only the default path"
+	default:
+		c.Detail = fmt.Sprintf("%d more path(s) healthy", n)
+	}
+	return c, nil
+}
+
+// pathStatuses adapts the path set to /api/status's paths array.
+func (a *app) pathStatuses() []api.PathStatus {
+	if a.paths == nil {
+		return nil
+	}
+	var out []api.PathStatus
+	for _, p := range a.paths.List() {
+		s := p.Status()
+		out = append(out, api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
+			State: string(s.State), OnDemand: s.OnDemand, FPS: s.FPS, Viewers: s.Viewers,
+			Publisher: s.Publisher, Recording: s.Recording, Renditions: s.Renditions, BytesIn: s.BytesIn,
+			Required: s.Required})
+	}
+	return out
+}
+
+// symplePaths lists the Symple server peers: every path that can be read
+// or published.
+func (a *app) symplePaths() []symple.Path {
+	var out []symple.Path
+	for _, p := range a.paths.List() {
+		sp := p.Spec()
+		if sp.Read || sp.Publish {
+			out = append(out, symple.Path{Name: sp.Name, Read: sp.Read, Publish: sp.Publish})
+		}
+	}
+	return out
+}
+
+// signalAuth protects WHEP/WHIP with auth.token. A WHIP request on a path
+// with its own publishToken is let through: the path's token, checked by
+// the path set, is the credential there (narrower than auth.token: it can
+// only publish on that path). CORS preflights stay open, but an
+// unauthenticated preflight must not receive the TURN credentials the WHEP
+// handler advertises in Link headers.
+func (a *app) signalAuth(next http.Handler) http.Handler {
+	protected := withToken(a.cfg.Auth.Token, next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if kind, path, _, ok := signaling.ParseURL(r.URL.Path); ok && kind == signaling.KindWHIP &&
+			a.paths.PublishTokenRequired(path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		protected.ServeHTTP(w, r)
+	})
+}
+
+// pathUI reports whether p (a URL path) is /{path} or /{path}/... for a
+// configured path, and returns the rest to serve from the UI.
+func (a *app) pathUI(p string) (rest string, ok bool) {
+	el := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 2)
+	if a.paths == nil || a.paths.Path(el[0]) == nil {
+		return "", false
+	}
+	if len(el) == 1 {
+		return "", true // /{path} redirects to /{path}/
+	}
+	return "/" + el[1], true
+}
