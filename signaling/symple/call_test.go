@@ -16,8 +16,14 @@ type browser struct {
 	t      *testing.T
 	c      *client
 	pc     *webrtc.PeerConnection
+	to     string       // the server peer called: "icey|server" unless set
 	frames atomic.Int64 // complete video frames received (RTP marker bits)
 	cands  []webrtc.ICECandidateInit
+	// Sending tracks of a sendonly browser, by kind ("video", "audio").
+	local map[string]*webrtc.TrackLocalStaticRTP
+	// forward, when set before the call, gets every RTP packet received,
+	// by kind: a recvonly browser then feeds a sendonly one.
+	forward map[string]*webrtc.TrackLocalStaticRTP
 }
 
 func newBrowser(t *testing.T, c *client, direction webrtc.RTPTransceiverDirection) *browser {
@@ -27,7 +33,7 @@ func newBrowser(t *testing.T, c *client, direction webrtc.RTPTransceiverDirectio
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	b := &browser{t: t, c: c, pc: pc}
+	b := &browser{t: t, c: c, pc: pc, to: ServerAddress, local: map[string]*webrtc.TrackLocalStaticRTP{}}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		if direction == webrtc.RTPTransceiverDirectionSendonly {
 			codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}
@@ -38,6 +44,7 @@ func newBrowser(t *testing.T, c *client, direction webrtc.RTPTransceiverDirectio
 			if err != nil {
 				t.Fatal(err)
 			}
+			b.local[kind.String()] = tr
 			if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: direction}); err != nil {
 				t.Fatal(err)
 			}
@@ -55,6 +62,10 @@ func newBrowser(t *testing.T, c *client, direction webrtc.RTPTransceiverDirectio
 			}
 			if tr.Kind() == webrtc.RTPCodecTypeVideo && p.Marker {
 				b.frames.Add(1)
+			}
+			if out := b.forward[tr.Kind().String()]; out != nil {
+				p.Extension, p.Extensions = false, nil
+				_ = out.WriteRTP(p)
 			}
 		}
 	})
@@ -86,7 +97,7 @@ func (b *browser) offer() string {
 }
 
 func (b *browser) callMsg(subtype string, data any) {
-	b.c.send(map[string]any{"type": "message", "subtype": subtype, "to": "icey|server", "data": data})
+	b.c.send(map[string]any{"type": "message", "subtype": subtype, "to": b.to, "data": data})
 }
 
 func (b *browser) sendCandidates() {
@@ -106,9 +117,15 @@ func callData(m map[string]any) map[string]any {
 // the connection.
 func (b *browser) call() {
 	b.t.Helper()
+	b.callWith(nil)
+}
+
+// callWith is call with extra call:offer data (e.g. a publish token).
+func (b *browser) callWith(extra map[string]any) {
+	b.t.Helper()
 	b.callMsg("call:init", map[string]any{})
 	acc := b.c.expect("call:accept", isSub("call:accept"))
-	if acc["from"] != "icey|server" || acc["to"] != b.c.addr {
+	if acc["from"] != b.to || acc["to"] != b.c.addr {
 		b.t.Fatalf("accept %v", acc)
 	}
 	if _, has := acc["data"]; has {
@@ -116,8 +133,17 @@ func (b *browser) call() {
 	}
 	sdp := b.offer()
 	b.sendCandidates() // before the offer: the server must buffer them
-	b.callMsg("call:offer", map[string]any{"type": "offer", "sdp": sdp})
-	ans := b.c.expect("call:answer", isSub("call:answer"))
+	offer := map[string]any{"type": "offer", "sdp": sdp}
+	for k, v := range extra {
+		offer[k] = v
+	}
+	b.callMsg("call:offer", offer)
+	ans := b.c.expect("call:answer", func(m map[string]any) bool {
+		if isSub("call:reject")(m) || isSub("call:hangup")(m) {
+			b.t.Fatalf("offer to %s refused: %v", b.to, m)
+		}
+		return isSub("call:answer")(m) && m["from"] == b.to
+	})
 	d := callData(ans)
 	if d["type"] != "answer" || d["sdp"] == "" {
 		b.t.Fatalf("answer %v", ans)
@@ -128,7 +154,7 @@ func (b *browser) call() {
 	// The server trickles too (its answer already holds every candidate,
 	// then an empty candidate marks the end).
 	end := b.c.expect("end of server candidates", func(m map[string]any) bool {
-		if !isSub("call:candidate")(m) {
+		if !isSub("call:candidate")(m) || m["from"] != b.to {
 			return false
 		}
 		cd := callData(m)
@@ -269,8 +295,8 @@ func TestCallRefusals(t *testing.T) {
 	}{
 		{"source unavailable", "stream", false, 0, webrtc.RTPTransceiverDirectionRecvonly, false, "call:hangup", "source unavailable: "},
 		{"capacity", "stream", true, 1, webrtc.RTPTransceiverDirectionRecvonly, true, "call:reject", "capacity"},
-		{"publish offer", "stream", true, 0, webrtc.RTPTransceiverDirectionSendonly, false, "call:reject", "publishing is not available"},
-		{"view in record mode", "record", true, 0, webrtc.RTPTransceiverDirectionRecvonly, false, "call:reject", "wrong mode"},
+		{"publish offer", "stream", true, 0, webrtc.RTPTransceiverDirectionSendonly, false, "call:reject", "not allowed"},
+		{"view in record mode", "record", true, 0, webrtc.RTPTransceiverDirectionRecvonly, false, "call:reject", "not allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,6 +320,9 @@ func TestCallRefusals(t *testing.T) {
 			reason, _ := callData(m)["reason"].(string)
 			if m["subtype"] != tc.subtype || !strings.HasPrefix(reason, tc.reason) {
 				t.Fatalf("got %v %q, want %s %q...", m["subtype"], reason, tc.subtype, tc.reason)
+			}
+			if msg, _ := callData(m)["message"].(string); reason == "not allowed" && msg == "" {
+				t.Fatalf("a not-allowed refusal explains itself: %v", m)
 			}
 			// The refusal ended the call: a new call:init is accepted.
 			b.callMsg("call:init", map[string]any{})

@@ -110,8 +110,14 @@ type conn struct {
 	// rooms is guarded by s.mu.
 	rooms map[string]struct{}
 
-	cmu  sync.Mutex
-	call *call
+	// token is what the peer authenticated with (auth frame or upgrade
+	// request); set at auth. A Broadcast call presents it unless its
+	// call:offer carries its own.
+	token string
+
+	// calls: at most one per server peer (path), guarded by cmu.
+	cmu   sync.Mutex
+	calls map[*serverPeer]*call
 }
 
 // slot is the admission class of a connection.
@@ -135,6 +141,7 @@ func newConn(s *Server, ws *websocket.Conn, r *http.Request) *conn {
 		rooms:      map[string]struct{}{},
 		relayFrom:  map[*conn]int{},
 		presState:  map[*conn]pendingPresence{},
+		calls:      map[*serverPeer]*call{},
 		created:    time.Now(),
 	}
 }
@@ -456,9 +463,9 @@ func (c *conn) finish() {
 	_ = c.ws.Close()
 	<-c.writerDone
 	if c.slow.Load() {
-		c.detachCall()
+		c.detachCalls()
 	} else {
-		c.endCall("disconnected", false)
+		c.endCalls("disconnected", false)
 	}
 	c.cancel()
 	if n := c.shed.Load(); n > 0 {
@@ -571,6 +578,10 @@ func (c *conn) auth(data []byte) {
 		return
 	}
 	c.id, c.user, c.name = randomID(8), a.User, a.Name
+	c.token = a.Token
+	if c.token == "" || !s.tokenOK(c.token) {
+		c.token = c.upToken // it was the upgrade request's token that passed
+	}
 	c.addr = c.user + "|" + c.id
 	peer := map[string]any{}
 	for k, v := range a.Data {
@@ -619,7 +630,9 @@ func (c *conn) auth(data []byte) {
 		}
 	}
 	c.send(frame{"type": "welcome", "protocol": Protocol, "status": http.StatusOK, "peer": peer, "rooms": joined})
-	c.sendRaw(s.serverPresence)
+	for _, sp := range s.speers {
+		c.sendRaw(sp.presence)
+	}
 	for o := range s.sharingLocked(c) {
 		c.presence(o, o.presenceOn, true)
 		o.presence(c, c.presenceOn, true)
@@ -722,10 +735,10 @@ func (c *conn) route(typ string, m msg) {
 	if hasTo && targets == nil && target == "" {
 		hasTo = false // "to":"" is no "to", as before
 	}
-	if !hasTo || targets == nil {
-		if target == ServerAddress || target == ServerID || target == ServerUser {
+	if hasTo && targets == nil {
+		if sp := c.s.serverPeerFor(target); sp != nil {
 			m["from"] = json.RawMessage(mustJSON(c.addr))
-			c.toServer(typ, m)
+			c.toServer(sp, typ, m)
 			return
 		}
 	}

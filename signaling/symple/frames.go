@@ -76,10 +76,12 @@ func sanitize(typ string, m msg, who peerIdentity) (refused string) {
 	return ""
 }
 
-// offerData is call:offer's data.
+// offerData is call:offer's data. Token, when present, is the token a
+// publisher presents for the path (else the peer's login token counts).
 type offerData struct {
-	Type string `json:"type"`
-	SDP  string `json:"sdp"`
+	Type  string `json:"type"`
+	SDP   string `json:"sdp"`
+	Token string `json:"token,omitempty"`
 }
 
 // parseOffer reads call:offer's data; the SDP itself is checked by the

@@ -53,11 +53,30 @@ const (
 	ServerName    = "Icey Server"
 )
 
+// Path is one path the server presents as a virtual server peer: the
+// default path (signaling.DefaultPath, "main") as "icey|server", any other
+// path p as "icey|p". Only paths that allow reading or publishing get one.
+type Path struct {
+	Name string
+	// Read: the path accepts viewers (capability "view").
+	Read bool
+	// Publish: the path accepts a publisher (capability "publish").
+	Publish bool
+}
+
 // Config of the Symple server. Zero values take the documented defaults.
 type Config struct {
-	// Mode is the server mode: stream (default), record or relay. It sets the
-	// server peer's capabilities: ["view"], ["publish"], ["publish","view"].
+	// Mode is the legacy server mode: stream (default), record or relay.
+	// When Paths is empty it defines the one path presented, the default
+	// path: stream reads, record publishes, relay does both; the server
+	// peer's capabilities are then ["view"], ["publish"], ["publish","view"].
 	Mode string
+	// Paths are the paths presented as server peers, in this order after
+	// the default path (which always comes first when present). Empty: the
+	// default path only, with its policy from Mode. Names that are empty,
+	// contain "|", repeat, or are "server" (the default path's id) are
+	// skipped with a warning.
+	Paths []Path
 	// Token is auth.token; empty leaves the server open. It is accepted in
 	// the auth frame's "token", or on the upgrade request as ?token=,
 	// "Authorization: Bearer" or "X-Icey-Token".
@@ -166,8 +185,77 @@ func Capabilities(mode string) []string {
 }
 
 // Sessions creates WebRTC viewer sessions; *signaling.Manager satisfies it.
+// A Sessions that also has NewPublisher (see Publishers) answers Broadcast
+// calls.
 type Sessions interface {
 	NewViewer(ctx context.Context, offer string, meta signaling.SessionMeta) (*signaling.Session, string, error)
+}
+
+// Publishers creates WebRTC publisher sessions (a sendonly offer).
+type Publishers interface {
+	NewPublisher(ctx context.Context, offer string, meta signaling.SessionMeta) (*signaling.Session, string, error)
+}
+
+// pathMode is the legacy mode name of a path policy.
+func pathMode(read, publish bool) string {
+	switch {
+	case read && publish:
+		return "relay"
+	case publish:
+		return "record"
+	default:
+		return "stream"
+	}
+}
+
+// pathCapabilities is a path policy's capabilities, in Capabilities' order.
+func pathCapabilities(read, publish bool) []string {
+	caps := []string{}
+	if publish {
+		caps = append(caps, "publish")
+	}
+	if read {
+		caps = append(caps, "view")
+	}
+	return caps
+}
+
+// PeerAddress is the Symple address of a path's server peer: "icey|server"
+// for the default path (or ""), "icey|<path>" for any other.
+func PeerAddress(path string) string {
+	if path == "" || path == signaling.DefaultPath {
+		return ServerAddress
+	}
+	return ServerUser + "|" + path
+}
+
+// serverPeer is the virtual peer of one path.
+type serverPeer struct {
+	path          string // path name
+	id, addr      string // "server" / "icey|server" for the default path
+	name          string
+	read, publish bool
+	absent        bool   // the default address with no path behind it
+	presence      []byte // its presence frame
+}
+
+// newServerPeer builds the peer of path p.
+func newServerPeer(p Path) *serverPeer {
+	sp := &serverPeer{path: p.Name, id: p.Name, name: p.Name, read: p.Read, publish: p.Publish}
+	if p.Name == signaling.DefaultPath {
+		sp.id, sp.name = ServerID, ServerName
+	}
+	sp.addr = ServerUser + "|" + sp.id
+	sp.presence = mustJSON(frame{
+		"type": "presence",
+		"from": sp.addr,
+		"data": map[string]any{
+			"id": sp.id, "user": ServerUser, "name": sp.name, "type": "server",
+			"online": true, "mode": pathMode(p.Read, p.Publish),
+			"capabilities": pathCapabilities(p.Read, p.Publish), "path": p.Name,
+		},
+	})
+	return sp
 }
 
 // Server is the Symple WebSocket server. It is an http.Handler.
@@ -176,8 +264,15 @@ type Server struct {
 	sessions Sessions
 	log      *slog.Logger
 	upgrader websocket.Upgrader
-	// serverPeer is the marshalled presence data of the virtual peer.
-	serverPresence []byte
+	// speers are the virtual server peers, the default path's first;
+	// byID finds them by the id part of their address, byPath by path.
+	// Set by New, read-only after.
+	speers []*serverPeer
+	byID   map[string]*serverPeer
+	byPath map[string]*serverPeer
+	// noDefault stands for "icey|server" when the default path has no
+	// peer: calls to it are refused with "not found".
+	noDefault *serverPeer
 
 	shed atomic.Int64 // relayed frames shed, all receivers
 
@@ -212,15 +307,66 @@ func New(cfg Config, sessions Sessions, log *slog.Logger) *Server {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
-	s.serverPresence = mustJSON(frame{
-		"type": "presence",
-		"from": ServerAddress,
-		"data": map[string]any{
-			"id": ServerID, "user": ServerUser, "name": ServerName, "type": "server",
-			"online": true, "mode": cfg.Mode, "capabilities": Capabilities(cfg.Mode),
-		},
-	})
+	s.buildPeers()
 	return s
+}
+
+// buildPeers creates the server peers of cfg.Paths (or of the legacy Mode).
+func (s *Server) buildPeers() {
+	list := s.cfg.Paths
+	if len(list) == 0 {
+		mode := s.cfg.Mode
+		list = []Path{{Name: signaling.DefaultPath, Read: mode != "record", Publish: mode == "record" || mode == "relay"}}
+	}
+	s.byID = map[string]*serverPeer{}
+	s.byPath = map[string]*serverPeer{}
+	var def *serverPeer
+	for _, p := range list {
+		switch {
+		case !p.Read && !p.Publish:
+			continue // nothing to call it for
+		case p.Name == "" || strings.Contains(p.Name, "|") || p.Name == ServerID:
+			s.log.Warn("path not presented over Symple: invalid peer id", "path", p.Name)
+			continue
+		case s.byPath[p.Name] != nil:
+			s.log.Warn("path not presented over Symple: listed twice", "path", p.Name)
+			continue
+		}
+		sp := newServerPeer(p)
+		s.byID[sp.id] = sp
+		s.byPath[sp.path] = sp
+		if sp.path == signaling.DefaultPath {
+			def = sp
+		} else {
+			s.speers = append(s.speers, sp)
+		}
+	}
+	if def != nil {
+		s.speers = append([]*serverPeer{def}, s.speers...)
+	} else {
+		s.noDefault = &serverPeer{path: signaling.DefaultPath, id: ServerID, name: ServerName, addr: ServerAddress, absent: true}
+	}
+	// Every server peer's presence is queued at each login as server
+	// frames: keep room for them and the frames that follow.
+	if min := 2*len(s.speers) + 64; s.cfg.SendQueue < min {
+		s.cfg.SendQueue = min
+	}
+}
+
+// serverPeerFor resolves a "to" naming a server peer: "icey|server" (also
+// the bare "server" or "icey", as the seed accepted) is the default path,
+// "icey|<p>" path p. nil: not a server peer.
+func (s *Server) serverPeerFor(to string) *serverPeer {
+	if to == ServerAddress || to == ServerID || to == ServerUser {
+		if sp := s.byID[ServerID]; sp != nil {
+			return sp
+		}
+		return s.noDefault
+	}
+	if user, id, ok := strings.Cut(to, "|"); ok && user == ServerUser {
+		return s.byID[id]
+	}
+	return nil
 }
 
 // Peers returns the number of authenticated peers.
@@ -400,6 +546,46 @@ func (s *Server) Broadcast(subtype string, data any) {
 	s.mu.Unlock()
 }
 
+// Path states announced by NotifyPath (shared/spec/paths.md).
+const (
+	StateIdle             = "idle"
+	StateStarting         = "starting"
+	StateUp               = "up"
+	StateReconnecting     = "reconnecting"
+	StateDown             = "down"
+	StateWaitingPublisher = "waiting-publisher"
+	StatePublishing       = "publishing"
+)
+
+// NotifyPath tells every peer in a call (viewer or publisher, set up or
+// still being set up) with path's server peer that the path changed state:
+// {"type":"message","subtype":"icey:state","from":"icey|<p>",
+// "data":{"path":p,"state":state,"detail":detail}}. It never blocks: the
+// frame goes through each receiver's server lane. A path without a server
+// peer has no callers; "" is the default path.
+func (s *Server) NotifyPath(path, state, detail string) {
+	if path == "" {
+		path = signaling.DefaultPath
+	}
+	sp := s.byPath[path]
+	if sp == nil {
+		return
+	}
+	b := mustJSON(frame{"type": "message", "subtype": "icey:state", "id": randomID(8), "from": sp.addr,
+		"data": map[string]string{"path": path, "state": state, "detail": detail}})
+	s.mu.Lock()
+	list := make([]*conn, 0, len(s.peers))
+	for _, c := range s.peers {
+		list = append(list, c)
+	}
+	s.mu.Unlock()
+	for _, c := range list {
+		if c.inCall(sp) {
+			c.sendRaw(b)
+		}
+	}
+}
+
 // Shutdown tells every peer the server is going away, hangs up their calls
 // (reason "shutdown"), closes the connections, refuses new ones and waits
 // for every goroutine of the server. Idempotent.
@@ -412,7 +598,7 @@ func (s *Server) Shutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range list {
-		c.endCall("shutdown", true)
+		c.endCalls("shutdown", true)
 		c.send(frame{"type": "event", "name": "shutdown", "from": ServerAddress, "message": "Server shutting down"})
 		c.closeWith(websocket.CloseGoingAway, "server shutting down")
 	}

@@ -82,7 +82,7 @@ func TestWelcomeAndPresence(t *testing.T) {
 			sp := a.next()
 			want := map[string]any{"type": "presence", "from": "icey|server", "data": map[string]any{
 				"id": "server", "user": "icey", "name": "Icey Server", "type": "server", "online": true,
-				"mode": tc.mode, "capabilities": tc.caps}}
+				"mode": tc.mode, "capabilities": tc.caps, "path": "main"}}
 			if !reflect.DeepEqual(sp, want) {
 				t.Fatalf("server presence\n got %v\nwant %v", sp, want)
 			}
