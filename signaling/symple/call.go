@@ -149,10 +149,8 @@ func (c *conn) callOffer(sp *serverPeer, data json.RawMessage) {
 	)
 	if role == roleViewer {
 		sess, answer, err = c.s.sessions.NewViewer(ctx, d.SDP, meta)
-	} else if pub, ok := c.s.sessions.(Publishers); ok {
-		sess, answer, err = pub.NewPublisher(ctx, d.SDP, meta)
 	} else {
-		err = fmt.Errorf("%w: publishing is not available on this server", paths.ErrNotAllowed)
+		sess, answer, err = c.s.sessions.NewPublisher(ctx, d.SDP, meta)
 	}
 	cancel()
 	if err != nil {

@@ -397,9 +397,6 @@ func TestBroadcast(t *testing.T) {
 		{name: "secret", publish: true, token: "pt"},
 	}
 	l := newMultiLayer(t, specs...)
-	if _, ok := any(l.m).(Publishers); !ok {
-		t.Skip("signaling.Manager has no NewPublisher yet")
-	}
 	ts := newTestServer(t, Config{Paths: symplePaths(specs...)}, l.m)
 	ctx := context.Background()
 

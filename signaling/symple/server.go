@@ -184,15 +184,11 @@ func Capabilities(mode string) []string {
 	}
 }
 
-// Sessions creates WebRTC viewer sessions; *signaling.Manager satisfies it.
-// A Sessions that also has NewPublisher (see Publishers) answers Broadcast
-// calls.
+// Sessions creates WebRTC sessions; *signaling.Manager satisfies it.
+// NewViewer answers a call whose offer receives (Watch), NewPublisher one
+// whose offer sends (Broadcast); meta carries the call's path and token.
 type Sessions interface {
 	NewViewer(ctx context.Context, offer string, meta signaling.SessionMeta) (*signaling.Session, string, error)
-}
-
-// Publishers creates WebRTC publisher sessions (a sendonly offer).
-type Publishers interface {
 	NewPublisher(ctx context.Context, offer string, meta signaling.SessionMeta) (*signaling.Session, string, error)
 }
 
