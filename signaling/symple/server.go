@@ -1,9 +1,12 @@
 // Package symple is the Symple v4 WebSocket signalling server
 // (shared/spec/signaling.md): auth, welcome, presence (including the
-// server's own virtual peer "icey|server"), rooms, routing, join/leave, the
-// call:* protocol that turns a browser's offer into a WebRTC session through
-// the signaling session layer, server→browser icey:* events, and admission
-// limits (origin, token, message size, rate, connection cap, auth deadline).
+// server's virtual peers, one per path: "icey|server" for the default path,
+// "icey|<path>" for the others), rooms, routing, join/leave, the call:*
+// protocol that turns a browser's offer into a viewer or publisher session
+// on the called peer's path through the signaling session layer,
+// server→browser icey:* events (icey:state for a path's callers), and
+// admission limits (origin, token, message size, rate, connection cap, auth
+// deadline).
 //
 // Every connection has one reader (the HTTP handler goroutine, which also
 // runs the protocol for that peer, so a peer's frames are handled in order)
