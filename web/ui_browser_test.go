@@ -255,7 +255,7 @@ func newFakeServer(t *testing.T) (*fakeSymple, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui := Handler(files)
+	ui, page := Handler(files), Index(files)
 	pathPage := regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/$`)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", f.serveWS)
@@ -270,9 +270,7 @@ func newFakeServer(t *testing.T) (*fakeSymple, string) {
 	mux.HandleFunc("/api/events", http.NotFound)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if pathPage.MatchString(r.URL.Path) { // GET /{path}/ is the UI (the server maps it)
-			r2 := r.Clone(r.Context())
-			r2.URL.Path = "/"
-			ui.ServeHTTP(w, r2)
+			page.ServeHTTP(w, r)
 			return
 		}
 		ui.ServeHTTP(w, r)

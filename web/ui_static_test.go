@@ -106,3 +106,18 @@ func TestUIElementShapes(t *testing.T) {
 		}
 	}
 }
+
+// Index answers any path with the page itself (GET /{path}/ opens the UI).
+func TestIndexServesThePageOnAnyPath(t *testing.T) {
+	files, err := FS("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Index(files)
+	for _, p := range []string{"/stage/", "/front/", "/"} {
+		code, body := get(t, h, p)
+		if code != 200 || !strings.Contains(body, "<title>icey-server</title>") || !strings.Contains(body, `id="path-picker"`) {
+			t.Errorf("Index GET %s: %d %.60q", p, code, body)
+		}
+	}
+}

@@ -151,3 +151,17 @@ func servable(files fs.FS, urlPath string) bool {
 	ist, err := fs.Stat(files, path.Join(name, "index.html"))
 	return err == nil && ist.Mode().IsRegular()
 }
+
+// Index serves the UI's page (index.html, with Handler's headers) whatever
+// the request path: mount it on GET /{path}/ so that a link to a path opens
+// the UI on it. The page picks its path from location.pathname and loads
+// its assets from /, so nothing else needs mapping.
+func Index(files fs.FS) http.Handler {
+	h := Handler(files)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = "/"
+		r2.URL.RawPath = ""
+		h.ServeHTTP(w, r2)
+	})
+}
