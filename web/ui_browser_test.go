@@ -49,7 +49,7 @@ type fakeSymple struct {
 	busy      bool     // reject the next Broadcast with "busy"
 	log       []string // call:* frames received, as "init icey|stage"
 	offers    []string // offer SDPs
-	initData  []map[string]any
+	offerData []map[string]any
 	pc        *webrtc.PeerConnection
 	gotMedia  chan string // the first RTP packet of a published track: its codec
 	connected chan string // the peer address of each call whose PeerConnection connected
@@ -139,23 +139,24 @@ func (f *fakeSymple) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		switch action {
 		case "init":
-			var d map[string]any
-			json.Unmarshal(m.Data, &d)
 			f.mu.Lock()
-			f.initData = append(f.initData, d)
 			busy := f.busy
 			f.busy = false
 			f.mu.Unlock()
 			if busy {
-				reply("reject", map[string]any{"reason": "busy"})
+				reply("reject", map[string]any{"reason": "busy", "message": `path "stage" already has a publisher`})
 				continue
 			}
 			reply("accept", map[string]any{})
 		case "offer":
 			var d struct{ SDP string }
 			json.Unmarshal(m.Data, &d)
+			var all map[string]any
+			json.Unmarshal(m.Data, &all)
+			delete(all, "sdp")
 			f.mu.Lock()
 			f.offers = append(f.offers, d.SDP)
+			f.offerData = append(f.offerData, all)
 			f.mu.Unlock()
 			ans, err := f.answer(d.SDP, m.To)
 			if err != nil {
@@ -342,7 +343,7 @@ func TestChromiumBroadcastAndPaths(t *testing.T) {
 	b.Screenshot("ui-broadcast.png")
 	f.mu.Lock()
 	offer := f.offers[len(f.offers)-1]
-	init := f.initData[len(f.initData)-1]
+	offerData := f.offerData[len(f.offerData)-1]
 	f.mu.Unlock()
 	if !strings.Contains(offer, "a=sendonly") || strings.Contains(offer, "a=recvonly") {
 		t.Errorf("the Broadcast offer is not sendonly:\n%s", offer)
@@ -355,8 +356,8 @@ func TestChromiumBroadcastAndPaths(t *testing.T) {
 	if !strings.Contains(offer, "opus/48000") {
 		t.Errorf("no Opus in the offer")
 	}
-	if init["publishToken"] != "pt-1" {
-		t.Errorf("Broadcast call:init data %v, want the publishToken", init)
+	if offerData["token"] != "pt-1" || offerData["type"] != "offer" {
+		t.Errorf("Broadcast call:offer data %v, want the publish token as \"token\"", offerData)
 	}
 
 	// Stop: hang up, camera off.

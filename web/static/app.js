@@ -58,7 +58,8 @@ const authHeaders = token ? { "X-Icey-Token": token } : {};
 
 // An optional per-path publish token (?publishToken=…), handled like the
 // access token: taken out of the address bar and kept for this tab. It is
-// sent in a Broadcast's call:init data as {publishToken}.
+// sent in a Broadcast's call:offer data as "token" (without it the server
+// uses the login token).
 const publishToken = (() => {
   const params = new URLSearchParams(location.search);
   let t = params.get("publishToken");
@@ -616,7 +617,7 @@ async function startCall(kind) {
     setCallState("Calling the server…");
     logEvent("call", `${kind === "view" ? "watch" : "broadcast"}${where}: call:init`);
     call.initSent = true;
-    state.client.sendCall("init", kind === "publish" && publishToken ? { publishToken } : {}, call.peer);
+    state.client.sendCall("init", {}, call.peer);
     await waitFor("accept", 10000);
     if (state.call !== call) return;
     setCallState("Accepted — negotiating media…");
@@ -680,7 +681,9 @@ async function startCall(kind) {
       }
     };
     await pc.setLocalDescription(await pc.createOffer());
-    state.client.sendCall("offer", { type: "offer", sdp: pc.localDescription.sdp }, call.peer);
+    const offer = { type: "offer", sdp: pc.localDescription.sdp };
+    if (kind === "publish" && publishToken) offer.token = publishToken;
+    state.client.sendCall("offer", offer, call.peer);
     logEvent("call", "call:offer sent");
     const answer = await waitFor("answer", 15000);
     if (state.call !== call) return;
@@ -912,7 +915,7 @@ function onCall(action, data) {
       break;
     }
     case "reject":
-      endCall(rejectText(call, data.reason), true, true, call.kind === "publish" ? "Broadcast refused" : "Call refused");
+      endCall(rejectText(call, data.reason, data.message), true, true, call.kind === "publish" ? "Broadcast refused" : "Call refused");
       break;
     case "hangup":
       if (data.reason === "connection failed" || data.reason === "handshake timeout") failICE(call, data.reason);
@@ -921,21 +924,33 @@ function onCall(action, data) {
   }
 }
 
-function rejectText(call, reason = "") {
+// rejectText: a call:reject {reason, message} in words. The server's
+// reasons are fixed words (busy, not allowed, unauthorized, not found,
+// capacity); message says more.
+function rejectText(call, reason = "", message = "") {
   const kind = call.kind;
   const on = call.path === MAIN ? "this server" : `“${call.path}”`;
-  if (kind === "publish") {
-    if (reason === "busy") return `Someone else is already broadcasting on ${on}. A path takes one publisher at a time: wait until they stop, or pick another path.`;
-    if (/unauthori[sz]ed|forbidden|denied|token|auth|401|403/i.test(reason)) {
-      return `You are not allowed to broadcast on ${on}: it needs a publish token. Open the page with ?publishToken=<token> (ask the operator).`;
+  const more = message ? ` (${message})` : "";
+  if (reason === "busy") {
+    if (kind === "publish" && !/already in a call/i.test(message)) {
+      return `Someone else is already broadcasting on ${on}. A path takes one publisher at a time: wait until they stop, or pick another path.`;
     }
-    if (reason === "capacity") return "The server is at its capacity; try again in a moment.";
+    return "The server says this browser is already in a call.";
   }
-  if (reason === "busy") return "The server says this browser is already in a call.";
-  if (reason === "capacity") return "The server is at its viewer capacity; try again in a moment.";
-  if (/unauthori[sz]ed|forbidden|denied|401|403/i.test(reason)) return `You are not allowed to watch ${on} (${reason}).`;
-  if (kind === "publish") return `Broadcast is not available on ${on}${reason ? ` (${reason})` : ""}.`;
-  return `The server declined the call: ${reason || "no reason given"}.`;
+  if (reason === "capacity") return kind === "publish" ? "The server is at its capacity; try again in a moment."
+    : "The server is at its viewer capacity; try again in a moment.";
+  if (reason === "unauthorized" || /unauthori[sz]ed|forbidden|401|403/i.test(reason)) {
+    return kind === "publish"
+      ? `You are not allowed to broadcast on ${on}: it needs a publish token. Open the page with ?publishToken=<token> (ask the operator).`
+      : `You are not allowed to watch ${on}: the server needs an access token. Open the page with ?token=<token> (ask the operator).`;
+  }
+  if (reason === "not allowed") {
+    return kind === "publish" ? `${on === "this server" ? "This server" : `The path ${on}`} does not take broadcasts${more}. Pick a path that offers Broadcast.`
+      : `${on === "this server" ? "This server" : `The path ${on}`} cannot be watched${more}.`;
+  }
+  if (reason === "not found") return `There is no path ${on} on this server${more}. Pick another path.`;
+  if (kind === "publish") return `Broadcast is not available on ${on}${reason ? ` (${reason}${message ? ": " + message : ""})` : ""}.`;
+  return `The server declined the call: ${reason || "no reason given"}${more}.`;
 }
 
 function hangupText(reason = "") {
