@@ -64,7 +64,7 @@ func TestViewerSessionMovesMetricsAndStatus(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/metrics on loopback: %d", code)
 	}
-	if metricValue(t, before, "icey_sessions_total") != 0 || metricValue(t, before, "icey_source_up") != 1 {
+	if metricValue(t, before, "icey_sessions_total") != 0 || metricValue(t, before, `icey_source_up{path="main"}`) != 1 {
 		t.Fatalf("initial metrics wrong:\n%s", before)
 	}
 

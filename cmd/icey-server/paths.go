@@ -89,8 +89,8 @@ func (a *app) pathState(name string, st paths.State, detail string) {
 	if name == defaultPath && a.src != nil {
 		a.sourceEventPath(st, detail)
 	}
-	if s, ok := a.symple.(interface{ NotifyPath(path, state, detail string) }); ok && s != nil {
-		s.NotifyPath(name, string(st), config.RedactURL(detail))
+	if a.symple != nil {
+		a.symple.NotifyPath(name, string(st), config.RedactURL(detail))
 	}
 	if a.paths != nil {
 		if p := a.paths.Path(name); p != nil {

@@ -77,6 +77,7 @@ type sympleServer interface {
 	http.Handler
 	Peers() int
 	Shutdown()
+	NotifyPath(path, state, detail string)
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -192,8 +193,6 @@ func (a *app) start() int {
 			return exitStartup
 		}
 	}
-	a.paths.Start()
-
 	a.sig, err = signaling.NewManager(signaling.Config{
 		UDPConn:             a.ln.media,
 		PublicIPs:           cfg.WebRTC.PublicIPs,
@@ -220,6 +219,8 @@ func (a *app) start() int {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logging.Module(log, "http").Handler(), slog.LevelDebug),
 	}
+	// Sources start last: their state changes reach the Symple server.
+	a.paths.Start()
 	return exitOK
 }
 
