@@ -1,9 +1,12 @@
 // Package media is the hub between sources and viewers: one Stream per source,
 // normalized once (H.264 packetized to <=1200-byte RTP payloads with SPS/PPS in
 // front of every IDR, continuous RTP timestamps and sequence numbers across
-// source restarts and file loops), fanned out without blocking to a bounded
-// queue per subscriber, with a GOP cache so a new subscriber starts at the
-// latest keyframe.
+// source restarts and file loops), published as Units (an access unit or audio
+// frame together with its shared RTP packets) and fanned out without blocking
+// to a bounded queue per subscriber. The stream's Ring keeps the recent units
+// with a keyframe index: a new subscriber starts with the cached GOP from the
+// latest keyframe, viewers' NACKs are answered from it by sequence number, and
+// recorders and clips take their pre-roll from it.
 //
 // THIS FILE IS THE CONTRACT other packages code against (sources in media/*,
 // the WebRTC session layer in signaling). Keep the exported names and
@@ -87,10 +90,46 @@ type Packet struct {
 	FromCache bool
 }
 
+// Unit is one published access unit (video) or encoded frame (audio): what
+// the source wrote, as normalized by the stream, together with the RTP
+// packets it became. A viewer sends Packets; a recorder or an analyser reads
+// Payload; nobody depacketizes what the hub just packetized. A Unit is
+// shared by every subscriber and by the stream's Ring, and is immutable once
+// published: do not modify it, its slices or the bytes they reference.
+type Unit struct {
+	Kind Kind
+	// Codec is CodecH264 for video, the audio track's codec (CodecOpus,
+	// CodecPCMU, CodecPCMA) for audio.
+	Codec string
+	// PTS is the unit's time on the stream's continuous output timeline
+	// (zero at the stream's first write; it keeps increasing across source
+	// restarts and file loops, like the RTP timestamps derived from it).
+	PTS time.Duration
+	// Keyframe is true for a video IDR access unit (which then starts with
+	// SPS and PPS). Audio units are never keyframes: each decodes on its own.
+	Keyframe bool
+	// Payload is video: the NALUs as published (without start codes; no
+	// AUD, filler or parameter sets except SPS, PPS in front of an IDR);
+	// audio: one slice, the frame. The bytes are the stream's own copy,
+	// never the source's buffers; most of them are shared with Packets.
+	Payload [][]byte
+	// Packets are the unit's shared RTP packets in sending order (the
+	// marker bit on the last video packet). For a unit replayed from the
+	// GOP cache they are FromCache copies (same header and payload bytes).
+	Packets []*Packet
+	// FromCache is true for units replayed from the GOP cache at subscribe
+	// time (FromCache copies of published units; Payload is shared).
+	FromCache bool
+
+	wire int // RTP payload bytes of Packets
+	mem  int // bytes of the unit's buffer (RTP payloads + NALU copies)
+}
+
 // SubscribeOptions tune one subscriber.
 type SubscribeOptions struct {
-	// QueuePackets bounds the live queue (default 1024). The cached GOP burst
-	// is queued in front and does not count against it.
+	// QueuePackets bounds the live queue in RTP packets: a queued unit
+	// counts with its packets (default 1024). The cached GOP burst is queued
+	// in front and does not count against it.
 	QueuePackets int
 	// NoCache starts at the next live keyframe instead of the cached GOP.
 	NoCache bool
@@ -175,13 +214,17 @@ type StreamStats struct {
 	PacketsIn   uint64 // normalized packets published
 	BytesIn     uint64
 	LastMediaAt time.Time
-	Viewers     []SubscriberStats
+	// LastKeyframeAt is when the latest video keyframe was published (zero
+	// before the first).
+	LastKeyframeAt time.Time
+	Viewers        []SubscriberStats
 }
 
-// SubscriberStats is one subscriber's counters.
+// SubscriberStats is one subscriber's counters, all in RTP packets (a unit
+// counts with its packets).
 type SubscriberStats struct {
 	ID        string
-	Sent      uint64 // packets handed to the reader
+	Sent      uint64 // packets of the units handed to the reader
 	Dropped   uint64 // packets dropped on queue overflow or while skipping to a keyframe
 	Overflows uint64 // times the queue overflowed
 	Queued    int    // packets waiting to be read (cached burst included)
@@ -194,10 +237,12 @@ var _ Writer = (*Stream)(nil)
 //
 //	func NewStream(cfg StreamConfig, log *slog.Logger) *Stream
 //	type StreamConfig struct {
-//	    Name             string
-//	    MaxPayload       int // RTP payload bound, default 1200
-//	    GOPCacheMaxBytes int // bound on the cached GOP, default 8 MiB
-//	    RetransmitPackets int // shared NACK history of video packets, default 4096
+//	    Name              string
+//	    MaxPayload        int           // RTP payload bound, default 1200
+//	    GOPCacheMaxBytes  int           // bound on the cached GOP, default 8 MiB
+//	    RetransmitPackets int           // shared NACK history of video packets, default 4096
+//	    RingDuration      time.Duration // history of units kept in the Ring, default 10 s
+//	    RingMaxBytes      int           // byte bound of the Ring, default 32 MiB (>= GOPCacheMaxBytes)
 //	}
 //	func (s *Stream) SetTracks(t Tracks)                        // source declares tracks (each run)
 //	func (s *Stream) Tracks() Tracks                            // zero Tracks until declared
@@ -206,11 +251,20 @@ var _ Writer = (*Stream)(nil)
 //	func (s *Stream) WriteAudio(pts time.Duration, frame []byte) // one encoded audio frame
 //	func (s *Stream) Discontinuity()                            // source restarted / file looped: rebase timestamps
 //	func (s *Stream) Subscribe(id string, o SubscribeOptions) (*Subscriber, error) // ErrNoTracks, ErrClosed
-//	func (s *Stream) RecentVideo(seq uint16) *Packet             // a recent video packet by hub seq, for NACKs; nil if gone
+//	func (s *Stream) RecentVideo(seq uint16) *Packet             // a recent video packet by hub seq, for NACKs; nil if gone; lock-free
+//	func (s *Stream) Ring() *Ring                               // the stream's history of units
+//	func (s *Stream) Units(since time.Duration) []*Unit         // = s.Ring().Units(since)
+//	func (s *Stream) SetKeyframeRequester(f func())             // a publisher's "send a PLI to my peer"; nil clears
+//	func (s *Stream) RequestKeyframe()                          // calls it, at most once per 500 ms, without locks held
 //	func (s *Stream) Stats() StreamStats
 //	func (s *Stream) Close()
 //
-//	func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) // blocks for >=1; ErrClosed
+//	func (r *Ring) Units(since time.Duration) []*Unit // from the keyframe at or before PTS since (see ring.go)
+//	func (r *Ring) GOP() []*Unit                      // FromCache copies of the video units since the latest keyframe
+//	func (r *Ring) Video(seq uint16) *Packet          // = Stream.RecentVideo
+//	func (r *Ring) Stats() RingStats
+//
+//	func (sub *Subscriber) Read(ctx context.Context, dst []*Unit) (int, error) // blocks for >=1 unit; ErrClosed
 //	func (sub *Subscriber) Stats() SubscriberStats
 //	func (sub *Subscriber) Close()
 //

@@ -21,7 +21,7 @@ func BenchmarkFanout(b *testing.B) {
 				subs[i], _ = st.Subscribe(fmt.Sprint(i), SubscribeOptions{})
 			}
 			key, delta := [][]byte{idr(1000)}, [][]byte{slice(1100)}
-			buf := make([]*Packet, 256)
+			buf := make([]*Unit, 256)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -64,7 +64,7 @@ func BenchmarkFanoutReaders(b *testing.B) {
 				s, _ := st.Subscribe(fmt.Sprint(i), SubscribeOptions{QueuePackets: 1 << 16})
 				go func() {
 					defer func() { done <- struct{}{} }()
-					buf := make([]*Packet, 64)
+					buf := make([]*Unit, 64)
 					for {
 						if _, err := s.Read(context.Background(), buf); err != nil {
 							return

@@ -110,43 +110,38 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 		nalus = nalus[2:]
 	}
 
-	plan, total := planH264(s.plan[:0], nalus, s.cfg.MaxPayload)
+	plan, total, frag := planH264(s.plan[:0], nalus, s.cfg.MaxPayload)
 	s.plan = plan
 
-	// One buffer and one packet array per access unit: the packets are
-	// shared by every subscriber, so nothing is allocated per subscriber.
-	buf := make([]byte, total)
-	pk := make([]Packet, len(plan))
-	ptrs := s.ptrs[:0]
+	// One buffer and one unit (with its packets) per access unit, shared by
+	// every subscriber and the ring: nothing is allocated per subscriber.
+	// The buffer holds the RTP payloads, then a copy of each NALU too large
+	// for one packet; every other NALU of Payload is a slice of the packet
+	// that carries it (single or STAP-A), so the AU is not copied twice.
+	buf := make([]byte, total+frag)
+	u, pk, pl := allocUnit(len(plan), len(nalus))
 	ts := s.vTSBase + rtpTime(mt, VideoClockRate)
-	off := 0
+	off, fragOff := 0, total
 	for k, sg := range plan {
 		b := buf[off : off+sg.size : off+sg.size]
 		off += sg.size
-		fillPayload(b, sg, nalus)
+		fillPayload(b, sg, nalus, pl)
+		if sg.kind == segFUA && sg.off == 0 {
+			n := nalus[sg.i]
+			pl[sg.i] = buf[fragOff : fragOff+len(n) : fragOff+len(n)]
+			copy(pl[sg.i], n)
+			fragOff += len(n)
+		}
 		p := &pk[k]
 		p.Kind = KindVideo
 		p.Keyframe = idr && k == 0
 		p.RTP.Header = rtpHeader(PayloadTypeH264, s.vSeq, ts, s.vSSRC, k == len(plan)-1)
 		p.RTP.Payload = b
 		s.vSeq++
-		ptrs = append(ptrs, p)
 	}
-	s.ptrs = ptrs
-
-	if idr {
-		s.dropCacheLocked()
-		s.cacheOK = true
-	}
-	if s.cacheOK {
-		s.cache = append(s.cache, ptrs...)
-		s.cacheBytes += total
-		if s.cacheBytes > s.cfg.GOPCacheMaxBytes {
-			// New subscribers then wait for the next live keyframe.
-			s.dropCacheLocked()
-		}
-	}
-	s.publishLocked(KindVideo, ptrs, total, mt)
+	u.Kind, u.Codec, u.PTS, u.Keyframe = KindVideo, CodecH264, mt, idr
+	u.wire, u.mem = total, len(buf)
+	s.publishLocked(u)
 }
 
 // releaseNALUs keeps the scratch slice but not the caller's buffers.
@@ -157,12 +152,14 @@ func (s *Stream) releaseNALUs(all [][]byte) {
 
 // planH264 splits an access unit into RTP payloads of at most max bytes:
 // runs of small NALUs are aggregated into STAP-A, NALUs larger than max are
-// fragmented into FU-A, the rest travel as single NAL unit packets.
-func planH264(plan []segment, nalus [][]byte, max int) ([]segment, int) {
-	total := 0
+// fragmented into FU-A, the rest travel as single NAL unit packets. It
+// returns the plan, the payload bytes and the bytes of the fragmented NALUs.
+func planH264(plan []segment, nalus [][]byte, max int) ([]segment, int, int) {
+	total, frag := 0, 0
 	for i := 0; i < len(nalus); {
 		n := nalus[i]
 		if len(n) > max {
+			frag += len(n)
 			body, chunk := len(n)-1, max-2
 			for off := 0; off < body; off += chunk {
 				c := min(chunk, body-off)
@@ -187,22 +184,26 @@ func planH264(plan []segment, nalus [][]byte, max int) ([]segment, int) {
 		total += len(n)
 		i++
 	}
-	return plan, total
+	return plan, total, frag
 }
 
-func fillPayload(b []byte, sg segment, nalus [][]byte) {
+// fillPayload writes the RTP payload b of segment sg and points the
+// published NALUs pl of a single or STAP-A segment at their bytes in b.
+func fillPayload(b []byte, sg segment, nalus [][]byte, pl [][]byte) {
 	switch sg.kind {
 	case segSingle:
 		copy(b, nalus[sg.i])
+		pl[sg.i] = b
 	case segSTAPA:
 		// F is the OR and NRI the maximum of the aggregated units (§5.7).
 		var f, nri byte
 		p := 1
-		for _, n := range nalus[sg.i:sg.j] {
+		for k, n := range nalus[sg.i:sg.j] {
 			f |= n[0] & 0x80
 			nri = max(nri, n[0]&0x60)
 			binary.BigEndian.PutUint16(b[p:], uint16(len(n)))
 			p += 2
+			pl[sg.i+k] = b[p : p+len(n) : p+len(n)]
 			p += copy(b[p:], n)
 		}
 		b[0] = f | nri | naluSTAPA

@@ -66,13 +66,19 @@ func makeClip(t *testing.T, size string, seconds, gop int) [][][]byte {
 	return aus
 }
 
-// drain returns every packet queued for sub without blocking.
+// drain returns the packets of every unit queued for sub without blocking.
 func drain(t testing.TB, sub *Subscriber) []*Packet {
+	t.Helper()
+	return packetsOf(drainUnits(t, sub))
+}
+
+// drainUnits returns every unit queued for sub without blocking.
+func drainUnits(t testing.TB, sub *Subscriber) []*Unit {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	var all []*Packet
-	buf := make([]*Packet, 64)
+	var all []*Unit
+	buf := make([]*Unit, 64)
 	for {
 		n, err := sub.Read(ctx, buf)
 		all = append(all, buf[:n]...)
@@ -83,6 +89,21 @@ func drain(t testing.TB, sub *Subscriber) []*Packet {
 			return all
 		}
 	}
+}
+
+// packetsOf flattens units into their packets, checking that a unit's
+// packets agree with it.
+func packetsOf(units []*Unit) []*Packet {
+	var all []*Packet
+	for _, u := range units {
+		for i, p := range u.Packets {
+			if p.Kind != u.Kind || p.FromCache != u.FromCache || p.Keyframe != (u.Keyframe && i == 0) {
+				panic("unit and packet flags differ")
+			}
+		}
+		all = append(all, u.Packets...)
+	}
+	return all
 }
 
 func onlyKind(pkts []*Packet, k Kind) []*Packet {

@@ -51,6 +51,17 @@ type StreamConfig struct {
 	// one history per stream serves them all (RecentVideo); it must hold a
 	// cached GOP burst: a 4 s GOP at 2 Mb/s is ~900 packets.
 	RetransmitPackets int
+	// RingDuration is how much history of published units the stream's Ring
+	// keeps (default 10 s): the pre-roll a recorder or a clip can start
+	// with. The ring evicts whole GOPs, so it holds between RingDuration and
+	// RingDuration plus one GOP, and always the latest GOP (for new
+	// subscribers) whatever its age. See Ring.
+	RingDuration time.Duration
+	// RingMaxBytes bounds the memory of the Ring (default 32 MiB, at least
+	// GOPCacheMaxBytes): the bytes of the held units' buffers, i.e. their RTP
+	// payloads plus the copies of NALUs too large for one packet (a 2 Mb/s
+	// stream takes ~5 MB for 10 s). Past it the oldest GOP goes first.
+	RingMaxBytes int
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -67,13 +78,20 @@ func (c StreamConfig) withDefaults() StreamConfig {
 		c.RetransmitPackets = DefaultRetransmitPackets
 	}
 	c.RetransmitPackets = pow2(min(c.RetransmitPackets, 1<<15))
+	if c.RingDuration <= 0 {
+		c.RingDuration = DefaultRingDuration
+	}
+	if c.RingMaxBytes <= 0 {
+		c.RingMaxBytes = DefaultRingMaxBytes
+	}
+	c.RingMaxBytes = max(c.RingMaxBytes, c.GOPCacheMaxBytes)
 	return c
 }
 
 // Stream is the hub of one source: the source writes access units and audio
 // frames, the Stream normalizes and packetizes them once and hands the shared
-// packets to every subscriber's bounded queue without blocking. It owns no
-// goroutine. Write* are meant to be called from one source goroutine at a
+// Unit (payload and packets) to its Ring and to every subscriber's bounded
+// queue without blocking. It owns no goroutine. Write* are meant to be called from one source goroutine at a
 // time; everything else is safe for concurrent use.
 type Stream struct {
 	cfg StreamConfig
@@ -111,33 +129,27 @@ type Stream struct {
 	vSSRC, aSSRC     uint32
 	vTSBase, aTSBase uint32
 
-	// GOP cache: the video packets since the latest keyframe.
-	cache      []*Packet
-	cacheBytes int
-	cacheOK    bool
-	// burst holds FromCache copies of cache[:len(burst)]; shared read-only
-	// by subscribers, extended lazily, replaced (not reused) at each GOP.
-	burst []*Packet
+	// ring is the history of published units: GOP cache, NACK history by
+	// sequence number, pre-roll. Pushed to under mu.
+	ring *Ring
 
 	subs []*Subscriber
 
-	// vHist is the shared retransmission history: the latest published
-	// video packets indexed by sequence number modulo its (power of two)
-	// length. Written under mu by the publisher, read lock-free by the
-	// viewers' RTCP goroutines.
-	vHist []atomic.Pointer[Packet]
+	// Keyframe requests (a publisher's PLI), rate limited; no lock.
+	kfReq  atomic.Pointer[func()]
+	kfLast atomic.Int64 // s.now() in unix nanos of the latest request sent
 
 	// Scratch reused across writes so that the hot path does not allocate
-	// beyond the packets themselves.
+	// beyond the units themselves.
 	nalus [][]byte
 	plan  []segment
-	ptrs  []*Packet
 
 	mediaCh chan struct{} // closed at the next publish (supervisor's "up" signal)
 
 	packetsIn   uint64
 	bytesIn     uint64
 	lastMediaAt time.Time
+	lastKeyAt   time.Time
 	auTimes     [128]int64 // unix nanos of recent video AUs, ring
 	auNext      int
 	auCount     int
@@ -164,7 +176,7 @@ func NewStream(cfg StreamConfig, log *slog.Logger) *Stream {
 		aSSRC:       rand.Uint32(),
 		vTSBase:     rand.Uint32(),
 		aTSBase:     rand.Uint32(),
-		vHist:       make([]atomic.Pointer[Packet], cfg.RetransmitPackets),
+		ring:        newRing(cfg),
 	}
 	return s
 }
@@ -257,7 +269,7 @@ func (s *Stream) Discontinuity() {
 	}
 	s.vHavePTS, s.aHavePTS = false, false
 	s.waitIDR = true
-	s.dropCacheLocked()
+	s.ring.dropGOP()
 }
 
 // mediaTimeLocked maps a source pts onto the stream's continuous timeline.
@@ -318,34 +330,81 @@ func (s *Stream) WriteAudio(pts time.Duration, frame []byte) {
 	s.aLastPTS, s.aHavePTS = pts, true
 	mt := s.mediaTimeLocked(pts)
 
-	// Copy: the caller may reuse its buffer, the packet lives on in queues.
+	// Copy: the caller may reuse its buffer, the unit lives on in queues
+	// and in the ring. The frame is both the payload and the packet's.
 	buf := make([]byte, len(frame))
 	copy(buf, frame)
-	p := &Packet{Kind: KindAudio}
+	u, pk, pl := allocUnit(1, 1)
+	p := &pk[0]
+	p.Kind = KindAudio
 	p.RTP.Header = rtpHeader(audioPayloadType(a.Codec), s.aSeq, s.aTSBase+rtpTime(mt, rate), s.aSSRC, false)
 	p.RTP.Payload = buf
 	s.aSeq++
-
-	s.ptrs = append(s.ptrs[:0], p)
-	s.publishLocked(KindAudio, s.ptrs, len(buf), mt)
+	pl[0] = buf
+	u.Kind, u.Codec, u.PTS = KindAudio, a.Codec, mt
+	u.wire, u.mem = len(buf), len(buf)
+	s.publishLocked(u)
 }
 
-// publishLocked updates counters and fans the packets of one access unit
-// (or one audio frame) out to the subscribers.
-func (s *Stream) publishLocked(kind Kind, pkts []*Packet, payloadBytes int, mt time.Duration) {
-	now := s.now()
-	s.packetsIn += uint64(len(pkts))
-	s.bytesIn += uint64(payloadBytes)
-	s.lastMediaAt = now
-	if kind == KindAudio {
-		s.aLastOut, s.aOut = mt, true
+// unitAlloc is a unit with room for one packet and a few NALUs: audio
+// frames and small pictures take one allocation besides their bytes.
+type unitAlloc struct {
+	u  Unit
+	pk [1]Packet
+	pp [1]*Packet
+	pl [unitAllocNALUs][]byte
+}
+
+const unitAllocNALUs = 4
+
+// allocUnit returns a zero Unit whose Packets point at the npk packets
+// returned and whose Payload is the nnal-long slice returned.
+func allocUnit(npk, nnal int) (*Unit, []Packet, [][]byte) {
+	var (
+		u   *Unit
+		pk  []Packet
+		pp  []*Packet
+		pl  [][]byte
+		blk *unitAlloc
+	)
+	if npk == 1 || nnal <= unitAllocNALUs {
+		blk = &unitAlloc{}
+		u = &blk.u
+	} else {
+		u = &Unit{}
 	}
-	if kind == KindVideo {
-		mask := uint16(len(s.vHist) - 1)
-		for _, p := range pkts {
-			s.vHist[p.RTP.SequenceNumber&mask].Store(p)
+	if npk == 1 {
+		pk, pp = blk.pk[:], blk.pp[:]
+	} else {
+		pk, pp = make([]Packet, npk), make([]*Packet, npk)
+	}
+	if nnal <= unitAllocNALUs {
+		pl = blk.pl[:nnal:nnal]
+	} else {
+		pl = make([][]byte, nnal)
+	}
+	for i := range pk {
+		pp[i] = &pk[i]
+	}
+	u.Packets, u.Payload = pp, pl
+	return u, pk, pl
+}
+
+// publishLocked updates counters and hands a unit to the ring and the
+// subscribers.
+func (s *Stream) publishLocked(u *Unit) {
+	now := s.now()
+	s.packetsIn += uint64(len(u.Packets))
+	s.bytesIn += uint64(u.wire)
+	s.lastMediaAt = now
+	if u.Kind == KindAudio {
+		s.aLastOut, s.aOut = u.PTS, true
+	}
+	if u.Kind == KindVideo {
+		if u.Keyframe {
+			s.lastKeyAt = now
 		}
-		s.vLastOut, s.vOut = mt, true
+		s.vLastOut, s.vOut = u.PTS, true
 		s.auTimes[s.auNext] = now.UnixNano()
 		s.auNext = (s.auNext + 1) % len(s.auTimes)
 		if s.auCount < len(s.auTimes) {
@@ -356,21 +415,63 @@ func (s *Stream) publishLocked(kind Kind, pkts []*Packet, payloadBytes int, mt t
 		close(s.mediaCh)
 		s.mediaCh = nil
 	}
+	s.ring.push(u)
 	for _, sub := range s.subs {
-		sub.push(kind, pkts)
+		sub.push(u)
 	}
-	clear(pkts) // scratch: do not keep packets alive
 }
 
 // RecentVideo returns the published video packet with hub sequence number
-// seq while the stream's retransmission history still holds it, else nil.
-// Safe for concurrent use; the packet is shared and must not be modified.
-func (s *Stream) RecentVideo(seq uint16) *Packet {
-	p := s.vHist[seq&uint16(len(s.vHist)-1)].Load()
-	if p == nil || p.RTP.SequenceNumber != seq {
-		return nil
+// seq while the stream's retransmission history (the Ring's sequence index,
+// the latest RetransmitPackets video packets) still holds it, else nil.
+// Safe for concurrent use and lock-free; the packet is shared and must not
+// be modified.
+func (s *Stream) RecentVideo(seq uint16) *Packet { return s.ring.Video(seq) }
+
+// Ring returns the stream's history of published units.
+func (s *Stream) Ring() *Ring { return s.ring }
+
+// Units is s.Ring().Units(since): the held units from the keyframe at or
+// before PTS since.
+func (s *Stream) Units(since time.Duration) []*Unit { return s.ring.Units(since) }
+
+// keyframeRequestInterval rate-limits RequestKeyframe.
+const keyframeRequestInterval = 500 * time.Millisecond
+
+// SetKeyframeRequester registers f, which asks the stream's publisher for a
+// keyframe (e.g. sends a PLI to its peer); nil clears it. A new requester
+// is not rate-limited by requests made to the previous one.
+func (s *Stream) SetKeyframeRequester(f func()) {
+	if f == nil {
+		s.kfReq.Store(nil)
+		return
 	}
-	return p
+	s.kfLast.Store(0)
+	s.kfReq.Store(&f)
+}
+
+// RequestKeyframe asks the publisher for a keyframe: it calls the function
+// registered with SetKeyframeRequester, at most once per 500 ms (later
+// calls within that window are dropped), on the caller's goroutine without
+// holding the stream's locks. A no-op when none is registered (a pulled
+// source sends keyframes at its own pace). The stream calls it itself when
+// a video subscriber has to wait for a live keyframe (no usable cached GOP).
+func (s *Stream) RequestKeyframe() {
+	f := s.kfReq.Load()
+	if f == nil {
+		return
+	}
+	now := s.now().UnixNano()
+	for {
+		last := s.kfLast.Load()
+		if last != 0 && now-last < int64(keyframeRequestInterval) && now >= last {
+			return
+		}
+		if s.kfLast.CompareAndSwap(last, now) {
+			break
+		}
+	}
+	(*f)()
 }
 
 // mediaSignal returns a channel closed when the next packet is published.
@@ -383,66 +484,58 @@ func (s *Stream) mediaSignal() <-chan struct{} {
 	return s.mediaCh
 }
 
-// Subscribe adds a subscriber. Its queue starts with a copy of the cached
-// GOP (FromCache, the first one a keyframe) unless o.NoCache, in which case
-// its video starts at the next live keyframe. Audio is live only. It fails
+// Subscribe adds a subscriber. Its queue starts with the cached GOP
+// (FromCache copies of the video units since the latest keyframe) unless
+// o.NoCache, in which case its video starts at the next live keyframe, as
+// it does when there is no usable cached GOP; then the stream also asks the
+// publisher for a keyframe (RequestKeyframe). Audio is live only. It fails
 // with ErrNoTracks before the source declared its tracks and ErrClosed
 // after Close.
 func (s *Stream) Subscribe(id string, o SubscribeOptions) (*Subscriber, error) {
+	sub, needKey, err := s.subscribe(id, o)
+	if needKey {
+		s.RequestKeyframe()
+	}
+	return sub, err
+}
+
+func (s *Stream) subscribe(id string, o SubscribeOptions) (sub *Subscriber, needKey bool, err error) {
 	if o.VideoOnly && o.AudioOnly {
-		return nil, errors.New("media: VideoOnly and AudioOnly are exclusive")
+		return nil, false, errors.New("media: VideoOnly and AudioOnly are exclusive")
 	}
 	if o.QueuePackets <= 0 {
 		o.QueuePackets = DefaultQueuePackets
 	}
-	sub := &Subscriber{
+	// Each queued unit has at least one packet: QueuePackets slots hold any
+	// queue within the bound.
+	sub = &Subscriber{
 		id:     id,
 		st:     s,
 		video:  !o.AudioOnly,
 		audio:  !o.VideoOnly,
-		ring:   make([]*Packet, o.QueuePackets),
+		ring:   make([]*Unit, o.QueuePackets),
 		notify: make(chan struct{}, 1),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	if !s.tracksSet {
-		return nil, ErrNoTracks
+		return nil, false, ErrNoTracks
 	}
 	if sub.video {
-		if !o.NoCache && s.cacheOK && len(s.cache) > 0 {
-			sub.burst = s.burstLocked()
-		} else {
+		if !o.NoCache {
+			sub.burst, sub.burstPkts = s.ring.gop()
+		}
+		if len(sub.burst) == 0 {
+			sub.burst, sub.burstPkts = nil, 0
 			sub.waitKey = true // initial wait: not counted as drops
+			needKey = s.tracks.Video != nil
 		}
 	}
 	s.subs = append(s.subs, sub)
-	return sub, nil
-}
-
-// burstLocked returns FromCache copies of the whole cache. Copies are made
-// once per cached packet and shared by every subscriber that joins during
-// the same GOP.
-func (s *Stream) burstLocked() []*Packet {
-	if base, n := len(s.burst), len(s.cache)-len(s.burst); n > 0 {
-		cps := make([]Packet, n)
-		for i := range cps {
-			cps[i] = *s.cache[base+i]
-			cps[i].FromCache = true
-			s.burst = append(s.burst, &cps[i])
-		}
-	}
-	return s.burst[:len(s.cache):len(s.cache)]
-}
-
-func (s *Stream) dropCacheLocked() {
-	clear(s.cache)
-	s.cache = s.cache[:0]
-	s.cacheBytes = 0
-	s.cacheOK = false
-	s.burst = nil // subscribers may still read the old one
+	return sub, needKey, nil
 }
 
 func (s *Stream) removeSub(sub *Subscriber) {
@@ -485,6 +578,7 @@ func (s *Stream) Stats() StreamStats {
 	st.PacketsIn = s.packetsIn
 	st.BytesIn = s.bytesIn
 	st.LastMediaAt = s.lastMediaAt
+	st.LastKeyframeAt = s.lastKeyAt
 	st.Viewers = make([]SubscriberStats, 0, len(s.subs))
 	for _, sub := range s.subs {
 		st.Viewers = append(st.Viewers, sub.Stats())
@@ -531,10 +625,7 @@ func (s *Stream) Close() {
 	close(s.done)
 	subs := s.subs
 	s.subs = nil
-	s.dropCacheLocked()
-	for i := range s.vHist {
-		s.vHist[i].Store(nil)
-	}
+	s.ring.reset()
 	s.mu.Unlock()
 	for _, sub := range subs {
 		sub.close()

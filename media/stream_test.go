@@ -186,10 +186,10 @@ func TestSlowSubscriber(t *testing.T) {
 	wg.Add(1)
 	go func() { // a real concurrent reader
 		defer wg.Done()
-		buf := make([]*Packet, 32)
+		buf := make([]*Unit, 32)
 		for {
 			n, err := fast.Read(ctx, buf)
-			fastGot = append(fastGot, buf[:n]...)
+			fastGot = append(fastGot, packetsOf(buf[:n])...)
 			if err != nil {
 				return
 			}
@@ -281,7 +281,7 @@ func TestReadSemantics(t *testing.T) {
 	// Read blocks until a packet arrives.
 	got := make(chan int, 1)
 	go func() {
-		n, err := sub.Read(ctx, make([]*Packet, 8))
+		n, err := sub.Read(ctx, make([]*Unit, 8))
 		if err != nil {
 			t.Error(err)
 		}
@@ -301,16 +301,16 @@ func TestReadSemantics(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		st.WriteAudio(time.Duration(i)*20*time.Millisecond, make([]byte, 160))
 	}
-	buf := make([]*Packet, 4)
+	buf := make([]*Unit, 4)
 	if n, _ := sub.Read(ctx, buf); n != 4 {
 		t.Fatalf("Read with 4 slots = %d", n)
 	}
-	buf = make([]*Packet, 64)
+	buf = make([]*Unit, 64)
 	n, _ := sub.Read(ctx, buf)
 	if n != 6 {
 		t.Fatalf("Read = %d, want the 6 left", n)
 	}
-	if p := buf[n-1]; p.RTP.PayloadType != PayloadTypePCMU || p.RTP.Timestamp-buf[0].RTP.Timestamp != 5*160 {
+	if p := buf[n-1].Packets[0]; p.RTP.PayloadType != PayloadTypePCMU || p.RTP.Timestamp-buf[0].Packets[0].RTP.Timestamp != 5*160 {
 		t.Fatalf("PCMU packet: pt %d", p.RTP.PayloadType)
 	}
 	if s := sub.Stats(); s.Sent != 11 || s.Queued != 0 {

@@ -6,8 +6,9 @@ import (
 )
 
 // Subscriber is one consumer of a Stream (a WebRTC viewer, a recorder). The
-// stream pushes shared packets into its bounded queue without ever
-// blocking; one goroutine drains it with Read.
+// stream pushes shared units into its bounded queue without ever blocking;
+// one goroutine drains it with Read. The bound and the counters are in RTP
+// packets: a unit counts with its packets.
 type Subscriber struct {
 	id           string
 	st           *Stream
@@ -18,12 +19,17 @@ type Subscriber struct {
 	closed  bool
 	waiting bool // a Read is (about to be) blocked on notify
 	// The cached GOP burst, read-only and shared with other subscribers,
-	// delivered before the ring and not counted against its bound.
-	burst    []*Packet
-	burstPos int
-	ring     []*Packet // live queue: count packets from head
-	head     int
-	count    int
+	// delivered before the ring and not counted against its bound;
+	// burstPkts counts the packets of burst[burstPos:].
+	burst     []*Unit
+	burstPos  int
+	burstPkts int
+	// ring is the live queue: count units from head, pkts packets in all,
+	// at most len(ring) (the bound; a unit has at least one packet).
+	ring  []*Unit
+	head  int
+	count int
+	pkts  int
 	// waitKey drops video until a keyframe: at start without a cache, and
 	// after an overflow (then the skipped packets count as dropped).
 	waitKey     bool
@@ -37,10 +43,11 @@ type Subscriber struct {
 // ID returns the id given to Subscribe.
 func (sub *Subscriber) ID() string { return sub.id }
 
-// push queues the packets of one access unit (or one audio frame), all or
-// nothing, so that the queue never holds a partial picture.
-func (sub *Subscriber) push(kind Kind, pkts []*Packet) {
-	if len(pkts) == 0 || (kind == KindVideo && !sub.video) || (kind == KindAudio && !sub.audio) {
+// push queues one unit (all its packets or none, so that the queue never
+// holds a partial picture).
+func (sub *Subscriber) push(u *Unit) {
+	kind, n := u.Kind, len(u.Packets)
+	if n == 0 || (kind == KindVideo && !sub.video) || (kind == KindAudio && !sub.audio) {
 		return
 	}
 	sub.mu.Lock()
@@ -49,21 +56,21 @@ func (sub *Subscriber) push(kind Kind, pkts []*Packet) {
 		return
 	}
 	if kind == KindVideo && sub.waitKey {
-		if !pkts[0].Keyframe {
+		if !u.Keyframe {
 			if sub.countSkips {
-				sub.dropped += uint64(len(pkts))
+				sub.dropped += uint64(n)
 			}
 			sub.mu.Unlock()
 			return
 		}
 		sub.waitKey, sub.countSkips = false, false
 	}
-	if sub.count+len(pkts) > len(sub.ring) {
+	if sub.pkts+n > len(sub.ring) {
 		// The reader is a whole queue behind. What is queued is stale and
 		// later pictures would reference the lost one: flush, then resume
 		// video at the next keyframe (audio resumes at once), so a reader
 		// that recovers catches up with the live edge instead of lagging.
-		sub.dropped += uint64(len(pkts) + sub.count + len(sub.burst) - sub.burstPos)
+		sub.dropped += uint64(n + sub.pkts + sub.burstPkts)
 		sub.flushLocked()
 		if !sub.overflowing {
 			sub.overflowing = true
@@ -72,21 +79,19 @@ func (sub *Subscriber) push(kind Kind, pkts []*Packet) {
 		if sub.video {
 			sub.waitKey, sub.countSkips = true, true
 		}
-		if kind == KindVideo || len(pkts) > len(sub.ring) {
+		if kind == KindVideo || n > len(sub.ring) {
 			sub.mu.Unlock()
 			return
 		}
 	}
 	sub.overflowing = false
 	i := sub.head + sub.count
-	for _, p := range pkts {
-		if i >= len(sub.ring) {
-			i -= len(sub.ring)
-		}
-		sub.ring[i] = p
-		i++
+	if i >= len(sub.ring) {
+		i -= len(sub.ring)
 	}
-	sub.count += len(pkts)
+	sub.ring[i] = u
+	sub.count++
+	sub.pkts += n
 	wake := sub.waiting
 	sub.waiting = false
 	sub.mu.Unlock()
@@ -98,11 +103,12 @@ func (sub *Subscriber) push(kind Kind, pkts []*Packet) {
 	}
 }
 
-// Read fills dst with as many queued packets as fit, blocking until at
-// least one is available. It returns ErrClosed once the subscriber or its
-// stream is closed, and ctx.Err() when ctx is done. The packets are shared:
-// do not modify them. Read must not be called concurrently with itself.
-func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) {
+// Read fills dst with as many queued units as fit (the cached GOP burst
+// first), blocking until at least one is available. It returns ErrClosed
+// once the subscriber or its stream is closed, and ctx.Err() when ctx is
+// done. The units are shared: do not modify them. Read must not be called
+// concurrently with itself.
+func (sub *Subscriber) Read(ctx context.Context, dst []*Unit) (int, error) {
 	for {
 		sub.mu.Lock()
 		if sub.closed {
@@ -113,17 +119,23 @@ func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) {
 			sub.mu.Unlock()
 			return 0, nil
 		}
-		n := 0
+		n, pkts := 0, 0
 		for n < len(dst) && sub.burstPos < len(sub.burst) {
-			dst[n] = sub.burst[sub.burstPos]
+			u := sub.burst[sub.burstPos]
+			dst[n] = u
+			pkts += len(u.Packets)
 			sub.burstPos++
 			n++
 		}
+		sub.burstPkts -= pkts
 		if sub.burst != nil && sub.burstPos == len(sub.burst) {
-			sub.burst, sub.burstPos = nil, 0
+			sub.burst, sub.burstPos, sub.burstPkts = nil, 0, 0
 		}
 		for n < len(dst) && sub.count > 0 {
-			dst[n] = sub.ring[sub.head]
+			u := sub.ring[sub.head]
+			dst[n] = u
+			pkts += len(u.Packets)
+			sub.pkts -= len(u.Packets)
 			sub.ring[sub.head] = nil
 			sub.head++
 			if sub.head == len(sub.ring) {
@@ -133,7 +145,7 @@ func (sub *Subscriber) Read(ctx context.Context, dst []*Packet) (int, error) {
 			n++
 		}
 		if n > 0 {
-			sub.sent += uint64(n)
+			sub.sent += uint64(pkts)
 			sub.mu.Unlock()
 			return n, nil
 		}
@@ -159,7 +171,7 @@ func (sub *Subscriber) Stats() SubscriberStats {
 		Sent:      sub.sent,
 		Dropped:   sub.dropped,
 		Overflows: sub.overflows,
-		Queued:    sub.count + len(sub.burst) - sub.burstPos,
+		Queued:    sub.pkts + sub.burstPkts,
 	}
 }
 
@@ -186,9 +198,9 @@ func (sub *Subscriber) close() {
 	}
 }
 
-// flushLocked empties the queue (releasing the packets) and the burst.
+// flushLocked empties the queue (releasing the units) and the burst.
 func (sub *Subscriber) flushLocked() {
 	clear(sub.ring)
-	sub.head, sub.count = 0, 0
-	sub.burst, sub.burstPos = nil, 0
+	sub.head, sub.count, sub.pkts = 0, 0, 0
+	sub.burst, sub.burstPos, sub.burstPkts = nil, 0, 0
 }

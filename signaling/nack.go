@@ -79,13 +79,59 @@ func (m *seqMap) lookup(viewerSeq uint16) (hubSeq uint16, ok bool) {
 	return 0, false
 }
 
-// RTCP constants (RFC 3550 §6.1, RFC 4585 §6.1-6.2.1).
+// RTCP constants (RFC 3550 §6.1, RFC 4585 §6.1-6.3.1, RFC 5104 §4.3.1).
 const (
 	rtcpTypeRTPFB   = 205
+	rtcpTypePSFB    = 206
 	rtcpFmtNACK     = 1
+	rtcpFmtPLI      = 1 // with PSFB
+	rtcpFmtFIR      = 4 // with PSFB
 	rtcpHeaderBytes = 4
 	nackFixedBytes  = 8 // sender SSRC + media SSRC
+	firEntryBytes   = 8 // SSRC + seq nr + reserved
 )
+
+// keyframeRequested reports whether the compound RTCP packet b holds a
+// Picture Loss Indication (RFC 4585 §6.3.1) for media SSRC ssrc or a Full
+// Intra Request (RFC 5104 §4.3.1) with an entry for ssrc. Like
+// forEachNACK it parses in place and stops at the first malformed packet.
+func keyframeRequested(b []byte, ssrc uint32) bool {
+	for len(b) >= rtcpHeaderBytes {
+		if b[0]>>6 != 2 {
+			return false
+		}
+		n := (int(binary.BigEndian.Uint16(b[2:4])) + 1) * 4
+		if n > len(b) {
+			return false
+		}
+		pkt := b[:n]
+		b = b[n:]
+		if pkt[1] != rtcpTypePSFB || n < rtcpHeaderBytes+nackFixedBytes {
+			continue
+		}
+		if pkt[0]&0x20 != 0 { // padding: the last byte counts it
+			pad := int(pkt[n-1])
+			if pad == 0 || pad > n-rtcpHeaderBytes-nackFixedBytes {
+				return false
+			}
+			pkt = pkt[:n-pad]
+		}
+		switch pkt[0] & 0x1f {
+		case rtcpFmtPLI:
+			if binary.BigEndian.Uint32(pkt[8:12]) == ssrc {
+				return true
+			}
+		case rtcpFmtFIR:
+			// The media SSRC field is unused (0); each FCI entry names one.
+			for fci := pkt[rtcpHeaderBytes+nackFixedBytes:]; len(fci) >= firEntryBytes; fci = fci[firEntryBytes:] {
+				if binary.BigEndian.Uint32(fci[0:4]) == ssrc {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
 
 // forEachNACK calls f for every sequence number that the generic NACKs in
 // the compound RTCP packet b report lost for media SSRC ssrc. It parses in

@@ -218,6 +218,115 @@ func TestViewerWriteDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// Keyframe requests for this track (PLI, RFC 4585 §6.3.1; FIR, RFC 5104
+// §4.3.1, whose FCI names the SSRC) are passed to the stream; ones for
+// another SSRC, malformed ones and other feedback are not.
+func TestKeyframeRequested(t *testing.T) {
+	const ssrc = 0xdecafbad
+	pli := func(media uint32) *rtcp.PictureLossIndication {
+		return &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: media}
+	}
+	fir := func(targets ...uint32) *rtcp.FullIntraRequest {
+		f := &rtcp.FullIntraRequest{SenderSSRC: 1}
+		for i, s := range targets {
+			f.FIR = append(f.FIR, rtcp.FIREntry{SSRC: s, SequenceNumber: uint8(i)})
+		}
+		return f
+	}
+	rr := &rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: ssrc}}}
+	nackPkt := &rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: ssrc, Nacks: []rtcp.NackPair{{PacketID: 7}}}
+	tests := []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"PLI", marshalRTCP(t, pli(ssrc)), true},
+		{"PLI other SSRC", marshalRTCP(t, pli(ssrc+1)), false},
+		{"compound RR NACK PLI", marshalRTCP(t, rr, nackPkt, pli(ssrc)), true},
+		{"FIR", marshalRTCP(t, fir(ssrc)), true},
+		{"FIR second entry", marshalRTCP(t, fir(5, ssrc)), true},
+		{"FIR other SSRC", marshalRTCP(t, fir(5)), false},
+		{"NACK only", marshalRTCP(t, rr, nackPkt), false},
+		{"REMB", marshalRTCP(t, &rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: 1e6, SSRCs: []uint32{ssrc}}), false},
+		{"empty", nil, false},
+		{"truncated PLI", marshalRTCP(t, pli(ssrc))[:8], false},
+		{"PLI after a malformed packet", append([]byte{0x01, 205, 0, 0}, marshalRTCP(t, pli(ssrc))...), false},
+		// A hand-made PLI with 4 bytes of padding.
+		{"padded PLI", []byte{0xa1, 206, 0, 3, 0, 0, 0, 1, 0xde, 0xca, 0xfb, 0xad, 0, 0, 0, 4}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := keyframeRequested(tc.pkt, ssrc); got != tc.want {
+				t.Fatalf("keyframeRequested = %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	// Through the retransmitter: NACKs answered and the PLI forwarded from
+	// one compound packet, without allocating.
+	w := &fakeWriter{ext: []byte{0, 1}}
+	tr := newViewerTrack(webrtc.RTPCodecTypeVideo, webrtc.MimeTypeH264, 0x42, "s", 7)
+	tr.hist = &seqMap{}
+	b := &trackBinding{id: "x", ssrc: ssrc, pt: 102, write: w}
+	tr.binding = b
+	p := hubPacket(1, 1, 1)
+	if err := tr.write(b, p); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	rt := &retransmitter{t: tr, recent: func(uint16) *media.Packet { return p }, pli: func() { calls++ }}
+	both := marshalRTCP(t, rr, nackPkt, pli(ssrc))
+	rt.handleRTCP(both)
+	if calls != 1 || rt.sent != 1 {
+		t.Fatalf("pli calls %d, retransmissions %d; want 1 and 1", calls, rt.sent)
+	}
+	rt.handleRTCP(marshalRTCP(t, fir(ssrc)))
+	rt.handleRTCP(marshalRTCP(t, nackPkt))
+	if calls != 2 {
+		t.Fatalf("pli calls %d, want 2 (FIR yes, NACK no)", calls)
+	}
+	if n := testing.AllocsPerRun(100, func() { rt.handleRTCP(both) }); n != 0 {
+		t.Fatalf("%v allocations per PLI, want 0", n)
+	}
+	rt.pli = nil
+	rt.handleRTCP(both) // ignored, must not panic
+}
+
+// A real pion viewer's PLI and FIR reach the stream's keyframe requester
+// (the publisher's PLI to its peer), rate limited by the stream.
+func TestViewerPLIRequestsKeyframe(t *testing.T) {
+	c := getClip(t)
+	h := newHarness(t, c, Config{}, nil)
+	v := startViewer(t, h)
+	v.waitFrames(t, 5, 15*time.Second)
+	requests := make(chan struct{}, 16)
+	h.st.SetKeyframeRequester(func() { requests <- struct{}{} })
+	defer h.st.SetKeyframeRequester(nil)
+	var ssrc uint32
+	for _, r := range v.pc.GetReceivers() {
+		if tr := r.Track(); tr != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			ssrc = uint32(tr.SSRC())
+		}
+	}
+	if ssrc == 0 {
+		t.Fatal("viewer has no video track")
+	}
+	for _, pkt := range []rtcp.Packet{
+		&rtcp.PictureLossIndication{MediaSSRC: ssrc},
+		&rtcp.FullIntraRequest{FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: 1}}},
+	} {
+		if err := v.pc.WriteRTCP([]rtcp.Packet{pkt}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-requests:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%T from the viewer did not reach the stream", pkt)
+		}
+		time.Sleep(600 * time.Millisecond) // past the stream's rate limit
+	}
+}
+
 // dropper is a receive-side interceptor that loses video packets on
 // purpose (every every-th sequence number after a start, up to max), and
 // notes which of them arrive later (retransmitted).

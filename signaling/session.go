@@ -372,7 +372,7 @@ func (s *Session) readRTCP(snd *webrtc.RTPSender, tr *viewerTrack) {
 	s.srtpOnce.Do(func() { close(s.srtpReady) })
 	var rt *retransmitter
 	if tr.hist != nil {
-		rt = &retransmitter{t: tr, recent: s.st.RecentVideo}
+		rt = &retransmitter{t: tr, recent: s.st.RecentVideo, pli: s.st.RequestKeyframe}
 		defer func() {
 			s.retransmits.Add(rt.sent)
 			s.nackMisses.Add(rt.missed)
@@ -469,10 +469,11 @@ func (s *Session) run() {
 // rtpHeaderLen is the fixed RTP header size counted in bytesOut.
 const rtpHeaderLen = 12
 
-// pumpBatch is how many hub packets one Read may return.
+// pumpBatch is how many hub units one Read may return.
 const pumpBatch = 64
 
-// pump copies hub packets to the peer's tracks until the session ends.
+// pump copies the packets of the hub's units to the peer's tracks until the
+// session ends.
 func (s *Session) pump() {
 	var vb, ab *trackBinding
 	if s.video != nil {
@@ -491,7 +492,7 @@ func (s *Session) pump() {
 		return
 	}
 	s.sub.Store(sub)
-	buf := make([]*media.Packet, pumpBatch)
+	buf := make([]*media.Unit, pumpBatch)
 	errLog := ilog.Limiter{Interval: 10 * time.Second}
 	pace := burstPacer{speed: s.m.cfg.CacheBurstSpeed}
 	defer pace.stop()
@@ -504,37 +505,44 @@ func (s *Session) pump() {
 			}
 			return
 		}
-		for i, p := range buf[:n] {
+		for i, u := range buf[:n] {
 			buf[i] = nil
-			if p.FromCache && !pace.wait(s.ctx, p.RTP.Timestamp) {
+			// Cached units are paced by their (whole-frame) timestamps.
+			if u.FromCache && !pace.wait(s.ctx, u.Packets[0].RTP.Timestamp) {
 				return
 			}
-			var werr error
+			var tr *viewerTrack
+			var b *trackBinding
 			switch {
-			case p.Kind == media.KindVideo && vb != nil:
-				werr = s.video.write(vb, p)
-			case p.Kind == media.KindAudio && ab != nil:
-				werr = s.audio.write(ab, p)
-			}
-			if werr == nil {
-				s.packetsOut.Add(1)
-				s.bytesOut.Add(uint64(len(p.RTP.Payload) + rtpHeaderLen))
-				if !sawKeyframe && p.Keyframe && p.Kind == media.KindVideo && vb != nil {
-					sawKeyframe = true
-					if obs := s.m.cfg.Observer; obs != nil {
-						obs.FirstKeyframe(s.id, time.Since(s.createdAt))
-					}
-				}
+			case u.Kind == media.KindVideo && vb != nil:
+				tr, b = s.video, vb
+			case u.Kind == media.KindAudio && ab != nil:
+				tr, b = s.audio, ab
+			default:
 				continue
 			}
-			if errors.Is(werr, io.ErrClosedPipe) {
-				s.end(ErrPeerClosed)
-				return
-			}
-			// Per-packet failures are counted and logged at most every 10 s.
-			s.writeErrs.Add(1)
-			if ok, held := errLog.Allow(time.Now()); ok {
-				s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", held+1)
+			for _, p := range u.Packets {
+				werr := tr.write(b, p)
+				if werr == nil {
+					s.packetsOut.Add(1)
+					s.bytesOut.Add(uint64(len(p.RTP.Payload) + rtpHeaderLen))
+					if !sawKeyframe && p.Keyframe && p.Kind == media.KindVideo {
+						sawKeyframe = true
+						if obs := s.m.cfg.Observer; obs != nil {
+							obs.FirstKeyframe(s.id, time.Since(s.createdAt))
+						}
+					}
+					continue
+				}
+				if errors.Is(werr, io.ErrClosedPipe) {
+					s.end(ErrPeerClosed)
+					return
+				}
+				// Per-packet failures are counted and logged at most every 10 s.
+				s.writeErrs.Add(1)
+				if ok, held := errLog.Allow(time.Now()); ok {
+					s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", held+1)
+				}
 			}
 		}
 	}

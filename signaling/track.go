@@ -138,20 +138,28 @@ func fillHeader(h *rtp.Header, b *trackBinding, p *media.Packet, seq uint16) {
 }
 
 // retransmitter answers one video track's NACKs from the stream's shared
-// history. It is owned by the track's RTCP goroutine.
+// history and passes its keyframe requests (PLI, FIR) on to the stream. It
+// is owned by the track's RTCP goroutine.
 type retransmitter struct {
 	t      *viewerTrack
 	recent func(hubSeq uint16) *media.Packet
+	// pli asks the stream's publisher for a keyframe (media.Stream's
+	// RequestKeyframe, rate limited there); nil ignores keyframe requests.
+	pli    func()
 	hdr    rtp.Header
 	sent   uint64 // packets sent again
 	missed uint64 // NACKed packets no longer (or never) held
 }
 
-// handleRTCP answers the generic NACKs in the compound RTCP packet b.
+// handleRTCP answers the generic NACKs in the compound RTCP packet b and
+// forwards a PLI or FIR for this track to pli.
 func (r *retransmitter) handleRTCP(b []byte) {
 	bnd := r.t.bound()
 	if bnd == nil {
 		return
+	}
+	if r.pli != nil && keyframeRequested(b, bnd.ssrc) {
+		r.pli()
 	}
 	forEachNACK(b, bnd.ssrc, func(seq uint16) {
 		hubSeq, ok := r.t.hist.lookup(seq)

@@ -114,19 +114,21 @@ func TestSourceDelivers(t *testing.T) {
 	defer sub.Close()
 	var video, audio int
 	var first *media.Packet
-	buf := make([]*media.Packet, 64)
+	buf := make([]*media.Unit, 64)
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	for {
 		n, err := sub.Read(rctx, buf)
-		for _, p := range buf[:n] {
-			if p.Kind == media.KindVideo {
-				if first == nil {
-					first = p
+		for _, u := range buf[:n] {
+			for _, p := range u.Packets {
+				if p.Kind == media.KindVideo {
+					if first == nil {
+						first = p
+					}
+					video++
+				} else {
+					audio++
 				}
-				video++
-			} else {
-				audio++
 			}
 		}
 		if err != nil {

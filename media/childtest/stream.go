@@ -94,10 +94,10 @@ func RunErr(t testing.TB, src media.Source, timeout time.Duration) error {
 
 // Tally counts what a subscriber to a Stream received.
 type Tally struct {
-	AUs       int // video access units (packets with the RTP marker)
-	Keyframes int // video packets of keyframes
+	AUs       int // video access units
+	Keyframes int // video keyframe access units
 	Audio     int // audio packets
-	// FirstKey is when the first keyframe packet arrived.
+	// FirstKey is when the first keyframe arrived.
 	FirstKey time.Time
 }
 
@@ -130,26 +130,26 @@ func count(ctx context.Context, t testing.TB, st *media.Stream, live bool, stop 
 	}
 	defer sub.Close()
 	var tl Tally
-	buf := make([]*media.Packet, 64)
+	buf := make([]*media.Unit, 64)
 	for !stop(tl) {
 		n, err := sub.Read(ctx, buf)
 		if err != nil {
 			t.Fatalf("read after %+v: %v", tl, err)
 		}
-		for _, p := range buf[:n] {
+		for _, u := range buf[:n] {
 			counting := !live || !tl.FirstKey.IsZero()
 			switch {
-			case p.Kind == media.KindAudio:
+			case u.Kind == media.KindAudio:
 				if counting {
-					tl.Audio++
+					tl.Audio += len(u.Packets)
 				}
-			case p.Keyframe:
+			case u.Keyframe:
 				if tl.FirstKey.IsZero() {
 					tl.FirstKey = time.Now()
 				}
 				tl.Keyframes++
 			}
-			if p.Kind == media.KindVideo && p.RTP.Marker && (!live || !tl.FirstKey.IsZero()) {
+			if u.Kind == media.KindVideo && (!live || !tl.FirstKey.IsZero()) {
 				tl.AUs++
 			}
 		}

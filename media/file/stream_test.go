@@ -10,7 +10,7 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-// collect reads packets from sub until ctx is done or the stream closes.
+// collect reads the packets of the units from sub until ctx is done or the stream closes.
 type collected struct {
 	pkts []*media.Packet
 	at   []time.Time
@@ -18,13 +18,15 @@ type collected struct {
 
 func collect(ctx context.Context, sub *media.Subscriber) *collected {
 	c := &collected{}
-	buf := make([]*media.Packet, 64)
+	buf := make([]*media.Unit, 64)
 	for {
 		n, err := sub.Read(ctx, buf)
 		now := time.Now()
-		for _, p := range buf[:n] {
-			c.pkts = append(c.pkts, p)
-			c.at = append(c.at, now)
+		for _, u := range buf[:n] {
+			for _, p := range u.Packets {
+				c.pkts = append(c.pkts, p)
+				c.at = append(c.at, now)
+			}
 		}
 		if err != nil {
 			return c

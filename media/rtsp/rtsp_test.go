@@ -101,27 +101,27 @@ func (r *running) read(t *testing.T, d time.Duration) tally {
 	}
 	defer sub.Close()
 	var tl tally
-	buf := make([]*media.Packet, 64)
+	buf := make([]*media.Unit, 64)
 	for {
 		n, err := sub.Read(ctx, buf)
 		if err != nil {
 			t.Fatalf("read after %d AUs: %v", tl.aus, err)
 		}
 		now := time.Now()
-		for _, p := range buf[:n] {
-			if p.Kind == media.KindAudio {
+		for _, u := range buf[:n] {
+			if u.Kind == media.KindAudio {
 				if !tl.firstKey.IsZero() {
-					tl.audio++
+					tl.audio += len(u.Packets)
 				}
 				continue
 			}
-			if p.Keyframe {
+			if u.Keyframe {
 				if tl.firstKey.IsZero() {
 					tl.firstKey = now
 				}
 				tl.keyframes++
 			}
-			if p.RTP.Marker && !tl.firstKey.IsZero() {
+			if !tl.firstKey.IsZero() {
 				tl.aus++
 			}
 		}
@@ -412,15 +412,15 @@ func TestSupervised(t *testing.T) {
 	// The same subscriber gets fresh media after the outage.
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
-	buf := make([]*media.Packet, 256)
+	buf := make([]*media.Unit, 256)
 	sawKey := false
 	for !sawKey {
 		n, err := sub.Read(rctx, buf)
 		if err != nil {
 			t.Fatalf("subscriber after restart: %v", err)
 		}
-		for _, p := range buf[:n] {
-			sawKey = sawKey || (p.Keyframe && !p.FromCache)
+		for _, u := range buf[:n] {
+			sawKey = sawKey || (u.Keyframe && !u.FromCache)
 		}
 	}
 }
