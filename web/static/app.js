@@ -1011,6 +1011,8 @@ function startStats(call) {
   let lastRise = performance.now();
   statsTimer = setInterval(async () => {
     if (state.call !== call || !call.pc) return stopStats();
+    // No publisher: no frames are expected, and the count restarts when one comes.
+    if ((state.pathStates.get(call.path) || {}).state === "waiting-publisher") lastRise = performance.now();
     let report;
     try { report = await call.pc.getStats(); } catch { return; }
     let v = null;
@@ -1040,8 +1042,7 @@ function startStats(call) {
       const ms = ((jbDelay - (prev ? prev.jbDelay : 0)) / dCount) * 1000;
       $("hud-jb").textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
     }
-    const waiting = (state.pathStates.get(call.path) || {}).state === "waiting-publisher";
-    const stalled = now - lastRise > 2000 && !waiting;
+    const stalled = now - lastRise > 2000;
     if (stalled !== !$("hud-stalled").hidden) logEvent(stalled ? "error" : "call", stalled ? "video stalled: no new frames decoded" : "video resumed");
     $("hud-stalled").hidden = !stalled;
     prev = { t: now, bytes: v.bytesReceived || 0, frames, jbDelay, jbCount };
@@ -1354,7 +1355,7 @@ window.icey = {
 // while the stream is down.
 const opsEvents = { ws: null, live: false, retry: 0, refresh: null };
 const eventText = {
-  "session.started": (d) => `viewer session ${d.id} started`,
+  "session.started": (d) => `${d.role && d.role !== "viewer" ? d.role : "viewer"} session ${d.id} started${d.path && d.path !== MAIN ? ` on ${d.path}` : ""}`,
   "session.ended": (d) => `session ${d.id} ended (${d.reason})`,
   "source.up": () => "source is up",
   "source.reconnecting": (d) => `source reconnecting${d.error ? ": " + d.error : ""}`,
