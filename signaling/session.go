@@ -38,6 +38,7 @@ type Session struct {
 
 	pc           *webrtc.PeerConnection
 	video, audio *viewerTrack
+	pub          *publisher // the receive side of a publisher (role "publisher")
 	remoteUfrag  string
 
 	ctx    context.Context // canceled when the session ends
@@ -248,6 +249,9 @@ func (s *Session) abort(err error) {
 	if s.pc != nil {
 		_ = s.pc.GracefulClose()
 	}
+	if s.pub != nil {
+		s.pub.stop()
+	}
 	s.rtcpWG.Wait()
 	s.m.remove(s)
 	s.releasePath()
@@ -391,7 +395,8 @@ func (s *Session) readRTCP(snd *webrtc.RTPSender, tr *viewerTrack) {
 }
 
 // run is the session's one goroutine: it waits for the handshake, then pumps
-// hub packets to the peer until the session ends, then cleans up.
+// hub packets to the peer (a publisher: runs its ingest, see publisher.run)
+// until the session ends, then cleans up.
 func (s *Session) run() {
 	m := s.m
 	defer m.wg.Done()
@@ -425,7 +430,11 @@ func (s *Session) run() {
 		if m.cfg.Observer != nil {
 			m.cfg.Observer.SessionStarted(s.info())
 		}
-		s.pump()
+		if s.pub != nil {
+			s.pub.run()
+		} else {
+			s.pump()
+		}
 	}
 
 	// Cleanup, in order: stop reading the hub, close the peer (which stops
@@ -439,6 +448,9 @@ func (s *Session) run() {
 		s.sub.Store(nil)
 	}
 	_ = s.pc.GracefulClose()
+	if s.pub != nil {
+		s.pub.stop() // nothing of it writes into the stream after this
+	}
 	s.rtcpWG.Wait()
 	m.remove(s) // releases the pending or active count
 	s.releasePath()

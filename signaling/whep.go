@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/icey/icey-server/internal/auth"
 	"github.com/icey/icey-server/paths"
 )
 
@@ -234,11 +235,30 @@ func (m *Manager) patchWHEP(w http.ResponseWriter, r *http.Request, s *Session) 
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// postWHIP answers a publisher's sendonly offer (RFC 9725 §4.2): 201 with
+// the answer, the Location of the session resource, its ETag and the ICE
+// servers. The bearer token is the publisher's token, checked by the
+// Router against the path's publish policy (401 when wrong, 403 when the
+// path takes no publisher, 409 while another publisher is live).
 func (m *Manager) postWHIP(w http.ResponseWriter, r *http.Request, path string) {
-	if _, ok := m.readBody(w, r, mimeSDP); !ok {
+	offer, ok := m.readBody(w, r, mimeSDP)
+	if !ok {
 		return
 	}
-	http.Error(w, "WHIP publishing is not implemented yet", http.StatusNotImplemented)
+	s, answer, err := m.NewPublisher(r.Context(), offer, SessionMeta{Remote: r.RemoteAddr, Path: path, Token: auth.RequestToken(r)})
+	if err != nil {
+		m.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", mimeSDP)
+	h.Set("Location", location(whipPath, s))
+	h.Set("Cache-Control", "no-store") // the Location is a capability
+	h.Set("ETag", s.etag)
+	h.Set("Accept-Patch", mimeSDPFrag)
+	m.setLinkHeaders(w)
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
 }
 
 // readBody checks the content type and reads a bounded body, answering 415

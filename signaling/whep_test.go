@@ -120,8 +120,8 @@ func TestWHEPErrors(t *testing.T) {
 		{"no tracks", noTracks, "POST", "/whep", "application/sdp", offer, nil, 503, "source unavailable"},
 		{"WHEP in record mode", record, "POST", "/whep", "application/sdp", offer, nil, 403, "does not accept viewers"},
 		{"WHEP on an unknown path", h, "POST", "/nope/whep", "application/sdp", offer, nil, 404, "no such path"},
-		{"WHIP in stream mode", h, "POST", "/whip", "application/sdp", offer, nil, 403, "does not accept publishers"},
-		{"WHIP in relay mode", relay, "POST", "/whip", "application/sdp", offer, nil, 501, "not implemented"},
+		{"WHIP in stream mode", h, "POST", "/whip", "application/sdp", sendOffer(t, true, true), nil, 403, "does not accept publishers"},
+		{"WHIP recvonly offer in relay mode", relay, "POST", "/whip", "application/sdp", offer, nil, 400, "sends no audio or video"},
 		{"WHIP wrong type", relay, "POST", "/whip", "text/plain", offer, nil, 415, ""},
 		{"WHIP PATCH unknown", relay, "PATCH", "/whip/x", "application/trickle-ice-sdpfrag", "", nil, 404, ""},
 	}
