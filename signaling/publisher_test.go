@@ -339,3 +339,30 @@ func TestPublisherDepacketizeLoss(t *testing.T) {
 		t.Errorf("lost packets %d, want 1", p.lostPackets.Load())
 	}
 }
+
+// A publisher that sends keyframes only when asked (an endless GOP) is
+// asked for one every 2 s once the stream has viewers and its last
+// keyframe is older than 4 s.
+func TestPublisherRareKeyframes(t *testing.T) {
+	h := relayHarness(t, Config{})
+	pub := startPublisher(t, h, testpeer.PublishOptions{OnlyRequestedKeyframes: true})
+	waitPublishing(t, h)
+	waitFor(t, "the first keyframe", 10*time.Second, func() bool { return !h.st.Stats().LastKeyframeAt.IsZero() })
+	first := h.st.Stats().LastKeyframeAt
+	v := startViewer(t, h) // starts from the cached keyframe: no PLI for it
+	v.waitFrames(t, 10, 10*time.Second)
+	if n := pub.PLIs.Load(); n != 0 {
+		t.Errorf("%d PLIs while the keyframe was fresh", n)
+	}
+	waitFor(t, "a PLI for a stale keyframe", 10*time.Second, func() bool { return pub.PLIs.Load() > 0 })
+	asked := time.Since(first)
+	waitFor(t, "the requested keyframe", 5*time.Second, func() bool { return h.st.Stats().LastKeyframeAt.After(first) })
+	t.Logf("first PLI %v after the first keyframe (want > %v and about %v + up to %v); publisher sent %d keyframes",
+		asked.Round(time.Millisecond), rareKeyframeAge, rareKeyframeAge, rareKeyframeCheck, pub.KeyframesSent.Load())
+	if asked < rareKeyframeAge {
+		t.Errorf("PLI %v after a keyframe, before %v", asked, rareKeyframeAge)
+	}
+	if pub.KeyframesSent.Load() < 2 {
+		t.Errorf("publisher sent %d keyframes, want the requested one too", pub.KeyframesSent.Load())
+	}
+}

@@ -35,7 +35,10 @@ type PublishOptions struct {
 	// the clip's first IDR). A non-IDR start leaves the receiver without
 	// a keyframe until the clip's next IDR or a PLI.
 	StartFrame int
-	Timeout    time.Duration // for connecting; default 10 s
+	// OnlyRequestedKeyframes sends the clip's IDRs only when asked (the
+	// first one, and after a PLI): an encoder with an endless GOP.
+	OnlyRequestedKeyframes bool
+	Timeout                time.Duration // for connecting; default 10 s
 }
 
 // Publisher is a WHIP client like OBS's: a pion PeerConnection on
@@ -222,7 +225,7 @@ func Publish(ctx context.Context, whipURL string, clip *Clip, o PublishOptions) 
 		return fail(ctx.Err())
 	}
 	p.wg.Add(1)
-	go p.send(clip, vt, at, o.StartFrame)
+	go p.send(clip, vt, at, o.StartFrame, o.OnlyRequestedKeyframes)
 	return p, nil
 }
 
@@ -248,7 +251,7 @@ func (p *Publisher) readRTCP(snd *webrtc.RTPSender) {
 }
 
 // send plays the clip in real time, looped, until Close.
-func (p *Publisher) send(c *Clip, vt, at *webrtc.TrackLocalStaticSample, startFrame int) {
+func (p *Publisher) send(c *Clip, vt, at *webrtc.TrackLocalStaticSample, startFrame int, onlyRequested bool) {
 	defer p.wg.Done()
 	frameDur := time.Second / time.Duration(c.FPS)
 	const audioDur = 20 * time.Millisecond
@@ -289,9 +292,15 @@ func (p *Publisher) send(c *Clip, vt, at *webrtc.TrackLocalStaticSample, startFr
 			}
 		}
 		if vpts <= apts {
-			if p.keyframeWanted.Swap(false) && !isIDR[vi] {
+			switch {
+			case p.keyframeWanted.Swap(false) && !isIDR[vi]:
 				// Answer the PLI with the next keyframe now.
 				for !isIDR[vi] {
+					vi = (vi + 1) % len(c.AUs)
+				}
+			case onlyRequested && vn > 0 && isIDR[vi]:
+				// Not asked for: the frame after it instead.
+				for isIDR[vi] {
 					vi = (vi + 1) % len(c.AUs)
 				}
 			}
