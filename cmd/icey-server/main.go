@@ -11,10 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/internal/app"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -22,49 +21,17 @@ var version = "0.1.0"
 
 // Exit codes (README.md, Configuration).
 const (
-	exitOK      = 0
-	exitRuntime = 1
-	exitUsage   = 2
-	exitConfig  = 3
-	exitStartup = 4
+	exitOK     = app.ExitOK
+	exitUsage  = app.ExitUsage
+	exitConfig = app.ExitConfig
+	// exitRuntime: a probe or run failed.
+	exitRuntime = app.ExitRuntime
 )
 
 func main() {
-	ctx, stop := signalContext()
+	ctx, stop := app.SignalContext()
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
-}
-
-// signals delivers SIGINT/SIGTERM; the first starts a graceful shutdown, a
-// second one skips the drain delay.
-type signals struct {
-	first  context.Context
-	second context.Context
-}
-
-type sigKey struct{}
-
-func signalContext() (context.Context, func()) {
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	first, cancelFirst := context.WithCancel(context.Background())
-	second, cancelSecond := context.WithCancel(context.Background())
-	go func() {
-		<-ch
-		cancelFirst()
-		<-ch
-		cancelSecond()
-	}()
-	ctx := context.WithValue(first, sigKey{}, second)
-	return ctx, func() { signal.Stop(ch); cancelFirst(); cancelSecond() }
-}
-
-// hurry returns a context cancelled by a second signal (never, in tests).
-func hurry(ctx context.Context) context.Context {
-	if c, ok := ctx.Value(sigKey{}).(context.Context); ok {
-		return c
-	}
-	return context.Background()
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv config.Getenv) int {
@@ -95,9 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv co
 		return exitConfig
 	}
 	if opts.Doctor {
-		return doctor(ctx, opts.Config, stdout, stderr)
+		return app.Doctor(ctx, opts.Config, stdout, stderr)
 	}
-	return serve(ctx, opts.Config, stderr)
+	app.Version = version
+	return app.Serve(ctx, opts.Config, stderr)
 }
 
 // modeAvailable refuses the modes this version cannot serve yet, loudly and

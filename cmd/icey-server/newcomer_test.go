@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/icey/icey-server/internal/app"
 )
 
 // A camera that never answered is not ready from the first probe on: the
@@ -266,10 +268,10 @@ func TestHTTPRequestGuards(t *testing.T) {
 		}
 		worst = max(worst, d)
 	}
-	if worst > bodyReadTimeout+5*time.Second {
-		t.Fatalf("slow bodies released after %s (deadline %s)", worst, bodyReadTimeout)
+	if worst > app.BodyReadTimeout+5*time.Second {
+		t.Fatalf("slow bodies released after %s (deadline %s)", worst, app.BodyReadTimeout)
 	}
-	t.Logf("50 slow bodies released after at most %s (deadline %s)", worst.Round(100*time.Millisecond), bodyReadTimeout)
+	t.Logf("50 slow bodies released after at most %s (deadline %s)", worst.Round(100*time.Millisecond), app.BodyReadTimeout)
 }
 
 // SIGTERM with event-stream clients connected exits as fast as without:

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 // doctorSourceWait bounds how long --doctor waits for the source's first media.
 const doctorSourceWait = 8 * time.Second
 
-// doctor runs the preflight checks without serving: binds (and releases)
+// Doctor runs the preflight checks without serving: binds (and releases)
 // the ports, checks TLS, directories and config, and tries the source until
 // it delivers media. It prints the /api/ready report and exits 0 when
 // ready, 1 when not.
-func doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) int {
+func Doctor(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	a := newApp(cfg, log)
 	staticChecks(a.pf, cfg, time.Now())

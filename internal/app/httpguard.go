@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"net/http"
@@ -15,7 +15,12 @@ const (
 	// trickle fragment): a client that sends it a byte at a time is cut off
 	// and its goroutine freed. Streaming responses (SSE, WebSockets) are not
 	// affected: they have no request body.
-	bodyReadTimeout = 10 * time.Second
+	bodyReadTimeout = BodyReadTimeout
+)
+
+// BodyReadTimeout bounds reading a request body (tests check the bound).
+const (
+	BodyReadTimeout = 10 * time.Second
 )
 
 // guardRequests refuses malformed request paths with 400 (rather than a

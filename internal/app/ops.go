@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"net"
@@ -94,7 +94,7 @@ func (a *app) snapshot() any {
 	snap := map[string]any{
 		"ready": rep.Ready, "status": rep.Status, "failing": rep.Failing(), "mode": a.cfg.Media.Mode,
 		"runtime": a.state.Load().(string), "sessions": map[string]int64{"active": active, "total": total},
-		"version": version,
+		"version": Version,
 	}
 	if a.sup != nil {
 		st := a.sup.Status()
@@ -159,8 +159,8 @@ func (a *app) signalingComponent() api.Component {
 		return api.Component{Name: "signaling", Status: api.Unhealthy, Detail: "draining: not accepting new sessions"}
 	}
 	d := "WHEP on /whep"
-	if a.symple != nil {
-		d += "; Symple WebSocket on /ws with " + itoa(int64(a.symple.Peers())) + " peer(s)"
+	if sym := a.symple.Load(); sym != nil {
+		d += "; Symple WebSocket on /ws with " + itoa(int64(sym.Peers())) + " peer(s)"
 	}
 	return api.Component{Name: "signaling", Status: api.Healthy, Detail: d}
 }
@@ -168,7 +168,7 @@ func (a *app) signalingComponent() api.Component {
 // metricsSources reads the components at scrape time.
 func (a *app) metricsSources() metrics.Sources {
 	return metrics.Sources{
-		Version: version,
+		Version: Version,
 		Ready:   func() bool { return a.pf.Report().Ready },
 		Sessions: func() metrics.SessionTotals {
 			t := a.sig.Totals()

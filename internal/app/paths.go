@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"fmt"
@@ -89,8 +89,8 @@ func (a *app) pathState(name string, st paths.State, detail string) {
 	if name == defaultPath && a.src != nil {
 		a.sourceEventPath(st, detail)
 	}
-	if a.symple != nil {
-		a.symple.NotifyPath(name, string(st), config.RedactURL(detail))
+	if sym := a.symple.Load(); sym != nil {
+		sym.NotifyPath(name, string(st), config.RedactURL(detail))
 	}
 	if a.paths != nil {
 		if p := a.paths.Path(name); p != nil {

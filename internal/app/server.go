@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -59,7 +59,9 @@ type app struct {
 
 	bus         *events.Bus
 	metrics     *metrics.Metrics
-	symple      sympleServer
+	symple      atomic.Pointer[symple.Server] // set once built; path state changes read it
+	run         *Runner
+	errc        chan error // a server goroutine failed
 	startupDone atomic.Bool
 	lastReady   atomic.Int32 // -1 unknown, 0 not ready, 1 ready (for readiness events)
 	logTail     *healthping.Tail
@@ -72,14 +74,6 @@ type app struct {
 	pollNow chan struct{}
 }
 
-// sympleServer is the Symple WebSocket server as the app uses it.
-type sympleServer interface {
-	http.Handler
-	Peers() int
-	Shutdown()
-	NotifyPath(path, state, detail string)
-}
-
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	lv, _ := logging.ParseLevel(cfg.LogLevel) // validated by config
 	return logging.New(w, lv, cfg.LogFormat, cfg.Secrets())
@@ -87,15 +81,15 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 func newApp(cfg config.Config, log *slog.Logger) *app {
 	a := &app{cfg: cfg, log: log, pf: preflight.New(cfg.Media.Mode), started: time.Now(), bus: events.New(),
-		pollNow: make(chan struct{}, 1)}
+		pollNow: make(chan struct{}, 1), run: NewRunner(log), errc: make(chan error, 3)}
 	a.state.Store("starting")
 	a.lastReady.Store(-1)
 	return a
 }
 
-// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
+// Serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
 // down in order. It returns the process exit code.
-func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
+func Serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
 	tail := &healthping.Tail{}
 	log := newLogger(cfg, io.MultiWriter(stderr, tail))
 	a := newApp(cfg, log)
@@ -104,27 +98,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
 		a.close(context.Background())
 		return code
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- a.serveHTTP() }()
-	if a.ln.metrics != nil {
-		go func() { errc <- a.serveMetrics() }()
-	}
-	if a.ln.pprof != nil {
-		a.pprofSrv = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = a.pprofSrv.Serve(a.ln.pprof) }()
-		log.Info("serving Go profiles", "module", "main", "addr", a.ln.pprof.Addr().String())
-	}
 	a.state.Store("running")
 	a.startupDone.Store(true)
-	log.Info("icey-server serving", "module", "main", "version", version, "mode", cfg.Media.Mode,
+	log.Info("icey-server serving", "module", "main", "version", Version, "mode", cfg.Media.Mode,
 		"url", a.publicURL(), "source", sourceDesc(a),
 		"startup", time.Since(a.started).Round(time.Millisecond).String())
-	a.startBackground()
 
 	select {
 	case <-ctx.Done():
 		log.Info("shutdown requested", "module", "main")
-	case err := <-errc:
+	case err := <-a.errc:
 		log.Error("HTTP server failed", "module", "main", "err", err)
 		a.close(context.Background())
 		return exitRuntime
@@ -154,13 +137,20 @@ func (a *app) publicURL() string {
 }
 
 // start binds every port, evaluates the startup checks and starts the
-// components: TURN, the media stream and its source, the WebRTC sessions.
+// components in order; Runner.Stop undoes them in reverse: the background
+// loops, the event streams (so SSE clients do not hold up the HTTP
+// shutdown), HTTP (stop accepting), Symple, the sessions (hung up with
+// reason shutdown), the sources, TURN, and last the listeners.
 func (a *app) start() int {
 	cfg, log := a.cfg, a.log
-	var err error
-	if a.ln, err = bindAll(cfg); err != nil {
-		log.Error(err.Error(), "module", "main")
-		a.pf.Set(preflight.CheckPorts, preflight.Fail, err.Error())
+	ctx := context.Background()
+	bind := Component{Name: "listeners", Timeout: time.Second,
+		Start: func() (err error) { a.ln, err = bindAll(cfg); return err },
+		Stop:  func() { a.ln.Close() }}
+	if err := a.run.Start(ctx, bind); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "listeners: ")
+		log.Error(msg, "module", "main")
+		a.pf.Set(preflight.CheckPorts, preflight.Fail, msg)
 		return exitStartup
 	}
 	a.pf.Set(preflight.CheckPorts, preflight.Pass, portsDetail(cfg))
@@ -186,13 +176,41 @@ func (a *app) start() int {
 	if len(a.paths.List()) > 1 {
 		a.pf.SetFunc(preflight.CheckPaths, a.pathsCheck)
 	}
-
-	if cfg.TURN.Enabled {
-		if a.turn, err = turn.New(a.turnConfig(), a.ln.turnUDP, a.ln.turnTCP, logging.Module(log, "turn")); err != nil {
-			log.Error("TURN failed to start", "module", "turn", "err", err)
-			return exitStartup
-		}
+	err := a.run.Start(ctx,
+		Component{Name: "turn", Start: a.startTURN, Timeout: 3 * time.Second,
+			Stop: func() {
+				if a.turn != nil {
+					_ = a.turn.Close()
+				}
+			}},
+		Component{Name: "sources", Start: func() error { a.paths.Start(); return nil }, Stop: a.paths.Close},
+		Component{Name: "sessions", Start: a.startSessions, Stop: func() { a.sig.Close("shutdown") }},
+		Component{Name: "symple", Start: a.startSymple, Timeout: 3 * time.Second,
+			Stop: func() { a.symple.Load().Shutdown() }},
+		Component{Name: "http", Start: a.startHTTP, Stop: a.stopHTTP},
+		// Event streams (SSE, the events WebSocket) end before HTTP stops:
+		// http.Server.Shutdown would wait for SSE clients to hang up, and
+		// does not close hijacked connections at all.
+		Component{Name: "events", Stop: a.bus.Close},
+		Component{Name: "background", Start: func() error { a.startBackground(); return nil },
+			Stop: func() { a.bgCancel(); a.bg.Wait() }},
+	)
+	if err != nil {
+		log.Error("startup failed", "module", "main", "err", err)
+		return exitStartup
 	}
+	return exitOK
+}
+
+func (a *app) startTURN() (err error) {
+	if a.cfg.TURN.Enabled {
+		a.turn, err = turn.New(a.turnConfig(), a.ln.turnUDP, a.ln.turnTCP, logging.Module(a.log, "turn"))
+	}
+	return err
+}
+
+func (a *app) startSessions() (err error) {
+	cfg := a.cfg
 	a.sig, err = signaling.NewManager(signaling.Config{
 		UDPConn:             a.ln.media,
 		PublicIPs:           cfg.WebRTC.PublicIPs,
@@ -203,11 +221,25 @@ func (a *app) start() int {
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
 		Observer:            observer{a},
-	}, a.paths, logging.Module(log, "signaling"))
-	if err != nil {
-		log.Error("WebRTC setup failed", "module", "signaling", "err", err)
-		return exitStartup
-	}
+	}, a.paths, logging.Module(a.log, "signaling"))
+	return err
+}
+
+func (a *app) startSymple() error {
+	cfg := a.cfg
+	a.symple.Store(symple.New(symple.Config{
+		Mode:           cfg.Media.Mode,
+		Paths:          a.symplePaths(),
+		Token:          cfg.Auth.Token,
+		AllowedOrigins: cfg.Auth.AllowedOrigins,
+	}, a.sig, logging.Module(a.log, "symple")))
+	return nil
+}
+
+// startHTTP builds the HTTP servers and starts serving: the main port,
+// the optional metrics and profile listeners.
+func (a *app) startHTTP() error {
+	cfg, log := a.cfg, a.log
 	a.metrics = metrics.New(prometheus.NewRegistry(), a.metricsSources())
 	if !config.IsLoopbackHost(cfg.HTTP.Host) && cfg.Metrics.BearerToken == "" && cfg.Metrics.Listen == "" {
 		log.Info("/metrics answers clients on this machine; other hosts need metrics.bearerToken (ICEY_METRICS_TOKEN)", "module", "metrics")
@@ -219,9 +251,42 @@ func (a *app) start() int {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logging.Module(log, "http").Handler(), slog.LevelDebug),
 	}
-	// Sources start last: their state changes reach the Symple server.
-	a.paths.Start()
-	return exitOK
+	go func() { a.errc <- a.serveHTTP() }()
+	if a.ln.metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsAuth(a.cfg.Metrics.BearerToken, a.metrics.Handler()))
+		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { a.errc <- serveOn(a.metricsSrv, a.ln.metrics) }()
+	}
+	if a.ln.pprof != nil {
+		a.pprofSrv = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = a.pprofSrv.Serve(a.ln.pprof) }()
+		log.Info("serving Go profiles", "module", "main", "addr", a.ln.pprof.Addr().String())
+	}
+	return nil
+}
+
+// stopHTTP stops accepting and waits (bounded) for requests in flight.
+func (a *app) stopHTTP() {
+	if a.metricsSrv != nil {
+		_ = a.metricsSrv.Close()
+	}
+	if a.pprofSrv != nil {
+		_ = a.pprofSrv.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		_ = a.srv.Close()
+	}
+}
+
+// serveOn serves srv on ln until it is closed.
+func serveOn(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 func (a *app) serveHTTP() error {
@@ -238,19 +303,6 @@ func (a *app) serveHTTP() error {
 	return err
 }
 
-// serveMetrics serves /metrics on the separate metrics.listen listener.
-func (a *app) serveMetrics() error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsAuth(a.cfg.Metrics.BearerToken, a.metrics.Handler()))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	a.metricsSrv = srv
-	err := srv.Serve(a.ln.metrics)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
 func (a *app) routes() http.Handler {
 	cfg := a.cfg
 	mux := http.NewServeMux()
@@ -258,7 +310,7 @@ func (a *app) routes() http.Handler {
 		mux.Handle("/metrics", metricsAuth(cfg.Metrics.BearerToken, a.metrics.Handler()))
 	}
 	mux.Handle("/api/", api.New(api.Config{
-		Version:        version,
+		Version:        Version,
 		Mode:           cfg.Media.Mode,
 		Token:          cfg.Auth.Token,
 		Started:        a.started,
@@ -292,13 +344,7 @@ func (a *app) routes() http.Handler {
 	for _, p := range []string{"/whep", "/whep/", "/whip", "/whip/"} {
 		mux.Handle(p, signal)
 	}
-	sym := symple.New(symple.Config{
-		Mode:           cfg.Media.Mode,
-		Paths:          a.symplePaths(),
-		Token:          cfg.Auth.Token,
-		AllowedOrigins: cfg.Auth.AllowedOrigins,
-	}, a.sig, logging.Module(a.log, "symple"))
-	a.symple = sym
+	sym := a.symple.Load()
 	mux.Handle("/ws", sym)
 	files, err := web.FS(cfg.WebRoot)
 	if err != nil {
@@ -602,69 +648,7 @@ func (a *app) shutdown(hurry context.Context) {
 }
 
 // close stops every component that was started, in reverse order.
-func (a *app) close(ctx context.Context) {
-	var wg sync.WaitGroup
-	step := func(name string, timeout time.Duration, f func()) {
-		done := make(chan struct{})
-		wg.Add(1)
-		go func() { defer wg.Done(); defer close(done); f() }()
-		select {
-		case <-done:
-		case <-time.After(timeout):
-			a.log.Warn("shutdown step timed out", "module", "main", "step", name, "timeout", timeout)
-		case <-ctx.Done():
-		}
-	}
-	if a.symple != nil {
-		step("websocket", 3*time.Second, a.symple.Shutdown)
-	}
-	if a.sig != nil {
-		step("sessions", 5*time.Second, func() { a.sig.Close("shutdown") })
-	}
-	if a.paths != nil {
-		step("sources", 5*time.Second, a.paths.Close)
-	}
-	if a.turn != nil {
-		step("turn", 3*time.Second, func() { _ = a.turn.Close() })
-	}
-	if a.bgCancel != nil {
-		a.bgCancel()
-		a.bg.Wait()
-	}
-	// Event streams (SSE, the events WebSocket) end here: http.Server
-	// Shutdown does not close hijacked connections and would wait for SSE
-	// clients to hang up.
-	a.bus.Close()
-	if a.metricsSrv != nil {
-		_ = a.metricsSrv.Close()
-	}
-	if a.pprofSrv != nil {
-		_ = a.pprofSrv.Close()
-	}
-	if a.srv != nil {
-		step("http", 5*time.Second, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-			defer cancel()
-			if err := a.srv.Shutdown(sctx); err != nil {
-				_ = a.srv.Close()
-			}
-		})
-	}
-	if a.ln != nil {
-		a.ln.Close()
-	}
-	// A step that outlived its bound is still running: give it what is
-	// left of ctx, then say which way shutdown ended.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		a.log.Warn("shutdown: a timed-out step is still running at exit", "module", "main")
-	case <-time.After(5 * time.Second):
-		a.log.Warn("shutdown: a timed-out step is still running at exit", "module", "main")
-	}
-}
+func (a *app) close(ctx context.Context) { a.run.Stop(ctx) }
 
 // streamInfo adapts the media stream to the api's StreamInfo.
 type streamInfo struct{ a *app }
