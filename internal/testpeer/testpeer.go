@@ -36,7 +36,7 @@ type Viewer struct {
 	Keyframes    atomic.Uint64 // packets that start an IDR (or carry SPS)
 	MaxPayload   atomic.Int64
 	Joined       time.Time
-	firstIDR     atomic.Int64 // ns since Joined, 0 = none yet
+	firstIDR     atomic.Int64           // ns since Joined, 0 = none yet
 	sps          atomic.Pointer[[]byte] // the latest SPS received
 	connected    chan struct{}
 	once         sync.Once
