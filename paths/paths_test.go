@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icey/icey-server/internal/leaktest"
 	"github.com/icey/icey-server/internal/rtsptest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/media"
@@ -101,6 +102,7 @@ func readsKeyframe(t *testing.T, st *media.Stream, d time.Duration) {
 // View waits for the first keyframe; the source closes after the idle time
 // and opens again for the next reader.
 func TestOnDemand(t *testing.T) {
+	leaktest.Check(t)
 	testenv.RequireTool(t, "ffmpeg")
 	cam := rtsptest.Start(t, rtsptest.Options{})
 	s, states := newSet(t, Spec{Name: "cam", Source: cam.URL("cam"), SourceKind: "rtsp", Read: true,
@@ -141,6 +143,7 @@ func TestOnDemand(t *testing.T) {
 
 // A reader arriving during the idle time keeps the source open.
 func TestOnDemandReaderKeepsOpen(t *testing.T) {
+	leaktest.Check(t)
 	testenv.RequireTool(t, "ffmpeg")
 	cam := rtsptest.Start(t, rtsptest.Options{})
 	s, _ := newSet(t, Spec{Name: "cam", Source: cam.URL("cam"), Read: true, OnDemand: true, CloseAfter: 400 * time.Millisecond})
@@ -163,6 +166,7 @@ func TestOnDemandReaderKeepsOpen(t *testing.T) {
 
 // Paths naming the same source share one connection and one stream.
 func TestSharedSource(t *testing.T) {
+	leaktest.Check(t)
 	testenv.RequireTool(t, "ffmpeg")
 	cam := rtsptest.Start(t, rtsptest.Options{})
 	s, _ := newSet(t,
@@ -193,6 +197,7 @@ func TestSharedSource(t *testing.T) {
 // A first viewer of a source that never delivers gets ErrUnavailable after
 // the start timeout, with the reason.
 func TestStartTimeout(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +228,7 @@ func TestStartTimeout(t *testing.T) {
 // Publish paths: one publisher at a time, tokens, roles; the path waits for
 // the next publisher when one leaves, and viewers may join any time.
 func TestPublishSlot(t *testing.T) {
+	leaktest.Check(t)
 	s, states := newSet(t,
 		Spec{Name: "stage", Publish: true, Read: true},
 		Spec{Name: "secret", Publish: true, PublishToken: "tok-123"},
@@ -280,6 +286,7 @@ func TestPublishSlot(t *testing.T) {
 
 // Bad specs are refused with the path's name.
 func TestNewErrors(t *testing.T) {
+	leaktest.Check(t)
 	for _, tc := range []struct {
 		specs []Spec
 		want  string

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/icey/icey-server/internal/leaktest"
 )
 
 // recorder logs component calls in order.
@@ -37,6 +39,7 @@ func (r *recorder) comp(name string, fail bool) Component {
 
 // Components start in order and stop in reverse.
 func TestRunnerOrder(t *testing.T) {
+	leaktest.Check(t)
 	rec := &recorder{}
 	r := NewRunner(nil)
 	if err := r.Start(context.Background(), rec.comp("a", false), rec.comp("b", false)); err != nil {
@@ -55,6 +58,7 @@ func TestRunnerOrder(t *testing.T) {
 // A failed start rolls back what was started (earlier calls included) and
 // names the component; nothing after it starts.
 func TestRunnerRollback(t *testing.T) {
+	leaktest.Check(t)
 	rec := &recorder{}
 	r := NewRunner(nil)
 	if err := r.Start(context.Background(), rec.comp("a", false)); err != nil {
@@ -75,6 +79,7 @@ func TestRunnerRollback(t *testing.T) {
 // A step that overruns its timeout does not hold up the next ones, and is
 // still waited for (bounded by the context).
 func TestRunnerBoundedSteps(t *testing.T) {
+	leaktest.Check(t)
 	rec := &recorder{}
 	release := make(chan struct{})
 	slow := Component{Name: "slow", Timeout: 50 * time.Millisecond,
