@@ -356,13 +356,12 @@ func TestPublisherRareKeyframes(t *testing.T) {
 	}
 	waitFor(t, "a PLI for a stale keyframe", 10*time.Second, func() bool { return pub.PLIs.Load() > 0 })
 	asked := time.Since(first)
-	waitFor(t, "the requested keyframe", 5*time.Second, func() bool { return h.st.Stats().LastKeyframeAt.After(first) })
+	waitFor(t, "the requested keyframe", 5*time.Second, func() bool {
+		return h.st.Stats().LastKeyframeAt.After(first) && pub.KeyframesSent.Load() >= 2
+	})
 	t.Logf("first PLI %v after the first keyframe (want > %v and about %v + up to %v); publisher sent %d keyframes",
 		asked.Round(time.Millisecond), rareKeyframeAge, rareKeyframeAge, rareKeyframeCheck, pub.KeyframesSent.Load())
 	if asked < rareKeyframeAge {
 		t.Errorf("PLI %v after a keyframe, before %v", asked, rareKeyframeAge)
-	}
-	if pub.KeyframesSent.Load() < 2 {
-		t.Errorf("publisher sent %d keyframes, want the requested one too", pub.KeyframesSent.Load())
 	}
 }
