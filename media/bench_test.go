@@ -92,3 +92,47 @@ func BenchmarkFanoutReaders(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanoutLargeAU is BenchmarkFanout with 720p-like pictures: one op
+// is one ~8 KB access unit (7 RTP packets, an IDR of ~40 KB every 30).
+func BenchmarkFanoutLargeAU(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			st := newVideoStream(b, StreamConfig{}, true)
+			defer st.Close()
+			subs := make([]*Subscriber, n)
+			for i := range subs {
+				subs[i], _ = st.Subscribe(fmt.Sprint(i), SubscribeOptions{QueuePackets: 4096})
+			}
+			key, delta := [][]byte{idr(40000)}, [][]byte{slice(8000)}
+			buf := make([]*Unit, 256)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				au := delta
+				if i%30 == 0 {
+					au = key
+				}
+				st.WriteH264(time.Duration(i)*frame30, au)
+				i++
+				if i%32 == 0 {
+					for _, s := range subs {
+						for s.Stats().Queued > 0 {
+							if _, err := s.Read(ctx, buf); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+			}
+			b.StopTimer()
+			for _, s := range subs {
+				if s.Stats().Dropped != 0 {
+					b.Fatal("dropped")
+				}
+			}
+		})
+	}
+}
