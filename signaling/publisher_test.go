@@ -204,6 +204,14 @@ func TestPublisherBusy(t *testing.T) {
 	if pub1.FramesSent.Load() == 0 {
 		t.Error("publisher 1 stopped sending")
 	}
+
+	// Publisher 1 goes away without a DELETE: its session ends (the peer
+	// closed) and frees the path for the next one.
+	pub1.Disconnect()
+	waitFor(t, "publisher 1's session gone", 20*time.Second, func() bool { return sessionsByRole(h)["publisher"] == 0 })
+	startPublisher(t, h, testpeer.PublishOptions{})
+	n = v.gotFrames.Load()
+	v.waitFrames(t, int(n)+15, 10*time.Second)
 }
 
 // A viewer that joins while the stream has no keyframe (the publisher

@@ -373,6 +373,14 @@ func (p *Publisher) Delete() (int, error) {
 	return resp.StatusCode, nil
 }
 
+// Disconnect stops sending and closes the peer connection without the
+// WHIP DELETE (a client that crashed or lost its network).
+func (p *Publisher) Disconnect() {
+	p.Stop()
+	_ = p.pc.Close()
+	p.wg.Wait()
+}
+
 // Close sends the WHIP DELETE and closes the peer connection.
 func (p *Publisher) Close() {
 	_, _ = p.Delete()
