@@ -307,4 +307,3 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
-

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,96 +44,8 @@ type clip struct {
 
 func makeClip(t *testing.T, size, bitrate string) *clip {
 	t.Helper()
-	ffmpeg := testenv.RequireTool(t, "ffmpeg")
-	dir := t.TempDir()
-	vpath, apath := filepath.Join(dir, "v.h264"), filepath.Join(dir, "a.ogg")
-	run := func(args ...string) {
-		cmd := exec.Command(ffmpeg, append([]string{"-nostdin", "-v", "error", "-y"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
-		}
-	}
-	run("-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%s:rate=%d", size, clipFPS), "-t", fmt.Sprint(clipSeconds),
-		"-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-tune", "zerolatency",
-		"-pix_fmt", "yuv420p", "-g", fmt.Sprint(clipGOP), "-keyint_min", fmt.Sprint(clipGOP), "-sc_threshold", "0",
-		"-bf", "0", "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate, "-x264-params", "aud=1", "-f", "h264", vpath)
-	run("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", fmt.Sprint(clipSeconds),
-		"-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-frame_duration", "20", "-f", "ogg", apath)
-
-	raw, err := os.ReadFile(vpath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// mediacommon's AnnexB caps NALUs per buffer (it parses one AU), so
-	// split the whole file here and group by AUD.
-	nalus := splitAnnexB(raw)
-	c := &clip{}
-	var cur [][]byte
-	flush := func() {
-		if len(cur) == 0 {
-			return
-		}
-		idr := false
-		for _, n := range cur {
-			idr = idr || n[0]&0x1f == 5
-		}
-		c.aus = append(c.aus, cur)
-		c.isIDR = append(c.isIDR, idr)
-		cur = nil
-	}
-	for _, n := range nalus {
-		switch n[0] & 0x1f {
-		case 9: // AUD starts an access unit (x264 aud=1)
-			flush()
-		case 7:
-			if c.sps == nil {
-				c.sps = n
-			}
-		case 8:
-			if c.pps == nil {
-				c.pps = n
-			}
-		}
-		cur = append(cur, n)
-	}
-	flush()
-	if len(c.aus) < clipFPS*clipSeconds-1 || c.sps == nil || c.pps == nil || !c.isIDR[0] {
-		t.Fatalf("unexpected clip: %d AUs, sps %v, pps %v", len(c.aus), c.sps != nil, c.pps != nil)
-	}
-	araw, err := os.ReadFile(apath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.opus = oggPackets(t, araw)[2:] // skip OpusHead and OpusTags
-	if len(c.opus) < 100 {
-		t.Fatalf("only %d opus packets", len(c.opus))
-	}
-	return c
-}
-
-// oggPackets splits an Ogg stream into packets (RFC 3533 lacing).
-func oggPackets(t *testing.T, b []byte) [][]byte {
-	var out [][]byte
-	var cur []byte
-	for len(b) >= 27 {
-		if string(b[:4]) != "OggS" {
-			t.Fatal("bad ogg page")
-		}
-		nseg := int(b[26])
-		lacing := b[27 : 27+nseg]
-		body := b[27+nseg:]
-		off := 0
-		for _, l := range lacing {
-			cur = append(cur, body[off:off+int(l)]...)
-			off += int(l)
-			if l < 255 {
-				out = append(out, cur)
-				cur = nil
-			}
-		}
-		b = body[off:]
-	}
-	return out
+	c := testpeer.MakeClip(t, testpeer.ClipOptions{Size: size, Bitrate: bitrate, FPS: clipFPS, GOP: clipGOP, Seconds: clipSeconds})
+	return &clip{aus: c.AUs, sps: c.SPS, pps: c.PPS, opus: c.Opus, isIDR: c.IsIDR}
 }
 
 // feeder plays a clip into a stream in real time, looping, until stopped.
@@ -452,7 +361,7 @@ func (v *testViewer) read(tr *webrtc.TrackRemote) {
 			continue
 		}
 		f := frame{at: time.Now(), ts: p.Timestamp, truncated: truncated}
-		for _, n := range splitAnnexB(annexb) {
+		for _, n := range testpeer.SplitAnnexB(annexb) {
 			typ := n[0] & 0x1f
 			f.nalTypes = append(f.nalTypes, typ)
 			f.idr = f.idr || typ == 5
@@ -466,35 +375,6 @@ func (v *testViewer) read(tr *webrtc.TrackRemote) {
 		v.gotFrames.Add(1)
 		v.frameOnce.Do(func() { close(v.firstFrame) })
 	}
-}
-
-func splitAnnexB(b []byte) [][]byte {
-	var out [][]byte
-	for {
-		i := bytes.Index(b, []byte{0, 0, 1})
-		if i < 0 {
-			break
-		}
-		b = b[i+3:]
-		j := bytes.Index(b, []byte{0, 0, 1})
-		n := b
-		if j >= 0 {
-			n = b[:j]
-			if len(n) > 0 && n[len(n)-1] == 0 {
-				n = n[:len(n)-1] // 4-byte start code of the next NALU
-			}
-			b = b[j:]
-		} else {
-			b = nil
-		}
-		if len(n) > 0 {
-			out = append(out, n)
-		}
-		if b == nil {
-			break
-		}
-	}
-	return out
 }
 
 func (v *testViewer) snapshot() (frames []frame, maxPayload, audio int) {

@@ -24,6 +24,10 @@ type Clip struct {
 	AUs  [][][]byte
 	FPS  int
 	Opus [][]byte
+	// SPS and PPS are the clip's parameter sets and IsIDR marks the access
+	// units that start with an IDR (MakeClip fills them).
+	SPS, PPS []byte
+	IsIDR    []bool
 }
 
 // PublishOptions for Publish.
