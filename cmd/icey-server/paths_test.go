@@ -206,3 +206,33 @@ func TestOnDemandPathOverWHEP(t *testing.T) {
 	// Readiness does not depend on an idle on-demand path.
 	p.waitFor(t, "/api/ready", 200, 5*time.Second)
 }
+
+// A path whose source is down fails readiness only when it is required;
+// otherwise the paths check warns. Each names the path and the reason.
+func TestRequiredPathDrivesReadiness(t *testing.T) {
+	dead := freePort(t) // nothing listens there
+	for _, required := range []bool{false, true} {
+		cfg, _ := json.Marshal(map[string]any{"paths": map[string]any{
+			"yard": map[string]any{"source": fmt.Sprintf("rtsp://127.0.0.1:%d/x", dead), "required": required},
+		}})
+		p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+		want, result := 200, "warn"
+		if required {
+			want, result = 503, "fail"
+		}
+		body := p.waitFor(t, "/api/ready", want, 20*time.Second)
+		deadline := time.Now().Add(10 * time.Second)
+		c := checkByName(body, "paths")
+		for (c == nil || c["result"] != result) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			_, body, _ = p.get(t, "/api/ready")
+			c = checkByName(body, "paths")
+		}
+		if c == nil || c["result"] != result || !strings.Contains(c["detail"].(string), "yard") {
+			t.Fatalf("required=%v: paths check %v, want %s naming the path", required, c, result)
+		}
+		if code, _, _ := p.get(t, "/api/ready"); code != want {
+			t.Fatalf("required=%v: /api/ready %d, want %d", required, code, want)
+		}
+	}
+}
