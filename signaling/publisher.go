@@ -259,41 +259,13 @@ func (p *publisher) setup(ctx context.Context, offer string) (string, error) {
 		return "", fmt.Errorf("signaling: new peer connection: %w", err)
 	}
 	s.pc = pc
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		switch st {
-		case webrtc.PeerConnectionStateConnected:
-			// Nothing is written to a publisher but RTCP feedback, so
-			// there is no write to gate on SRTP: connected is ready.
-			s.connectedOnce.Do(func() { close(s.connected) })
-			s.srtpOnce.Do(func() { close(s.srtpReady) })
-		case webrtc.PeerConnectionStateFailed:
-			s.end(ErrConnectionFailed)
-		case webrtc.PeerConnectionStateClosed:
-			s.end(ErrPeerClosed)
-		}
-	})
-	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		s.mu.Lock()
-		if c == nil {
-			s.gathered = true
-		}
-		f := s.onCand
-		s.mu.Unlock()
-		if f != nil {
-			f(c)
-		}
-	})
+	// Nothing is written to a publisher but RTCP feedback, so there is no
+	// write to gate on SRTP: connected is ready.
+	s.watchPeer(pc, true)
 	pc.OnTrack(p.onTrack)
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
-	}
-	answer, err := pc.CreateAnswer(nil)
+	gathered, err := s.negotiate(pc, offer)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(answer); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return "", err
 	}
 	// pion leaves a section it has no codec for without one: an H.264
 	// profile we do not take, say. Refuse rather than publish half.
@@ -319,14 +291,7 @@ func (p *publisher) setup(ctx context.Context, offer string) (string, error) {
 	if p.sends.audio && !gotAudio {
 		return "", fmt.Errorf("%w: no Opus format in common", ErrBadOffer)
 	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case <-s.ctx.Done():
-		return "", fmt.Errorf("%w: %v", ErrClosed, s.Err())
-	}
-	return pc.LocalDescription().SDP, nil
+	return s.awaitAnswer(ctx, gathered)
 }
 
 // run is the publisher's part of Session.run once connected: it declares

@@ -307,10 +307,39 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 		}
 		senders = append(senders, sent{s.audio, snd})
 	}
+	s.watchPeer(pc, false)
+	gathered, err := s.negotiate(pc, offer)
+	if errors.Is(err, webrtc.ErrUnsupportedCodec) {
+		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+	}
+	if err != nil {
+		return "", err
+	}
+	if (s.video == nil || s.video.bound() == nil) && (s.audio == nil || s.audio.bound() == nil) {
+		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+	}
+	// Read RTCP per sender: the video sender's carries the NACKs we answer,
+	// and interceptors only see incoming RTCP when someone reads it.
+	for _, x := range senders {
+		if x.tr.bound() != nil { // an unanswered track has no RTCP
+			s.rtcpWG.Add(1)
+			go s.readRTCP(x.snd, x.tr)
+		}
+	}
+	return s.awaitAnswer(ctx, gathered)
+}
+
+// watchPeer follows pc's connection state (connected, failed, closed) and
+// hands its local candidates to the trickle callback. For a publisher,
+// to which nothing but RTCP is written, connected also means ready.
+func (s *Session) watchPeer(pc *webrtc.PeerConnection, connectedIsReady bool) {
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.connectedOnce.Do(func() { close(s.connected) })
+			if connectedIsReady {
+				s.srtpOnce.Do(func() { close(s.srtpReady) })
+			}
 		case webrtc.PeerConnectionStateFailed:
 			s.end(ErrConnectionFailed)
 		case webrtc.PeerConnectionStateClosed:
@@ -328,31 +357,30 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 			f(c)
 		}
 	})
+}
+
+// negotiate applies the offer and sets the answer as the local
+// description. It returns gathering's completion; a failure wraps
+// ErrBadOffer (and webrtc.ErrUnsupportedCodec when that was the cause).
+func (s *Session) negotiate(pc *webrtc.PeerConnection, offer string) (<-chan struct{}, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(answer); err != nil {
-		if errors.Is(err, webrtc.ErrUnsupportedCodec) {
-			return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
-		}
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
-	if (s.video == nil || s.video.bound() == nil) && (s.audio == nil || s.audio.bound() == nil) {
-		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
-	}
-	// Read RTCP per sender: the video sender's carries the NACKs we answer,
-	// and interceptors only see incoming RTCP when someone reads it.
-	for _, x := range senders {
-		if x.tr.bound() != nil { // an unanswered track has no RTCP
-			s.rtcpWG.Add(1)
-			go s.readRTCP(x.snd, x.tr)
-		}
-	}
+	return gathered, nil
+}
+
+// awaitAnswer waits for ICE gathering (instant on the UDP mux, so clients
+// without trickle ICE get every candidate in the answer) and returns the
+// answer.
+func (s *Session) awaitAnswer(ctx context.Context, gathered <-chan struct{}) (string, error) {
 	select {
 	case <-gathered:
 	case <-ctx.Done():
@@ -360,7 +388,7 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 	case <-s.ctx.Done():
 		return "", fmt.Errorf("%w: %v", ErrClosed, s.Err())
 	}
-	return pc.LocalDescription().SDP, nil
+	return s.pc.LocalDescription().SDP, nil
 }
 
 // readRTCP feeds incoming RTCP through the interceptors and answers NACKs
