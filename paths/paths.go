@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/icey/icey-server/config"
 	"github.com/icey/icey-server/media"
 )
 
@@ -37,37 +38,11 @@ const (
 	DefaultCloseAfter   = 10 * time.Second
 )
 
-// Spec is one path's configuration.
-type Spec struct {
-	// Name is the path name (URL element, Symple peer id).
-	Name string
-	// Source is what the path pulls ("" for a publish path). Paths with the
-	// same Source share one connection and one stream.
-	Source string
-	// PublicSource is Source with credentials removed, for status and logs.
-	PublicSource string
-	// SourceKind is builtin | file | rtsp | rtmp | srt | url | device.
-	SourceKind string
-	// OnDemand starts the source at the first reader and stops it after
-	// CloseAfter without readers.
-	OnDemand bool
-	// StartTimeout bounds how long a first reader waits for the source's
-	// first keyframe. It defaults to DefaultStartTimeout.
-	StartTimeout time.Duration
-	// CloseAfter is the idle time before an on-demand source closes. It
-	// defaults to DefaultCloseAfter.
-	CloseAfter time.Duration
-	// Publish accepts one publisher (exclusive with Source).
-	Publish bool
-	// Record records the path (see package recordings).
-	Record bool
-	// Read accepts viewers.
-	Read bool
-	// Required makes readiness depend on this path's source.
-	Required bool
-	// PublishToken, when set, is the token a publisher must present.
-	PublishToken string
-}
+// Spec is one path's configuration, as the config package resolves it.
+// Source is the feed key: paths with the same Source share one
+// connection; the built-in stream is "builtin". Zero timeouts take
+// DefaultStartTimeout and DefaultCloseAfter.
+type Spec = config.PathSpec
 
 // Config of a path set.
 type Config struct {
@@ -446,7 +421,7 @@ type Status struct {
 func (p *Path) Status() Status {
 	st := p.st.Stats()
 	p.mu.Lock()
-	s := Status{Name: p.spec.Name, Source: p.spec.PublicSource, SourceKind: p.spec.SourceKind,
+	s := Status{Name: p.spec.Name, Source: config.RedactSource(p.spec.Source), SourceKind: p.spec.SourceKind,
 		State: p.state, OnDemand: p.spec.OnDemand, Viewers: p.readers, Publisher: p.publisher,
 		Renditions: []string{}, Required: p.spec.Required, Read: p.spec.Read, Publish: p.spec.Publish}
 	p.mu.Unlock()

@@ -33,10 +33,6 @@ func (a *app) buildPaths() error {
 		if !sp.Publish && sp.Source == "" {
 			sp.Source, sp.SourceKind = "builtin", "builtin" // the built-in test stream
 		}
-		ps := paths.Spec{Name: sp.Name, Source: sp.Source, PublicSource: config.RedactSource(sp.Source),
-			SourceKind: sp.SourceKind, OnDemand: sp.OnDemand, StartTimeout: sp.StartTimeout,
-			CloseAfter: sp.CloseAfter, Publish: sp.Publish, Record: sp.Record, Read: sp.Read,
-			Required: sp.Required, PublishToken: sp.PublishToken}
 		if sp.Source != "" {
 			if _, ok := built[sp.Source]; !ok {
 				c := cfg
@@ -54,7 +50,7 @@ func (a *app) buildPaths() error {
 				built[sp.Source], warns[sp.Source] = src, w
 			}
 		}
-		out = append(out, ps)
+		out = append(out, sp)
 	}
 	set, err := paths.New(paths.Config{
 		Paths: out,

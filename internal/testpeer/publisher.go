@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,24 +198,9 @@ func Publish(ctx context.Context, whipURL string, clip *Clip, o PublishOptions) 
 	if err != nil {
 		return fail(err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, whipURL, strings.NewReader(offer))
-	req.Header.Set("Content-Type", "application/sdp")
-	if o.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+o.Token)
-	}
-	resp, err := p.client.Do(req)
+	p.answer, p.etag, p.location, err = postOffer(ctx, p.client, whipURL, o.Token, offer)
 	if err != nil {
 		return fail(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fail(&StatusError{Code: resp.StatusCode, Body: string(body)})
-	}
-	p.etag, p.answer = resp.Header.Get("ETag"), string(body)
-	p.location = resp.Header.Get("Location")
-	if u, err := resp.Request.URL.Parse(p.location); err == nil {
-		p.location = u.String()
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: p.answer}); err != nil {
 		return fail(err)

@@ -122,26 +122,11 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		return fail(err)
 	}
 	v.Joined = time.Now()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, whepURL, strings.NewReader(offer))
-	req.Header.Set("Content-Type", "application/sdp")
-	if o.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+o.Token)
-	}
-	resp, err := client.Do(req)
+	v.answer, v.etag, v.location, err = postOffer(ctx, client, whepURL, o.Token, offer)
 	if err != nil {
 		return fail(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fail(&StatusError{Code: resp.StatusCode, Body: string(body)})
-	}
-	v.etag, v.answer = resp.Header.Get("ETag"), string(body)
-	v.location = resp.Header.Get("Location")
-	if u, err := resp.Request.URL.Parse(v.location); err == nil {
-		v.location = u.String()
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: v.answer}); err != nil {
 		return fail(err)
 	}
 	select {
@@ -152,6 +137,34 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		return fail(ctx.Err())
 	}
 	return v, nil
+}
+
+// postOffer POSTs an SDP offer (WHEP or WHIP) and returns the answer, the
+// ETag and the absolute Location of the 201; another status is a
+// *StatusError.
+func postOffer(ctx context.Context, client *http.Client, url, token, offer string) (answer, etag, location string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(offer))
+	if err != nil {
+		return "", "", "", err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", "", "", err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return "", "", "", &StatusError{Code: resp.StatusCode, Body: string(body)}
+	}
+	location = resp.Header.Get("Location")
+	if u, err := resp.Request.URL.Parse(location); err == nil {
+		location = u.String()
+	}
+	return string(body), resp.Header.Get("ETag"), location, nil
 }
 
 // LoopbackSettings confines a pion peer to loopback: loopback host
