@@ -307,3 +307,25 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// A viewer arriving while an always-on source is still starting waits for
+// its first keyframe instead of being refused.
+func TestViewerWaitsForStartingSource(t *testing.T) {
+	leaktest.Check(t)
+	testenv.RequireTool(t, "ffmpeg")
+	cam := rtsptest.Start(t, rtsptest.Options{})
+	s, _ := newSet(t, Spec{Name: "cam", Source: cam.URL("cam"), Read: true})
+	if st := s.Path("cam").State(); st != StateStarting {
+		t.Fatalf("state right after Start: %s", st)
+	}
+	start := time.Now()
+	st, release, err := s.View(context.Background(), "cam")
+	if err != nil {
+		t.Fatalf("a viewer of a starting source was refused: %v", err)
+	}
+	defer release()
+	if st.Stats().LastKeyframeAt.IsZero() {
+		t.Fatal("View returned before the first keyframe")
+	}
+	t.Logf("waited %v for the starting source", time.Since(start).Round(time.Millisecond))
+}
