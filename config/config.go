@@ -50,6 +50,9 @@ type Config struct {
 	Metrics Metrics `json:"metrics"`
 	// HealthCheck configures outbound healthchecks.io-style pings.
 	HealthCheck HealthCheck `json:"healthCheck"`
+	// Recordings configures recording files (record mode and record: true
+	// paths); the directory is media.recordDir.
+	Recordings Recordings `json:"recordings"`
 	// WebRoot serves the UI from a directory instead of the embedded copy.
 	WebRoot string `json:"webRoot"`
 	// Paths are the named streams besides the default path main (which the
@@ -179,6 +182,20 @@ type Metrics struct {
 
 // HealthCheck: the ping URL itself comes from --health-check-url or
 // ICEY_HEALTH_CHECK_URL (it embeds the check's key).
+// Recordings configures recording files.
+type Recordings struct {
+	// SegmentSeconds rotates a recording into a new file after this long.
+	// It defaults to 3600.
+	SegmentSeconds int `json:"segmentSeconds"`
+	// MaxAgeHours deletes finalized recordings older than this; 0 keeps
+	// them. It defaults to 0.
+	MaxAgeHours float64 `json:"maxAgeHours"`
+	// MaxTotalGB deletes the oldest finalized recordings while all of them
+	// take more than this many gigabytes (10^9 bytes); 0 sets no limit.
+	// It defaults to 0.
+	MaxTotalGB float64 `json:"maxTotalGB"`
+}
+
 type HealthCheck struct {
 	IntervalSeconds int `json:"intervalSeconds"` // success pings while ready; default 60
 }
@@ -193,6 +210,7 @@ func Default() Config {
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
 			SourceGraceSeconds: DefaultSourceGraceSeconds},
 		HealthCheck: HealthCheck{IntervalSeconds: 60},
+		Recordings:  Recordings{SegmentSeconds: 3600},
 		LogLevel:    "info",
 		LogFormat:   "text",
 	}
@@ -398,6 +416,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.SourceGraceSeconds < 1 || c.Media.SourceGraceSeconds > 3600 {
 		add("media.sourceGraceSeconds", "%d out of range (1-3600)", c.Media.SourceGraceSeconds)
+	}
+	if r := c.Recordings.SegmentSeconds; r < 10 || r > 86400 {
+		add("recordings.segmentSeconds", "%d out of range (10-86400)", r)
+	}
+	if c.Recordings.MaxAgeHours < 0 {
+		add("recordings.maxAgeHours", "%v is negative", c.Recordings.MaxAgeHours)
+	}
+	if c.Recordings.MaxTotalGB < 0 {
+		add("recordings.maxTotalGB", "%v is negative", c.Recordings.MaxTotalGB)
 	}
 	if c.HealthCheck.IntervalSeconds < 1 || c.HealthCheck.IntervalSeconds > 86400 {
 		add("healthCheck.intervalSeconds", "%d out of range (1-86400)", c.HealthCheck.IntervalSeconds)

@@ -270,3 +270,27 @@ func TestRedactSourceQuery(t *testing.T) {
 		t.Fatalf("passphrase not among the secrets to scrub: %v", c.Secrets())
 	}
 }
+
+// The recordings section: defaults, file values, bounds naming the key.
+func TestRecordingsKeys(t *testing.T) {
+	o, err := Parse(nil, env(nil))
+	if err != nil || o.Config.Recordings.SegmentSeconds != 3600 || o.Config.Recordings.MaxAgeHours != 0 || o.Config.Recordings.MaxTotalGB != 0 {
+		t.Fatalf("defaults %+v %v", o.Config.Recordings, err)
+	}
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.json", `{"recordings":{"segmentSeconds":600,"maxAgeHours":48,"maxTotalGB":1.5}}`)
+	o, err = Parse([]string{"-c", p}, env(nil))
+	if err != nil || o.Config.Recordings != (Recordings{SegmentSeconds: 600, MaxAgeHours: 48, MaxTotalGB: 1.5}) {
+		t.Fatalf("file %+v %v", o.Config.Recordings, err)
+	}
+	for body, key := range map[string]string{
+		`{"recordings":{"segmentSeconds":5}}`: "recordings.segmentSeconds",
+		`{"recordings":{"maxAgeHours":-1}}`:   "recordings.maxAgeHours",
+		`{"recordings":{"maxTotalGB":-2}}`:    "recordings.maxTotalGB",
+	} {
+		p := writeFile(t, dir, "bad.json", body)
+		if _, err := Parse([]string{"-c", p}, env(nil)); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: %v, want an error naming %s", body, err, key)
+		}
+	}
+}
