@@ -89,6 +89,8 @@ type Config struct {
 	TURN      TURNInfo
 	// Paths lists every path for the status's paths array (nil: none).
 	Paths func() []PathStatus
+	// Recordings yields the record section's counters (nil: zeros).
+	Recordings func() RecordStats
 	// RuntimeState returns starting | running | draining.
 	RuntimeState func() string
 	// StartupDone reports whether startup completed (the startup probe); it
@@ -352,6 +354,16 @@ type StreamSection struct {
 // Record is the record part of the status.
 type Record struct {
 	Dir string `json:"dir"`
+	RecordStats
+}
+
+// RecordStats are the live recording counters of the status.
+type RecordStats struct {
+	// Files and Bytes count the recordings on disk (finalized and being
+	// written); Active counts recordings being written now.
+	Files  int   `json:"files"`
+	Bytes  int64 `json:"bytes"`
+	Active int   `json:"active"`
 }
 
 // Intelligence reports the analysers' state.
@@ -385,6 +397,9 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.c.RuntimeState != nil {
 		b.Runtime.State = h.c.RuntimeState()
+	}
+	if h.c.Recordings != nil {
+		b.Record.RecordStats = h.c.Recordings()
 	}
 	b.Paths = []PathStatus{}
 	if h.c.Paths != nil {

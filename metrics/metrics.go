@@ -35,6 +35,11 @@ type PathSnapshot struct {
 	Viewers    int
 	Publisher  bool // a publisher is live on the path
 	OnDemand   bool // carried for callers; not exported as a series
+	// Recording is true while the path writes a recording; RecordedBytes
+	// and RecordingFailures count its recordings since start.
+	Recording         bool
+	RecordedBytes     uint64
+	RecordingFailures uint64
 }
 
 // PathStates are the values of the state label of icey_source_state (the
@@ -230,6 +235,9 @@ var (
 	dSrcBytes     = desc("source_bytes_total", "Bytes published into the path, by path.", []string{"path"})
 	dPathViewers  = desc("path_viewers", "Viewers reading the path now, by path.", []string{"path"})
 	dPathPub      = desc("path_publisher", "1 while a publisher is live on the path, by path.", []string{"path"})
+	dPathRec      = desc("path_recording", "1 while the path writes a recording, by path.", []string{"path"})
+	dRecBytes     = desc("recorded_bytes_total", "Bytes written to recordings since start, by path.", []string{"path"})
+	dRecFailures  = desc("recording_failures_total", "Recordings cut short by a write error (e.g. a full disk) since start, by path.", []string{"path"})
 	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
 	dTURNTotal    = desc("turn_allocations_total", "TURN allocations created since start.", nil)
 	dTURNRefusals = desc("turn_refusals_total", "TURN requests refused, by reason.", []string{"reason"})
@@ -241,7 +249,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dActivePath, dPathViewers, dPathPub, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
 		ch <- d
 	}
 }
@@ -314,6 +322,9 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		counter(dSrcBytes, float64(p.Bytes), p.Path)
 		gauge(dPathViewers, float64(p.Viewers), p.Path)
 		gauge(dPathPub, b2f(p.Publisher), p.Path)
+		gauge(dPathRec, b2f(p.Recording), p.Path)
+		counter(dRecBytes, float64(p.RecordedBytes), p.Path)
+		counter(dRecFailures, float64(p.RecordingFailures), p.Path)
 	}
 	if s.src.TURN != nil {
 		if t, ok := s.src.TURN(); ok {
