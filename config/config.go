@@ -417,8 +417,8 @@ func (c *Config) Validate() error {
 	if c.Media.SourceGraceSeconds < 1 || c.Media.SourceGraceSeconds > 3600 {
 		add("media.sourceGraceSeconds", "%d out of range (1-3600)", c.Media.SourceGraceSeconds)
 	}
-	if r := c.Recordings.SegmentSeconds; r < 10 || r > 86400 {
-		add("recordings.segmentSeconds", "%d out of range (10-86400)", r)
+	if r := c.Recordings.SegmentSeconds; r < 1 || r > 86400 {
+		add("recordings.segmentSeconds", "%d out of range (1-86400)", r)
 	}
 	if c.Recordings.MaxAgeHours < 0 {
 		add("recordings.maxAgeHours", "%v is negative", c.Recordings.MaxAgeHours)

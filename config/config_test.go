@@ -284,7 +284,7 @@ func TestRecordingsKeys(t *testing.T) {
 		t.Fatalf("file %+v %v", o.Config.Recordings, err)
 	}
 	for body, key := range map[string]string{
-		`{"recordings":{"segmentSeconds":5}}`: "recordings.segmentSeconds",
+		`{"recordings":{"segmentSeconds":0}}`: "recordings.segmentSeconds",
 		`{"recordings":{"maxAgeHours":-1}}`:   "recordings.maxAgeHours",
 		`{"recordings":{"maxTotalGB":-2}}`:    "recordings.maxTotalGB",
 	} {
