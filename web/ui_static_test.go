@@ -19,6 +19,9 @@ var uiIDs = []string{
 	"ops-live", "ops-status", "ops-explain", "ops-summary", "ops-facts", "ops-checks", "ops-warnings", "ops-note",
 	// Paths and Broadcast.
 	"path-picker", "broadcast", "broadcast-stop", "local-preview", "publish-state",
+	// Recordings.
+	"recordings", "recordings-list", "recording-player", "rec-indicator", "record-note",
+	"recordings-count", "recordings-refresh", "recordings-note", "recording-viewer", "recording-title", "recording-close",
 }
 
 func readUI(t *testing.T, name string) string {
@@ -54,12 +57,14 @@ func TestUIElementIDs(t *testing.T) {
 			t.Errorf("app.js does not use #%s", id)
 		}
 	}
-	for _, id := range []string{"btn-watch", "broadcast", "broadcast-stop", "path-picker", "local-preview", "publish-state", "video", "live", "hud"} {
+	for _, id := range []string{"btn-watch", "broadcast", "broadcast-stop", "path-picker", "local-preview", "publish-state", "video", "live", "hud",
+		"recordings", "recordings-list", "recording-player", "rec-indicator"} {
 		if !strings.Contains(head, "#"+id) {
 			t.Errorf("the comment at the top of app.js does not document #%s", id)
 		}
 	}
-	for _, g := range []string{"window.iceyState", "path", "publishing", "watching", "lastState"} {
+	for _, g := range []string{"window.iceyState", "path", "publishing", "watching", "lastState", "recordings", "refreshRecordings",
+		"li.recording", "rec-play", "rec-download", "rec-delete"} {
 		if !strings.Contains(head, g) {
 			t.Errorf("the comment at the top of app.js does not document %s", g)
 		}
@@ -86,6 +91,12 @@ func TestUIElementShapes(t *testing.T) {
 		"publish-state":  {"hidden"},
 		"video":          {"<video", "muted", "playsinline"},
 		"btn-watch":      {"<button", "disabled"},
+		// A panel that shows only when there is something to list, and the
+		// browser's own player (it plays and seeks MP4 with Range requests).
+		"recordings":       {"<section", "hidden"},
+		"recordings-list":  {"<ul"},
+		"recording-player": {"<video", "controls"},
+		"rec-indicator":    {"hidden"},
 	} {
 		got := tag(id)
 		for _, w := range want {
@@ -100,7 +111,8 @@ func TestUIElementShapes(t *testing.T) {
 		}
 	}
 	js := readUI(t, "app.js")
-	for _, w := range []string{"window.iceyState", "history.replaceState", "setCodecPreferences", `"icey:state"`, `"waiting-publisher"`, "getUserMedia"} {
+	for _, w := range []string{"window.iceyState", "history.replaceState", "setCodecPreferences", `"icey:state"`, `"waiting-publisher"`, "getUserMedia",
+		"/api/recordings", `"recording.started"`, `"recording.finalized"`, `"recording.failed"`, "refreshRecordings", `method: "DELETE"`, "confirm("} {
 		if !strings.Contains(js, w) {
 			t.Errorf("app.js lacks %s", w)
 		}

@@ -16,11 +16,21 @@
 //                       waiting-publisher|publishing) or "self" while this page publishes
 //   #call-state         the call status line; #stage[data-state] idle|connecting|playing|waiting|error
 //   #live, #hud, #hud-codec, #hud-res, #hud-fps, #hud-bitrate, #hud-jb, #hud-stalled  the bar under the picture
+//   #rec-indicator      "REC" while the server records the selected path (/api/status paths[].recording)
+//   #record-note        "recorded to the server" under Broadcast on a record-mode path
+//   #recordings         the selected path's recordings (hidden when there are none and the path does
+//                       not record); #recordings-list of li.recording[data-name][data-complete] with
+//                       button.rec-play, a.rec-download[download], button.rec-delete (finalized files
+//                       only; a file still being written reads "recording…"); #recordings-count,
+//                       #recordings-refresh, #recordings-note; Play opens the file in
+//                       #recording-player (a <video controls>, in #recording-viewer with
+//                       #recording-title and #recording-close)
 //   #banner, #banner-title, #banner-text; #conn-text; #peers (li.peer.server[data-peer="icey|…"][data-path]
 //                       with button[data-action="watch"|"broadcast"]); #events (li.ev-*); #ops-*
-// Globals for tests: window.icey {connected, pc, server, path, servers, iceFailureText} and
-// window.iceyState {path, paths, publishing, watching, call, lastState, lastDetail, publishState, error},
-// updated as things happen. publishing/watching turn true when this page's call is connected.
+// Globals for tests: window.icey {connected, pc, server, path, servers, iceFailureText, selectPath,
+// refreshRecordings() → Promise of the list} and window.iceyState {path, paths, publishing, watching,
+// call, lastState, lastDetail, publishState, error, recording (the selected path records now),
+// recordings (the last list fetched for the selected path)}, updated as things happen. publishing/watching turn true when this page's call is connected.
 import { SympleClient, SERVER, address, isServerPeer } from "./symple.js";
 
 const $ = (id) => document.getElementById(id);
@@ -88,6 +98,11 @@ const state = {
   lastUptime: null,
   ready: null, // the last /api/ready report
   turnRefused: [], // recent turn.refused events from /api/events: {at, reason}
+  statusMode: "", // /api/status mode ("record": the default path records publishes)
+  statusPaths: new Map(), // path -> its /api/status paths[] entry
+  recordings: [], // the selected path's recordings, as /api/recordings returned them
+  recordingsFor: null, // the path state.recordings belong to
+  recordingsSeq: 0, // the latest /api/recordings request (older answers are dropped)
 };
 
 // ---------------------------------------------------------------- UI helpers
@@ -326,6 +341,7 @@ function renderControls() {
   $("broadcast").hidden = publishing || !canPublish;
   $("broadcast").disabled = !state.connected || !canPublish || !!call;
   $("broadcast-stop").hidden = !publishing;
+  renderRecordState();
   renderPublishState();
   syncIceyState();
 }
@@ -417,6 +433,11 @@ function selectPath(p, then = null) {
     logEvent("system", `path ${p}`);
     const ps = state.pathStates.get(p);
     setPathState(ps ? ps.state : null, ps ? ps.detail : "");
+    closeRecording();
+    state.recordings = [];
+    state.recordingsFor = null;
+    renderRecordings();
+    refreshRecordings();
   }
   let kind = then;
   if (old && old.path !== p) {
@@ -526,6 +547,8 @@ const iceyState = {
   lastDetail: "",
   publishState: "", // the words #publish-state shows ("" when hidden)
   error: "", // the last error shown to the user
+  recording: false, // the server records the selected path right now
+  recordings: [], // the selected path's recordings (the last /api/recordings answer)
 };
 window.iceyState = iceyState;
 
@@ -1288,7 +1311,10 @@ async function pollOps() {
       if (st.state) src += ` — ${st.state}${st.fps ? `, ${Math.round(st.fps)} fps` : ""}`;
       fact(dl, "Source", src);
     }
+    state.statusMode = typeof status.mode === "string" ? status.mode : "";
+    if (status.record && typeof status.record === "object") fact(dl, "Recordings", recordFact(status.record));
     if (Array.isArray(status.paths)) applyStatusPaths(status.paths, dl);
+    else renderRecordState();
     if (state.lastUptime !== null && status.uptimeSec < state.lastUptime) logEvent("system", "server restarted (uptime reset)");
     state.lastUptime = status.uptimeSec;
   }
@@ -1322,6 +1348,10 @@ async function pollOps() {
 // paths this page has no call on (a call's path hears icey:state), and a
 // one-line summary in the ops panel when there are several paths.
 function applyStatusPaths(paths, dl) {
+  const wasRecording = pathRecordingNow(state.path);
+  state.statusPaths = new Map(paths.filter((p) => p && typeof p.name === "string").map((p) => [p.name, p]));
+  if (pathRecordingNow(state.path) !== wasRecording) scheduleRecordingsRefresh(); // a file started or ended
+  renderRecordState();
   for (const p of paths) {
     if (!p || typeof p.name !== "string") continue;
     const call = state.call;
@@ -1336,6 +1366,257 @@ function applyStatusPaths(paths, dl) {
   }
 }
 
+// ---------------------------------------------------------------- recordings
+
+// pathRecordingNow: /api/status says the server records path p right now.
+function pathRecordingNow(p) {
+  const e = state.statusPaths.get(p);
+  return !!e && e.recording === true;
+}
+
+// pathRecords: p records (a record-mode path, a path with record: true, or
+// one recording now), so its panel shows even before the first file.
+function pathRecords(p) {
+  const e = state.statusPaths.get(p);
+  const peer = state.servers.get(p);
+  return pathRecordingNow(p) || (!!e && (e.record === true || e.mode === "record")) ||
+    (!!peer && peer.mode === "record") || (p === MAIN && state.statusMode === "record");
+}
+
+// recordMode: a Broadcast to p is recorded (record mode: the default path
+// records what is published to it).
+function recordMode(p) {
+  const e = state.statusPaths.get(p);
+  const peer = state.servers.get(p);
+  return (!!peer && peer.mode === "record") || (!!e && e.mode === "record") || (p === MAIN && state.statusMode === "record");
+}
+
+function recordFact(rec) {
+  const parts = [];
+  if (rec.dir) parts.push(String(rec.dir));
+  const n = [rec.files, rec.count, rec.recordings].find((v) => typeof v === "number");
+  if (n !== undefined) parts.push(`${n} file${n === 1 ? "" : "s"}`);
+  if (typeof rec.bytes === "number") parts.push(formatBytes(rec.bytes));
+  return parts.join(" · ") || "on";
+}
+
+// renderRecordState: the REC dot, the Broadcast label on a recorded path,
+// and whether the panel shows.
+function renderRecordState() {
+  const rec = pathRecordingNow(state.path);
+  $("rec-indicator").hidden = !rec;
+  iceyState.recording = rec;
+  const recorded = recordMode(state.path);
+  const label = $("broadcast").querySelector("span");
+  const want = recorded ? "Broadcast (recorded)" : "Broadcast";
+  if (label && label.textContent !== want) label.textContent = want;
+  $("broadcast").title = recorded ? "Send your camera to this path; the server records it to a file"
+    : "Send your camera and microphone to this path";
+  $("record-note").hidden = !recorded || !caps(state.server).includes("publish");
+  renderRecordingsVisibility();
+}
+
+function renderRecordingsVisibility() {
+  const show = state.recordings.length > 0 || pathRecords(state.path);
+  $("recordings").hidden = !show;
+}
+
+// mediaURL: a recording's address for <video src> and download links, which
+// cannot send the token header: it rides as ?token=.
+function mediaURL(r) {
+  let u = typeof r.url === "string" && r.url.startsWith("/") && !r.url.startsWith("//") ? r.url
+    : `/recordings/${encodeURIComponent(r.path || state.path)}/${encodeURIComponent(r.name)}`;
+  if (token) u += (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  return u;
+}
+
+function formatBytes(n) {
+  if (!(n >= 0)) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return `${i && n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+function formatDuration(sec) {
+  if (!(sec >= 0)) return "–";
+  const s = Math.round(sec), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const two = (v) => String(v).padStart(2, "0");
+  return h ? `${h}:${two(m)}:${two(r)}` : `${m}:${two(r)}`;
+}
+
+function formatStart(t) {
+  const d = new Date(t);
+  if (isNaN(d)) return String(t || "?");
+  return d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+function recordingsNote(text) {
+  $("recordings-note").textContent = text;
+  $("recordings-note").hidden = !text;
+}
+
+// refreshRecordings fetches the selected path's recordings and renders
+// them; it resolves to the list (an empty one when the server has none or
+// no recordings API).
+async function refreshRecordings() {
+  const path = state.path;
+  const seq = ++state.recordingsSeq;
+  let list = null, note = "";
+  try {
+    const r = await fetch(`/api/recordings?path=${encodeURIComponent(path)}`, { headers: authHeaders, cache: "no-store" });
+    if (r.ok) {
+      const body = await r.json();
+      list = Array.isArray(body) ? body.filter((x) => x && typeof x.name === "string") : [];
+    } else if (r.status === 404) {
+      list = []; // a server without recordings
+    } else if (r.status === 401 || r.status === 403) {
+      list = [];
+      note = "Recordings need the access token (open the page with ?token=…).";
+    } else {
+      note = `Recordings: HTTP ${r.status}`;
+    }
+  } catch {
+    note = "Recordings could not be loaded.";
+  }
+  if (seq !== state.recordingsSeq || path !== state.path) return state.recordings; // a newer request or another path
+  if (list) {
+    state.recordings = list;
+    state.recordingsFor = path;
+  }
+  recordingsNote(note);
+  renderRecordings();
+  return state.recordings;
+}
+
+let recordingsTimer = null;
+function scheduleRecordingsRefresh() {
+  clearTimeout(recordingsTimer);
+  recordingsTimer = setTimeout(refreshRecordings, 200);
+}
+
+function onRecordingEvent(type, d) {
+  const p = typeof d.path === "string" ? d.path : "";
+  if (p && type === "recording.started") {
+    state.statusPaths.set(p, { ...(state.statusPaths.get(p) || { name: p }), recording: true });
+    renderRecordState();
+  }
+  if (!p || p === state.path) scheduleRecordingsRefresh();
+}
+
+function renderRecordings() {
+  const list = $("recordings-list");
+  const recs = state.recordings;
+  iceyState.recordings = recs;
+  $("recordings-count").textContent = String(recs.length);
+  list.textContent = "";
+  if (!recs.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = pathRecordingNow(state.path) ? "The first file appears here shortly." : "No recordings on this path yet.";
+    list.append(li);
+  }
+  const playing = $("recording-player").dataset.name || "";
+  for (const r of recs) list.append(recordingItem(r, r.name === playing));
+  renderRecordingsVisibility();
+}
+
+function recordingItem(r, playing) {
+  const li = document.createElement("li");
+  li.className = "recording" + (r.complete === false ? " writing" : "") + (playing ? " playing" : "");
+  li.dataset.name = r.name;
+  li.dataset.complete = String(r.complete !== false);
+  const main = document.createElement("div");
+  main.className = "rec-main";
+  const when = document.createElement("time");
+  when.className = "rec-start";
+  if (r.start) when.dateTime = String(r.start);
+  when.textContent = formatStart(r.start);
+  when.title = r.name;
+  const meta = document.createElement("span");
+  meta.className = "rec-meta";
+  const dur = document.createElement("span");
+  dur.className = "rec-duration";
+  dur.textContent = formatDuration(r.durationSec);
+  const size = document.createElement("span");
+  size.className = "rec-size";
+  size.textContent = formatBytes(r.bytes);
+  meta.append(dur, document.createTextNode(" · "), size);
+  main.append(when, meta);
+  const actions = document.createElement("div");
+  actions.className = "rec-actions";
+  if (r.complete === false) {
+    const w = document.createElement("span");
+    w.className = "rec-writing";
+    w.textContent = "recording…";
+    actions.append(w);
+  } else {
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "btn btn-sm rec-play";
+    play.textContent = "Play";
+    play.onclick = () => playRecording(r);
+    const dl = document.createElement("a");
+    dl.className = "btn btn-sm rec-download";
+    dl.href = mediaURL(r);
+    dl.download = r.name;
+    dl.textContent = "Download";
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "btn btn-sm rec-delete";
+    del.textContent = "Delete";
+    del.title = `Delete ${r.name} from the server`;
+    del.onclick = () => deleteRecording(r);
+    actions.append(play, dl, del);
+  }
+  li.append(main, actions);
+  return li;
+}
+
+function playRecording(r) {
+  const v = $("recording-player");
+  v.dataset.name = r.name;
+  v.src = mediaURL(r);
+  $("recording-title").textContent = `${formatStart(r.start)} — ${r.name}`;
+  $("recording-viewer").hidden = false;
+  for (const li of $("recordings-list").querySelectorAll("li.recording")) li.classList.toggle("playing", li.dataset.name === r.name);
+  v.play().catch(() => {}); // the controls stay for the user if autoplay is refused
+}
+
+function closeRecording() {
+  const v = $("recording-player");
+  v.pause();
+  v.removeAttribute("src");
+  delete v.dataset.name;
+  v.load();
+  $("recording-viewer").hidden = true;
+  for (const li of $("recordings-list").querySelectorAll("li.recording.playing")) li.classList.remove("playing");
+}
+$("recording-close").onclick = closeRecording;
+$("recordings-refresh").onclick = () => refreshRecordings();
+$("recording-player").addEventListener("error", () => {
+  if ($("recording-player").getAttribute("src")) recordingsNote("This recording cannot be played here; try Download.");
+});
+
+async function deleteRecording(r) {
+  if (!confirm(`Delete the recording ${r.name}? This cannot be undone.`)) return;
+  const p = r.path || state.path;
+  if ($("recording-player").dataset.name === r.name) closeRecording();
+  try {
+    const res = await fetch(`/api/recordings/${encodeURIComponent(p)}/${encodeURIComponent(r.name)}`, { method: "DELETE", headers: authHeaders });
+    if (res.ok || res.status === 404) {
+      logEvent("system", `deleted recording ${r.name}`);
+      recordingsNote("");
+    } else {
+      recordingsNote(`Could not delete ${r.name}: HTTP ${res.status}`);
+      logEvent("error", `delete recording ${r.name}: HTTP ${res.status}`);
+    }
+  } catch (err) {
+    recordingsNote(`Could not delete ${r.name}: the server is unreachable.`);
+  }
+  return refreshRecordings();
+}
+
 // ---------------------------------------------------------------- start
 
 // For tests and debugging in the console.
@@ -1347,6 +1628,7 @@ window.icey = {
   get path() { return state.path; },
   get servers() { return sortedServers(); },
   selectPath,
+  refreshRecordings,
 };
 
 // Live ops updates: the /api/events stream (as a WebSocket, since browsers
@@ -1363,6 +1645,9 @@ const eventText = {
   "source.ended": () => "source ended",
   "readiness.changed": (d) => (d.ready ? "server ready" : `server not ready: ${(d.failing || []).join("; ")}`),
   "turn.refused": (d) => `TURN refused ${d.count} request(s): ${d.reason}`,
+  "recording.started": (d) => `recording ${d.path || ""}: ${d.name || ""} started`,
+  "recording.finalized": (d) => `recording ${d.path || ""}: ${d.name || ""} finalized`,
+  "recording.failed": (d) => `recording ${d.path || ""} failed${d.name ? ` (${d.name})` : ""}${d.error ? ": " + d.error : ""}`,
   "shutdown": () => "server is shutting down",
 };
 function scheduleOpsRefresh() {
@@ -1381,6 +1666,7 @@ function connectOpsEvents() {
     let e;
     try { e = JSON.parse(m.data); } catch { return; }
     if (e.type !== "snapshot" && eventText[e.type]) logEvent("ops", eventText[e.type](e.data || {}));
+    if (typeof e.type === "string" && e.type.startsWith("recording.")) onRecordingEvent(e.type, e.data || {});
     if (e.type === "turn.refused") {
       state.turnRefused.push({ at: Date.now(), reason: (e.data && e.data.reason) || "" });
       if (state.turnRefused.length > 20) state.turnRefused.shift();
@@ -1399,6 +1685,7 @@ renderPaths();
 renderPeers();
 connect();
 pollOps();
+refreshRecordings();
 connectOpsEvents();
 setInterval(() => { if (!opsEvents.live) pollOps(); }, 5000); // fallback while the stream is down
 setInterval(() => { if (opsEvents.live && !document.hidden) pollOps(); }, 30000); // uptime, fps
