@@ -241,6 +241,12 @@ func (f *fakeSymple) answer(offer, peer string) (string, error) {
 }
 
 func newFakeServer(t *testing.T) (*fakeSymple, string) {
+	return newFakeServerWith(t, nil)
+}
+
+// newFakeServerWith is newFakeServer with some routes replaced or added
+// (pattern → handler), e.g. "/api/status" or "/api/recordings".
+func newFakeServerWith(t *testing.T, routes map[string]http.HandlerFunc) (*fakeSymple, string) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -259,17 +265,25 @@ func newFakeServer(t *testing.T) (*fakeSymple, string) {
 	ui, page := Handler(files), Index(files)
 	pathPage := regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/$`)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ws", f.serveWS)
-	mux.HandleFunc("/api/config", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{}`)) })
-	mux.HandleFunc("/api/ready", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, h http.HandlerFunc) {
+		if _, ok := routes[pattern]; !ok {
+			mux.HandleFunc(pattern, h)
+		}
+	}
+	for pattern, h := range routes {
+		mux.HandleFunc(pattern, h)
+	}
+	handle("/ws", f.serveWS)
+	handle("/api/config", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{}`)) })
+	handle("/api/ready", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"status":"ok","ready":true,"checks":[]}`))
 	})
-	mux.HandleFunc("/api/status", func(w http.ResponseWriter, r *http.Request) {
+	handle("/api/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"status":"ok","mode":"stream","uptimeSec":1,"sessions":{"active":0,"total":0},` +
 			`"paths":[{"name":"main","state":"up"},{"name":"stage","state":"waiting-publisher"}]}`))
 	})
-	mux.HandleFunc("/api/events", http.NotFound)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	handle("/api/events", http.NotFound)
+	handle("/", func(w http.ResponseWriter, r *http.Request) {
 		if pathPage.MatchString(r.URL.Path) { // GET /{path}/ is the UI (the server maps it)
 			page.ServeHTTP(w, r)
 			return
