@@ -57,26 +57,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv co
 		fmt.Fprintf(stdout, "icey-server %s\n", version)
 		return exitOK
 	}
-	if err := modeAvailable(opts.Config.Media.Mode); err != nil {
-		fmt.Fprintf(stderr, "icey-server: %v\n", err)
-		return exitConfig
-	}
 	if opts.Doctor {
 		return app.Doctor(ctx, opts.Config, stdout, stderr)
 	}
 	app.Version = version
 	return app.Serve(ctx, opts.Config, stderr)
-}
-
-// modeAvailable refuses the modes this version cannot serve yet, loudly and
-// before anything starts, instead of reporting ready and doing nothing.
-func modeAvailable(mode string) error {
-	switch mode {
-	case "", "stream", "relay":
-		return nil
-	default:
-		return fmt.Errorf("media.mode %q is not available in this version: recording is not implemented yet; "+
-			"run in stream mode (the default, --mode stream) to serve a camera, a file or the built-in test "+
-			"stream, or in relay mode (--mode relay) to let a browser or WHIP client publish to viewers", mode)
-	}
 }

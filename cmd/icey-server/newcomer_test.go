@@ -89,19 +89,6 @@ func TestHealthcheckReadsTheConfigFile(t *testing.T) {
 	}
 }
 
-// Modes that this version cannot serve fail loudly instead of reporting ready.
-func TestUnavailableModesFailLoudly(t *testing.T) {
-	for _, mode := range []string{"record"} {
-		p := launch(t, []string{"--mode", mode})
-		if code := p.wait(t, 20*time.Second); code != 3 {
-			t.Fatalf("--mode %s: exit %d, want 3\n%s", mode, code, p.stderr)
-		}
-		if msg := p.stderr.String(); !strings.Contains(msg, `media.mode "`+mode+`" is not available`) || !strings.Contains(msg, "--mode stream") {
-			t.Fatalf("--mode %s message: %s", mode, msg)
-		}
-	}
-}
-
 // Messages tell the user what to do.
 func TestMessagesSayWhatToDo(t *testing.T) {
 	// A busy port names the flag that moves it.

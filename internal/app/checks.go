@@ -104,18 +104,29 @@ func certName(c *x509.Certificate) string {
 	return "(unnamed)"
 }
 
-// recordingsCheck verifies the record directory when the mode writes to it.
+// recordingsCheck: in record mode an unusable record dir fails (nothing
+// else can work); with record: true paths it warns (the rest serves).
 func recordingsCheck(cfg config.Config) (preflight.Result, string) {
+	bad := preflight.Fail
 	if cfg.Media.Mode != "record" {
-		return preflight.Pass, fmt.Sprintf("Recordings not used in %s mode", cfg.Media.Mode)
+		var rec []string
+		for _, p := range cfg.ResolvedPaths() {
+			if p.Record {
+				rec = append(rec, p.Name)
+			}
+		}
+		if len(rec) == 0 {
+			return preflight.Pass, fmt.Sprintf("Recordings not used in %s mode", cfg.Media.Mode)
+		}
+		bad = preflight.Warn
 	}
 	dir := cfg.Media.RecordDir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return preflight.Fail, fmt.Sprintf("record dir %s cannot be created: %v", dir, err)
+		return bad, fmt.Sprintf("record dir %s cannot be created: %v", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".icey-write-test-*")
 	if err != nil {
-		return preflight.Fail, fmt.Sprintf("record dir %s is not writable: %v", dir, err)
+		return bad, fmt.Sprintf("record dir %s is not writable: %v", dir, err)
 	}
 	name := f.Name()
 	f.Close()

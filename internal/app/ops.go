@@ -139,9 +139,9 @@ func (a *app) components() []api.Component {
 	}
 	rec, recDetail := recordingsCheck(a.cfg)
 	switch {
-	case a.cfg.Media.Mode != "record":
+	case a.paths == nil || len(a.recordedPaths()) == 0:
 		out = append(out, api.Component{Name: "recordings", Status: api.Disabled, Detail: recDetail})
-	case rec == preflight.Fail:
+	case rec == preflight.Fail || rec == preflight.Warn && strings.Contains(recDetail, "not writable"):
 		out = append(out, api.Component{Name: "recordings", Status: api.Unhealthy, Detail: recDetail})
 	default:
 		out = append(out, api.Component{Name: "recordings", Status: api.Healthy, Detail: recDetail})
@@ -186,6 +186,10 @@ func (a *app) metricsSources() metrics.Sources {
 				snap.Packets = p.Stream().Stats().PacketsIn
 				if sv := p.Supervisor(); sv != nil {
 					snap.Reconnects = sv.Status().Reconnects
+				}
+				if r := a.recs.Load(); r != nil && r.byPath[ps.Name] != nil {
+					rs := r.byPath[ps.Name].Stats()
+					snap.Recording, snap.RecordedBytes, snap.RecordingFailures = rs.Recording, uint64(rs.Bytes), uint64(rs.Failures)
 				}
 				out = append(out, snap)
 			}

@@ -85,6 +85,9 @@ func (a *app) pathState(name string, st paths.State, detail string) {
 	if name == defaultPath && a.src != nil {
 		a.sourceEventPath(st, detail)
 	}
+	if r := a.recs.Load(); r != nil {
+		r.follow(name, st)
+	}
 	if sym := a.symple.Load(); sym != nil {
 		sym.NotifyPath(name, string(st), config.RedactURL(detail))
 	}
@@ -196,7 +199,7 @@ func (a *app) pathStatuses() []api.PathStatus {
 		s := p.Status()
 		out = append(out, api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
 			State: string(s.State), OnDemand: s.OnDemand, FPS: s.FPS, Viewers: s.Viewers,
-			Publisher: s.Publisher, Recording: s.Recording, Renditions: s.Renditions, BytesIn: s.BytesIn,
+			Publisher: s.Publisher, Recording: a.recordingOf(s.Name), Renditions: s.Renditions, BytesIn: s.BytesIn,
 			Required: s.Required})
 	}
 	return out

@@ -27,6 +27,7 @@ import (
 	"github.com/icey/icey-server/metrics"
 	"github.com/icey/icey-server/paths"
 	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/recordings"
 	"github.com/icey/icey-server/signaling"
 	"github.com/icey/icey-server/signaling/symple"
 	"github.com/icey/icey-server/turn"
@@ -61,7 +62,8 @@ type app struct {
 	metrics     *metrics.Metrics
 	symple      atomic.Pointer[symple.Server] // set once built; path state changes read it
 	run         *Runner
-	errc        chan error // a server goroutine failed
+	recs        atomic.Pointer[recorders] // nil when no path records
+	errc        chan error                // a server goroutine failed
 	startupDone atomic.Bool
 	lastReady   atomic.Int32 // -1 unknown, 0 not ready, 1 ready (for readiness events)
 	logTail     *healthping.Tail
@@ -184,6 +186,9 @@ func (a *app) start() int {
 				}
 			}},
 		Component{Name: "sources", Start: func() error { a.paths.Start(); return nil }, Stop: a.paths.Close},
+		// Recordings are finalized after the sessions hang up and before
+		// the sources stop.
+		Component{Name: "recordings", Start: a.startRecordings, Stop: a.stopRecordings},
 		Component{Name: "sessions", Start: a.startSessions, Stop: func() { a.sig.Close("shutdown") }},
 		Component{Name: "symple", Start: a.startSymple, Timeout: 3 * time.Second,
 			Stop: func() { a.symple.Load().Shutdown() }},
@@ -319,6 +324,7 @@ func (a *app) routes() http.Handler {
 		Stream:         streamInfo{a},
 		TURN:           turnInfo{a},
 		Paths:          a.pathStatuses,
+		Recordings:     a.recordStats,
 		RuntimeState:   func() string { return a.state.Load().(string) },
 		StartupDone:    a.startupDone.Load,
 		Components:     a.components,
@@ -377,7 +383,19 @@ func (a *app) routes() http.Handler {
 		}
 		ui.ServeHTTP(w, r)
 	}))
-	return mux
+	rec := a.recordingHandler()
+	if rec == nil {
+		return mux
+	}
+	// The recordings routes see the raw path (ServeMux would redirect a
+	// path with ".." instead of refusing it).
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if recordings.HandlesPath(r.URL.Path) {
+			rec.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // withToken protects WHEP/WHIP. CORS preflights stay open (browsers send

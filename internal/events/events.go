@@ -13,20 +13,20 @@ import (
 
 // Event kinds.
 const (
-	Snapshot          = "snapshot"
-	SessionStarted    = "session.started"
-	SessionEnded      = "session.ended"
-	SourceUp          = "source.up"
-	SourceDown        = "source.down"
-	SourceReconnect   = "source.reconnecting"
-	SourceEnded       = "source.ended"
-	PathState         = "path.state"
-	ReadinessChanged  = "readiness.changed"
-	RecordingStarted  = "recording.started"
-	RecordingFinished = "recording.finished"
-	RecordingFailed   = "recording.failed"
-	TURNRefused       = "turn.refused"
-	ShutdownStarted   = "shutdown"
+	Snapshot           = "snapshot"
+	SessionStarted     = "session.started"
+	SessionEnded       = "session.ended"
+	SourceUp           = "source.up"
+	SourceDown         = "source.down"
+	SourceReconnect    = "source.reconnecting"
+	SourceEnded        = "source.ended"
+	PathState          = "path.state"
+	ReadinessChanged   = "readiness.changed"
+	RecordingStarted   = "recording.started"
+	RecordingFinalized = "recording.finalized"
+	RecordingFailed    = "recording.failed"
+	TURNRefused        = "turn.refused"
+	ShutdownStarted    = "shutdown"
 )
 
 // Event is one lifecycle event.
