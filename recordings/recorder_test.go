@@ -633,3 +633,89 @@ func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// benchClip is 10 s of 640x360 H.264 at 2 Mb/s (GOP 2 s) made with ffmpeg,
+// plus 20 ms audio frames of Opus's size at 64 kb/s (the recorder copies
+// audio bytes, it does not decode them).
+func benchClip(b *testing.B) *testpeer.Clip {
+	ffmpeg, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		b.Skip("ffmpeg not found")
+	}
+	out := filepath.Join(b.TempDir(), "v.h264")
+	cmd := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "10",
+		"-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60",
+		"-keyint_min", "60", "-sc_threshold", "0", "-bf", "0", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M",
+		"-x264-params", "aud=1", "-f", "h264", out)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("ffmpeg: %v\n%s", err, o)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &testpeer.Clip{FPS: 30}
+	var cur [][]byte
+	for _, n := range append(testpeer.SplitAnnexB(raw), []byte{9}) {
+		switch n[0] & 0x1f {
+		case 9:
+			if len(cur) > 0 {
+				c.AUs = append(c.AUs, cur)
+			}
+			cur = nil
+			continue
+		case 7:
+			c.SPS = n
+		case 8:
+			c.PPS = n
+		}
+		cur = append(cur, n)
+	}
+	for range 500 {
+		c.Opus = append(c.Opus, make([]byte, 160))
+	}
+	return c
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRecorder records 10 s of a 2 Mb/s H.264 + Opus stream per
+// iteration, written into the stream as fast as it goes. It reports the
+// CPU time per second of media with the recorder ("record") and without
+// it ("hub": the stream's own work of writing the same media), so the
+// recorder's cost is the difference.
+func BenchmarkRecorder(b *testing.B) {
+	c := benchClip(b)
+	for _, record := range []bool{false, true} {
+		name := "hub"
+		if record {
+			name = "record"
+		}
+		b.Run(name, func(b *testing.B) {
+			var cpu time.Duration
+			for range b.N {
+				st := newStream(b, c, true)
+				var r *Recorder
+				if record {
+					r, _, _ = newRecorder(b, st, RecorderConfig{})
+					r.Start()
+					waitSubscribed(b, st)
+				}
+				t0 := cpuTime()
+				feed(st, c, 0, 10*time.Second, true, true, 0)
+				if record {
+					waitDrained(b, st)
+					r.Stop()
+				}
+				cpu += cpuTime() - t0
+				st.Close()
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N*10), "cpu-ms/media-s")
+		})
+	}
+}
