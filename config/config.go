@@ -47,6 +47,7 @@ type Config struct {
 	TURN    TURN    `json:"turn"`
 	STUN    STUN    `json:"stun"`
 	Media   Media   `json:"media"`
+	RTSP    RTSP    `json:"rtsp"`
 	Metrics Metrics `json:"metrics"`
 	// HealthCheck configures outbound healthchecks.io-style pings.
 	HealthCheck HealthCheck `json:"healthCheck"`
@@ -85,6 +86,24 @@ type HTTP struct {
 	// balancers stop sending new viewers first. Default 1; a second signal
 	// skips the wait.
 	DrainSeconds int `json:"drainSeconds"`
+	// PublicURL, when set (e.g. https://node-3.example.com), makes WHEP and
+	// WHIP Location URLs absolute on it, so a follow-up PATCH or DELETE
+	// reaches this node behind a load balancer. It defaults to empty
+	// (relative Locations).
+	PublicURL string `json:"publicUrl"`
+}
+
+// RTSP configures the RTSP re-serve: every path readable as
+// rtsp://host:port/<path> (for edges, NVRs, VLC, ffplay).
+type RTSP struct {
+	// Enabled turns the RTSP server on. It defaults to false.
+	Enabled bool `json:"enabled"`
+	// Port is the RTSP TCP port (UDP transport uses Port+1 and Port+2 when
+	// UDP is enabled). It defaults to 8554.
+	Port int `json:"port"`
+	// UDP also offers the UDP transport. It defaults to false (TCP only,
+	// which crosses NATs and firewalls).
+	UDP bool `json:"udp"`
 }
 
 // WebRTC holds the media transport settings.
@@ -211,6 +230,7 @@ func Default() Config {
 			SourceGraceSeconds: DefaultSourceGraceSeconds},
 		HealthCheck: HealthCheck{IntervalSeconds: 60},
 		Recordings:  Recordings{SegmentSeconds: 3600},
+		RTSP:        RTSP{Port: 8554},
 		LogLevel:    "info",
 		LogFormat:   "text",
 	}
@@ -372,6 +392,12 @@ func (c *Config) Validate() error {
 	port("http.port", c.HTTP.Port)
 	port("webrtc.port", c.WebRTC.Port)
 	port("turn.port", c.TURN.Port)
+	port("rtsp.port", c.RTSP.Port)
+	if u := c.HTTP.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" || pu.User != nil {
+			add("http.publicUrl", "%q must be an http(s) origin such as https://node-1.example.com", u)
+		}
+	}
 	if c.HTTP.DrainSeconds < 0 || c.HTTP.DrainSeconds > 300 {
 		add("http.drainSeconds", "%d out of range (0-300)", c.HTTP.DrainSeconds)
 	}

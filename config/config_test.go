@@ -294,3 +294,23 @@ func TestRecordingsKeys(t *testing.T) {
 		}
 	}
 }
+
+// RTSP re-serve and the public URL: defaults, env, flags, validation.
+func TestRTSPAndPublicURL(t *testing.T) {
+	o, err := Parse(nil, env(nil))
+	if err != nil || o.Config.RTSP != (RTSP{Port: 8554}) || o.Config.HTTP.PublicURL != "" {
+		t.Fatalf("defaults %+v %q %v", o.Config.RTSP, o.Config.HTTP.PublicURL, err)
+	}
+	o, err = Parse([]string{"--rtsp", "--rtsp-port", "9554"}, env(map[string]string{"ICEY_PUBLIC_URL": "https://edge-1.example.com"}))
+	if err != nil || !o.Config.RTSP.Enabled || o.Config.RTSP.Port != 9554 || o.Config.HTTP.PublicURL != "https://edge-1.example.com" {
+		t.Fatalf("flags/env %+v %q %v", o.Config.RTSP, o.Config.HTTP.PublicURL, err)
+	}
+	for _, bad := range []string{"edge-1", "ftp://x", "https://x/path", "https://u:p@x", "https://x?q=1"} {
+		if _, err := Parse(nil, env(map[string]string{"ICEY_PUBLIC_URL": bad})); err == nil || !strings.Contains(err.Error(), "http.publicUrl") {
+			t.Errorf("ICEY_PUBLIC_URL=%q: %v", bad, err)
+		}
+	}
+	if _, err := Parse([]string{"--rtsp-port", "0"}, env(nil)); err == nil || !strings.Contains(err.Error(), "rtsp.port") {
+		t.Errorf("rtsp.port 0: %v", err)
+	}
+}

@@ -58,6 +58,8 @@ func Parse(args []string, getenv Getenv) (*Options, error) {
 		}
 	})
 	b.num("turn-port", "TURN port, UDP and TCP (default 3478)", func(c *Config) *int { return &c.TURN.Port })
+	b.boolean("rtsp", "serve every path over RTSP (rtsp://host:8554/<path>)", func(c *Config, v bool) { c.RTSP.Enabled = v })
+	b.num("rtsp-port", "RTSP re-serve port (default 8554)", func(c *Config) *int { return &c.RTSP.Port })
 	b.str("turn-external-ip", "public IP advertised as the TURN relay address", func(c *Config) *string { return &c.TURN.ExternalIP })
 	b.str("mode", "stream | record | relay (default stream)", func(c *Config) *string { return &c.Media.Mode })
 	b.str("source", "rtsp://..., a media file, v4l2:/dev/videoN or a URL (default: built-in test stream)", func(c *Config) *string { return &c.Media.Source })
@@ -444,6 +446,9 @@ func applyEnv(cfg *Config, getenv Getenv) error {
 	str("ICEY_AUTH_TOKEN", &next.Auth.Token)
 	boolean("ICEY_TURN", &next.TURN.Enabled, false)
 	num("ICEY_TURN_PORT", &next.TURN.Port)
+	boolean("ICEY_RTSP", &next.RTSP.Enabled, false)
+	num("ICEY_RTSP_PORT", &next.RTSP.Port)
+	str("ICEY_PUBLIC_URL", &next.HTTP.PublicURL)
 	str("ICEY_TURN_EXTERNAL_IP", &next.TURN.ExternalIP)
 	str("ICEY_TURN_SECRET", &next.TURN.Secret)
 	str("ICEY_MODE", &next.Media.Mode)
