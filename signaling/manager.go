@@ -107,6 +107,11 @@ type Config struct {
 	// ICEServers, when set, are advertised to WHEP clients in Link headers
 	// (e.g. the embedded TURN server with fresh credentials).
 	ICEServers func() []webrtc.ICEServer
+	// PublicURL, when set (an http(s) origin such as
+	// https://node-3.example.com), makes the Location of every WHEP/WHIP
+	// resource absolute on it, so a PATCH or DELETE behind a load balancer
+	// reaches the node that holds the session. Default: relative.
+	PublicURL string
 	// MaxBodyBytes bounds SDP request bodies (default 64 KiB).
 	MaxBodyBytes int64
 	// CacheBurstSpeed paces the cached GOP a new viewer starts with: at most

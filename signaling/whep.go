@@ -100,12 +100,14 @@ func splitSignalPath(p string) (kind, path, res string, ok bool) {
 	return "", "", "", false
 }
 
-// location is the resource URL of session s.
-func location(kind string, s *Session) string {
+// location is the resource URL of session s: absolute on
+// Config.PublicURL when set (a node-qualified URL), else relative.
+func (m *Manager) location(kind string, s *Session) string {
+	loc := "/" + s.path + kind + "/" + s.resource()
 	if s.path == DefaultPath {
-		return kind + "/" + s.resource()
+		loc = kind + "/" + s.resource()
 	}
-	return "/" + s.path + kind + "/" + s.resource()
+	return strings.TrimSuffix(m.cfg.PublicURL, "/") + loc
 }
 
 // withCORS lets browser pages on other origins use WHEP (players embedded
@@ -133,7 +135,7 @@ func (m *Manager) postWHEP(w http.ResponseWriter, r *http.Request, path string) 
 		m.writeError(w, r, err)
 		return
 	}
-	loc := location(whepPath, s)
+	loc := m.location(whepPath, s)
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
 	h.Set("Location", loc)
@@ -252,7 +254,7 @@ func (m *Manager) postWHIP(w http.ResponseWriter, r *http.Request, path string) 
 	}
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
-	h.Set("Location", location(whipPath, s))
+	h.Set("Location", m.location(whipPath, s))
 	h.Set("Cache-Control", "no-store") // the Location is a capability
 	h.Set("ETag", s.etag)
 	h.Set("Accept-Patch", mimeSDPFrag)

@@ -225,6 +225,7 @@ func (a *app) startSessions() (err error) {
 		MaxPendingPerClient: cfg.WebRTC.MaxPendingPerClient,
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
+		PublicURL:           cfg.HTTP.PublicURL,
 		Observer:            observer{a},
 	}, a.paths, logging.Module(a.log, "signaling"))
 	return err
