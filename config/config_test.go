@@ -314,3 +314,37 @@ func TestRTSPAndPublicURL(t *testing.T) {
 		t.Errorf("rtsp.port 0: %v", err)
 	}
 }
+
+// Template paths ("~regexp"): accepted with a source, on demand, never
+// resolved as files; bad patterns and publish templates are errors.
+func TestTemplatePaths(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.json", `{"paths":{"~^cam-(.+)$":{"source":"rtsp://origin:8554/$1"}}}`)
+	o, err := Parse([]string{"-c", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tpl *PathSpec
+	for _, sp := range o.Config.ResolvedPaths() {
+		if sp.Template {
+			sp := sp
+			tpl = &sp
+		}
+	}
+	if tpl == nil || tpl.Name != "~^cam-(.+)$" || tpl.Source != "rtsp://origin:8554/$1" || !tpl.OnDemand || tpl.SourceKind != "rtsp" {
+		t.Fatalf("template %+v", tpl)
+	}
+	for body, want := range map[string]string{
+		`{"paths":{"~^(+$":{"source":"rtsp://o/$1"}}}`: "invalid template",
+		`{"paths":{"~^(.+)$":{"publish":true}}}`:       "template path needs a source",
+		`{"paths":{"~":{"source":"rtsp://o/x"}}}`:      "invalid template",
+	} {
+		p := writeFile(t, dir, "bad.json", body)
+		if _, err := Parse([]string{"-c", p}, env(nil)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", body, err, want)
+		}
+	}
+	if !ValidPathName("cam-1") || ValidPathName("whep") || ValidPathName("../x") || ValidPathName("~x") {
+		t.Error("ValidPathName")
+	}
+}

@@ -271,7 +271,7 @@ func applyFile(cfg *Config, path string, data []byte) error {
 		resolve(&next.Media.Source, true)
 	}
 	for name, p := range next.Paths {
-		if has(raw, "paths", name, "source") && pathSourceKind(p.Source) == "file" {
+		if has(raw, "paths", name, "source") && pathSourceKind(p.Source) == "file" && !IsTemplateName(name) {
 			resolve(&p.Source, true)
 			next.Paths[name] = p
 		}

@@ -103,7 +103,29 @@ type PathSpec struct {
 	Read         bool
 	Required     bool
 	PublishToken string
+	// Template is true for a path whose Name is a regular expression
+	// ("~" followed by the pattern, e.g. "~^(.+)$"): any requested path
+	// name it matches becomes a path of its own, on demand, its Source
+	// with $1... replaced by the name's submatches (edges:
+	// rtsp://origin:8554/$1).
+	Template bool
 }
+
+// ValidPathName reports whether name is a valid (non-template) path name.
+func ValidPathName(name string) bool {
+	if !pathNameRE.MatchString(name) {
+		return false
+	}
+	for _, r := range reservedPathNames {
+		if strings.EqualFold(name, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsTemplateName reports whether a paths key is a template ("~regexp").
+func IsTemplateName(name string) bool { return strings.HasPrefix(name, "~") }
 
 var pathNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -190,6 +212,7 @@ func (p PathConfig) spec(name string) PathSpec {
 		return time.Duration(n) * time.Second
 	}
 	s := PathSpec{
+		Template:     IsTemplateName(name),
 		Name:         name,
 		Source:       p.Source,
 		SourceKind:   pathSourceKind(p.Source),
@@ -208,6 +231,9 @@ func (p PathConfig) spec(name string) PathSpec {
 	case s.SourceKind == "" || s.SourceKind == "builtin":
 		s.Source = "" // the built-in stream, as an empty media.source
 	}
+	if s.Template {
+		s.OnDemand = true // a template's paths exist only while asked for
+	}
 	return s
 }
 
@@ -220,6 +246,15 @@ func (c *Config) validatePaths(add func(key, format string, a ...any)) {
 	sort.Strings(names)
 	for _, name := range names {
 		p, key := c.Paths[name], pathKey(name)
+		if IsTemplateName(name) {
+			if _, err := regexp.Compile(name[1:]); err != nil || len(name) < 2 {
+				add(key, "invalid template: %q is not a regular expression after the ~", name[1:])
+			}
+			if strings.TrimSpace(p.Source) == "" || p.Publish {
+				add(key, "a template path needs a source (it is pulled on demand) and cannot publish")
+			}
+			continue
+		}
 		if !pathNameRE.MatchString(name) {
 			add(key, "invalid path name (want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 characters)")
 		}
