@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,15 +64,31 @@ type Config struct {
 
 // Set is the running set of paths.
 type Set struct {
-	cfg   Config
-	log   *slog.Logger
-	paths map[string]*Path
-	order []*Path
-	feeds []*feed
+	cfg  Config
+	log  *slog.Logger
+	log2 *slog.Logger // for the streams of dynamic paths
 
-	mu     sync.Mutex
-	closed bool
+	mu        sync.Mutex // guards everything below (paths change with templates)
+	closed    bool
+	paths     map[string]*Path
+	order     []*Path
+	feeds     []*feed
+	bySource  map[string]*feed
+	templates []template
+	dynamic   int // paths created from templates, now
 }
+
+// template is a "~regexp" path: a requested name it matches becomes a
+// path of its own, on demand.
+type template struct {
+	re   *regexp.Regexp
+	spec Spec
+}
+
+// MaxDynamicPaths bounds the paths created from templates at once: a
+// flood of made-up names cannot grow the set without bound (paths whose
+// source never delivered are removed when they close).
+const MaxDynamicPaths = 256
 
 // Path is one named path.
 type Path struct {
@@ -78,6 +96,8 @@ type Path struct {
 	spec Spec
 	feed *feed // pulled paths; nil for publish paths
 	st   *media.Stream
+
+	dynamic bool // created from a template
 
 	mu        sync.Mutex
 	readers   int
@@ -115,75 +135,100 @@ func New(cfg Config, log *slog.Logger) (*Set, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{cfg: cfg, log: log.With("module", "paths"), paths: map[string]*Path{}}
-	feeds := map[string]*feed{}
+	s := &Set{cfg: cfg, log: log.With("module", "paths"), log2: log, paths: map[string]*Path{}, bySource: map[string]*feed{}}
 	for _, sp := range cfg.Paths {
 		if sp.Name == "" {
 			return nil, errors.New("paths: a path has no name")
 		}
+		if sp.Template {
+			re, err := regexp.Compile(strings.TrimPrefix(sp.Name, "~"))
+			if err != nil || sp.Source == "" {
+				return nil, fmt.Errorf("paths: template %q needs a regular expression and a source", sp.Name)
+			}
+			if cfg.NewSource == nil {
+				return nil, errors.New("paths: Config.NewSource is required for pulled paths")
+			}
+			s.templates = append(s.templates, template{re: re, spec: withDefaults(sp)})
+			continue
+		}
 		if _, dup := s.paths[sp.Name]; dup {
 			return nil, fmt.Errorf("paths: duplicate path %q", sp.Name)
 		}
-		if sp.StartTimeout <= 0 {
-			sp.StartTimeout = DefaultStartTimeout
-		}
-		if sp.CloseAfter <= 0 {
-			sp.CloseAfter = DefaultCloseAfter
-		}
-		p := &Path{set: s, spec: sp}
-		switch {
-		case sp.Source != "" && sp.Publish:
-			return nil, fmt.Errorf("paths: path %q has both a source and publish", sp.Name)
-		case sp.Source != "":
-			f := feeds[sp.Source]
-			if f == nil {
-				if cfg.NewSource == nil {
-					return nil, errors.New("paths: Config.NewSource is required for pulled paths")
-				}
-				src, warns, err := cfg.NewSource(sp)
-				if err != nil {
-					return nil, fmt.Errorf("path %q: %w", sp.Name, err)
-				}
-				f = &feed{set: s, key: sp.Source, src: src, warnings: warns, onDemand: true,
-					st: media.NewStream(media.StreamConfig{Name: sp.Name}, log)}
-				feeds[sp.Source] = f
-				s.feeds = append(s.feeds, f)
-			}
-			f.users = append(f.users, p)
-			f.onDemand = f.onDemand && sp.OnDemand
-			f.timeout = max(f.timeout, sp.StartTimeout)
-			f.after = max(f.after, sp.CloseAfter)
-			p.feed, p.st = f, f.st
-			p.state = StateStarting
-			if sp.OnDemand {
-				p.state = StateIdle
-			}
-		case sp.Publish:
-			p.st = media.NewStream(media.StreamConfig{Name: sp.Name}, log)
-			// A publisher brings H.264 and Opus: declared up front so viewers
-			// can join (and wait) before the first publisher arrives.
-			p.st.SetTracks(PublisherTracks())
-			p.state = StateWaitingPublisher
-		default:
-			return nil, fmt.Errorf("paths: path %q has neither a source nor publish", sp.Name)
+		p, err := s.newPath(withDefaults(sp))
+		if err != nil {
+			return nil, err
 		}
 		s.paths[sp.Name] = p
 		s.order = append(s.order, p)
 	}
-	for _, f := range s.feeds {
-		svc := cfg.Supervisor
-		svc.OnStateChange = f.sourceState
-		f.sv = media.NewSupervisor(f.src, f.st, svc, log)
+	return s, nil
+}
+
+func withDefaults(sp Spec) Spec {
+	if sp.StartTimeout <= 0 {
+		sp.StartTimeout = DefaultStartTimeout
+	}
+	if sp.CloseAfter <= 0 {
+		sp.CloseAfter = DefaultCloseAfter
+	}
+	return sp
+}
+
+// newPath builds a path (s.mu held, or during New): a pulled path joins
+// the feed of its source, creating it if needed.
+func (s *Set) newPath(sp Spec) (*Path, error) {
+	p := &Path{set: s, spec: sp}
+	switch {
+	case sp.Source != "" && sp.Publish:
+		return nil, fmt.Errorf("paths: path %q has both a source and publish", sp.Name)
+	case sp.Source != "":
+		f := s.bySource[sp.Source]
+		if f == nil {
+			if s.cfg.NewSource == nil {
+				return nil, errors.New("paths: Config.NewSource is required for pulled paths")
+			}
+			src, warns, err := s.cfg.NewSource(sp)
+			if err != nil {
+				return nil, fmt.Errorf("path %q: %w", sp.Name, err)
+			}
+			f = &feed{set: s, key: sp.Source, src: src, warnings: warns, onDemand: true,
+				st: media.NewStream(media.StreamConfig{Name: sp.Name}, s.log2)}
+			svc := s.cfg.Supervisor
+			svc.OnStateChange = f.sourceState
+			f.sv = media.NewSupervisor(f.src, f.st, svc, s.log2)
+			s.bySource[sp.Source] = f
+			s.feeds = append(s.feeds, f)
+		}
+		f.mu.Lock()
+		f.users = append(f.users, p)
+		f.onDemand = f.onDemand && sp.OnDemand
+		f.timeout = max(f.timeout, sp.StartTimeout)
+		f.after = max(f.after, sp.CloseAfter)
+		running := f.running
+		f.mu.Unlock()
+		p.feed, p.st = f, f.st
+		p.state = StateStarting
+		if sp.OnDemand && !running {
+			p.state = StateIdle
+		}
 		if !f.onDemand {
 			// An always-on source shared with on-demand paths runs for them too.
-			for _, p := range f.users {
-				p.mu.Lock()
-				p.state = StateStarting
-				p.mu.Unlock()
+			for _, u := range f.users {
+				u.mu.Lock()
+				u.state = StateStarting
+				u.mu.Unlock()
 			}
 		}
+	case sp.Publish:
+		p.st = media.NewStream(media.StreamConfig{Name: sp.Name}, s.log2)
+		// A publisher brings H.264 and Opus: declared up front so viewers
+		// can join (and wait) before the first publisher arrives.
+		p.st.SetTracks(PublisherTracks())
+		p.state = StateWaitingPublisher
+	default:
+		return nil, fmt.Errorf("paths: path %q has neither a source nor publish", sp.Name)
 	}
-	return s, nil
+	return p, nil
 }
 
 // PublisherTracks is what a publish path carries: H.264 video (parameter
@@ -195,7 +240,10 @@ func PublisherTracks() media.Tracks {
 
 // Start starts every always-on source.
 func (s *Set) Start() {
-	for _, f := range s.feeds {
+	s.mu.Lock()
+	feeds := append([]*feed(nil), s.feeds...)
+	s.mu.Unlock()
+	for _, f := range feeds {
 		if !f.onDemand {
 			f.mu.Lock()
 			f.startLocked()
@@ -213,9 +261,11 @@ func (s *Set) Close() {
 		return
 	}
 	s.closed = true
+	feeds := append([]*feed(nil), s.feeds...)
+	order := append([]*Path(nil), s.order...)
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, f := range s.feeds {
+	for _, f := range feeds {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -223,7 +273,7 @@ func (s *Set) Close() {
 		}()
 	}
 	wg.Wait()
-	for _, p := range s.order {
+	for _, p := range order {
 		p.st.Close()
 	}
 }
@@ -235,15 +285,24 @@ func (s *Set) isClosed() bool {
 }
 
 // Path returns the path of that name, or nil.
-func (s *Set) Path(name string) *Path { return s.paths[name] }
+func (s *Set) Path(name string) *Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.paths[name]
+}
 
 // List returns every path in configuration order.
-func (s *Set) List() []*Path { return append([]*Path(nil), s.order...) }
+func (s *Set) List() []*Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Path(nil), s.order...)
+}
 
 // Names returns the path names, sorted.
 func (s *Set) Names() []string {
-	out := make([]string, 0, len(s.order))
-	for _, p := range s.order {
+	list := s.List()
+	out := make([]string, 0, len(list))
+	for _, p := range list {
 		out = append(out, p.spec.Name)
 	}
 	sort.Strings(out)
@@ -251,17 +310,125 @@ func (s *Set) Names() []string {
 }
 
 func (s *Set) lookup(name string) (*Path, error) {
-	if s.isClosed() {
-		return nil, ErrClosed
-	}
+	return s.hold(name, false)
+}
+
+// hold finds path name, creating it from a matching template, and with
+// reader counts one more reader on it before s.mu is released (so an
+// idle dynamic path cannot be removed under a new reader).
+func (s *Set) hold(name string, reader bool) (*Path, error) {
 	if name == "" {
 		name = "main"
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
 	p := s.paths[name]
 	if p == nil {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+		var err error
+		if p, err = s.fromTemplateLocked(name); err != nil {
+			return nil, err
+		}
+	}
+	if reader && p.spec.Read {
+		p.addReader(1)
 	}
 	return p, nil
+}
+
+// fromTemplateLocked creates path name from the first template matching
+// it (s.mu held).
+func (s *Set) fromTemplateLocked(name string) (*Path, error) {
+	if !config.ValidPathName(name) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	for _, t := range s.templates {
+		m := t.re.FindStringSubmatchIndex(name)
+		if m == nil {
+			continue
+		}
+		if s.dynamic >= MaxDynamicPaths {
+			return nil, fmt.Errorf("%w: too many paths from templates (%d)", ErrUnavailable, MaxDynamicPaths)
+		}
+		sp := t.spec
+		sp.Name, sp.Template, sp.OnDemand = name, false, true
+		sp.Source = string(t.re.ExpandString(nil, t.spec.Source, name, m))
+		p, err := s.newPath(sp)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		p.dynamic = true
+		s.paths[name] = p
+		s.order = append(s.order, p)
+		s.dynamic++
+		s.log.Info("path created from a template", "path", name, "template", t.spec.Name,
+			"source", config.RedactSource(sp.Source))
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+}
+
+// Known reports whether name is a configured path or matches a template.
+func (s *Set) Known(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.paths[name] != nil {
+		return true
+	}
+	if !config.ValidPathName(name) {
+		return false
+	}
+	for _, t := range s.templates {
+		if t.re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropDynamic removes the dynamic paths of f that have no reader and whose
+// source never delivered (a made-up name, a camera the origin lacks);
+// paths that did deliver stay, idle, for their next viewer.
+func (s *Set) dropDynamic(f *feed) {
+	if f.sv.Status().EverUp {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := f.users[:0:0]
+	for _, p := range f.users {
+		p.mu.Lock()
+		idle := p.readers == 0
+		p.mu.Unlock()
+		if !p.dynamic || !idle {
+			keep = append(keep, p)
+			continue
+		}
+		delete(s.paths, p.spec.Name)
+		for i, q := range s.order {
+			if q == p {
+				s.order = append(s.order[:i], s.order[i+1:]...)
+				break
+			}
+		}
+		s.dynamic--
+		p.st.Close()
+	}
+	f.mu.Lock()
+	f.users = keep
+	empty := len(keep) == 0 && !f.running
+	f.mu.Unlock()
+	if empty {
+		delete(s.bySource, f.key)
+		for i, g := range s.feeds {
+			if g == f {
+				s.feeds = append(s.feeds[:i], s.feeds[i+1:]...)
+				break
+			}
+		}
+	}
 }
 
 // View implements signaling.Router: it returns the stream of path name
@@ -269,14 +436,13 @@ func (s *Set) lookup(name string) (*Path, error) {
 // the start timeout and ctx) for its first keyframe; a viewer arriving
 // while an always-on source is still starting waits the same way.
 func (s *Set) View(ctx context.Context, name string) (*media.Stream, func(), error) {
-	p, err := s.lookup(name)
+	p, err := s.hold(name, true)
 	if err != nil {
 		return nil, nil, err
 	}
 	if !p.spec.Read {
 		return nil, nil, fmt.Errorf("%w: path %q does not accept viewers", ErrNotAllowed, p.spec.Name)
 	}
-	p.addReader(1)
 	if p.feed != nil {
 		if err := p.feed.acquire(ctx); err != nil {
 			p.addReader(-1)
@@ -332,7 +498,7 @@ func (s *Set) PublishTokenRequired(name string) bool {
 	if name == "" {
 		name = "main"
 	}
-	p := s.paths[name]
+	p := s.Path(name)
 	return p != nil && p.spec.PublishToken != ""
 }
 
@@ -532,6 +698,7 @@ func (f *feed) idleClose() {
 	f.mu.Unlock()
 	f.set.log.Info("closing idle on-demand source", "path", f.users[0].spec.Name, "idle", f.after)
 	wait()
+	f.set.dropDynamic(f)
 }
 
 // startLocked starts the supervisor (f.mu held).

@@ -329,3 +329,57 @@ func TestViewerWaitsForStartingSource(t *testing.T) {
 	}
 	t.Logf("waited %v for the starting source", time.Since(start).Round(time.Millisecond))
 }
+
+// A template path ("~regexp") makes any matching name a path of its own,
+// on demand, pulling the source with the name's submatches; names that
+// never delivered are dropped again when they close.
+func TestTemplatePaths(t *testing.T) {
+	leaktest.Check(t)
+	testenv.RequireTool(t, "ffmpeg")
+	cam := rtsptest.Start(t, rtsptest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	base := strings.TrimSuffix(cam.URL("x"), "x")
+	s, _ := newSet(t,
+		Spec{Name: "~^cam-(.+)$", Template: true, Source: base + "$1", Read: true, CloseAfter: 300 * time.Millisecond},
+		Spec{Name: "~^dead-(.+)$", Template: true, Source: "rtsp://" + dead + "/$1", Read: true,
+			StartTimeout: 500 * time.Millisecond, CloseAfter: 200 * time.Millisecond})
+	if !s.Known("cam-front") || s.Known("other") || s.Known("../cam-x") {
+		t.Fatal("Known")
+	}
+	st, release, err := s.View(context.Background(), "cam-front")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readsKeyframe(t, st, 5*time.Second)
+	p := s.Path("cam-front")
+	if p == nil || p.Spec().Source != base+"front" || !p.Spec().OnDemand {
+		t.Fatalf("dynamic path %+v", p)
+	}
+	// The same name again shares the path and its connection.
+	st2, release2, err := s.View(context.Background(), "cam-front")
+	if err != nil || st2 != st || cam.Opened() != 1 {
+		t.Fatalf("second viewer: %v, %d connections", err, cam.Opened())
+	}
+	release()
+	release2()
+	waitFor(t, "idle close", 5*time.Second, func() bool { return cam.Conns() == 0 })
+	if s.Path("cam-front") == nil {
+		t.Fatal("a path that delivered was dropped at idle")
+	}
+	for _, bad := range []string{"whep", "nope", "cam-"} {
+		if _, _, err := s.View(context.Background(), bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("View(%q) = %v", bad, err)
+		}
+	}
+	// A name whose source never delivers: refused after the start timeout,
+	// then forgotten.
+	if _, _, err := s.View(context.Background(), "dead-x"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("dead origin: %v", err)
+	}
+	waitFor(t, "dead path dropped", 5*time.Second, func() bool { return s.Path("dead-x") == nil })
+}

@@ -29,18 +29,25 @@ func (a *app) buildPaths() error {
 	built := map[string]media.Source{}
 	warns := map[string][]string{}
 	var out []paths.Spec
+	build := func(sp paths.Spec) (media.Source, []string, error) {
+		c := cfg
+		c.Media.Source = sp.Source
+		if sp.SourceKind == "builtin" {
+			c.Media.Source = ""
+		}
+		return buildSource(c, logging.Module(log, "media").With("path", sp.Name))
+	}
 	for _, sp := range specs {
+		if sp.Template {
+			out = append(out, sp) // its paths' sources are built when asked for
+			continue
+		}
 		if !sp.Publish && sp.Source == "" {
 			sp.Source, sp.SourceKind = "builtin", "builtin" // the built-in test stream
 		}
 		if sp.Source != "" {
 			if _, ok := built[sp.Source]; !ok {
-				c := cfg
-				c.Media.Source = sp.Source
-				if sp.SourceKind == "builtin" {
-					c.Media.Source = ""
-				}
-				src, w, err := buildSource(c, logging.Module(log, "media").With("path", sp.Name))
+				src, w, err := build(sp)
 				if err != nil {
 					if sp.Name == defaultPath {
 						return err
@@ -55,7 +62,10 @@ func (a *app) buildPaths() error {
 	set, err := paths.New(paths.Config{
 		Paths: out,
 		NewSource: func(sp paths.Spec) (media.Source, []string, error) {
-			return built[sp.Source], warns[sp.Source], nil
+			if src, ok := built[sp.Source]; ok {
+				return src, warns[sp.Source], nil
+			}
+			return build(sp) // a path created from a template
 		},
 		Supervisor: media.SupervisorConfig{GracePeriod: time.Duration(cfg.Media.SourceGraceSeconds) * time.Second},
 		OnState:    a.pathState,
@@ -240,7 +250,7 @@ func (a *app) signalAuth(next http.Handler) http.Handler {
 // configured path, and returns the rest to serve from the UI.
 func (a *app) pathUI(p string) (rest string, ok bool) {
 	el := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 2)
-	if a.paths == nil || a.paths.Path(el[0]) == nil {
+	if a.paths == nil || !a.paths.Known(el[0]) {
 		return "", false
 	}
 	if len(el) == 1 {

@@ -175,7 +175,7 @@ func (a *app) start() int {
 		}
 		return exitStartup
 	}
-	if len(a.paths.List()) > 1 {
+	if len(cfg.ResolvedPaths()) > 1 {
 		a.pf.SetFunc(preflight.CheckPaths, a.pathsCheck)
 	}
 	err := a.run.Start(ctx,
