@@ -35,6 +35,7 @@ test: deps
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) $(PKGS)
+	cd deploy/k8s/validate && $(GO) mod download && ../../../scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test -count=1 ./...
 	@if [ "$(FUZZ)" != 0 ]; then scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly scripts/fuzz.sh $(FUZZTIME); \
 	else echo "fuzz targets not run (FUZZ=0)"; fi
 
