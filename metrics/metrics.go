@@ -42,6 +42,14 @@ type PathSnapshot struct {
 	RecordingFailures uint64
 }
 
+// RTSPSnapshot is the RTSP re-serve read at scrape time. ReadersByPath has
+// configured (or template-created, bounded) path names only.
+type RTSPSnapshot struct {
+	ReadersByPath map[string]int
+	SessionsTotal uint64
+	AuthFailures  uint64
+}
+
 // PathStates are the values of the state label of icey_source_state (the
 // path states of /api/status). A state outside this set sets none of them.
 var PathStates = []string{"idle", "starting", "up", "reconnecting", "down", "waiting-publisher", "publishing"}
@@ -87,6 +95,8 @@ type Sources struct {
 	Paths    func() []PathSnapshot
 	Viewers  func() []ViewerSnapshot
 	TURN     func() (TURNSnapshot, bool) // false when TURN is disabled
+	// RTSP reads the RTSP re-serve; false when it is disabled.
+	RTSP func() (RTSPSnapshot, bool)
 }
 
 // Metrics holds the event-driven metrics and the registry.
@@ -239,6 +249,9 @@ var (
 	dRecBytes     = desc("recorded_bytes_total", "Bytes written to recordings since start, by path.", []string{"path"})
 	dRecFailures  = desc("recording_failures_total", "Recordings cut short by a write error (e.g. a full disk) since start, by path.", []string{"path"})
 	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
+	dRTSPReaders  = desc("rtsp_readers", "RTSP re-serve readers (sessions set up) now, by path.", []string{"path"})
+	dRTSPSessions = desc("rtsp_sessions_total", "RTSP re-serve sessions since start.", nil)
+	dRTSPAuthFail = desc("rtsp_auth_failures_total", "RTSP requests refused for wrong credentials since start.", nil)
 	dTURNTotal    = desc("turn_allocations_total", "TURN allocations created since start.", nil)
 	dTURNRefusals = desc("turn_refusals_total", "TURN requests refused, by reason.", []string{"reason"})
 )
@@ -249,7 +262,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
 		ch <- d
 	}
 }
@@ -325,6 +338,15 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathRec, b2f(p.Recording), p.Path)
 		counter(dRecBytes, float64(p.RecordedBytes), p.Path)
 		counter(dRecFailures, float64(p.RecordingFailures), p.Path)
+	}
+	if s.src.RTSP != nil {
+		if r, ok := s.src.RTSP(); ok {
+			for path, n := range r.ReadersByPath {
+				gauge(dRTSPReaders, float64(n), path)
+			}
+			counter(dRTSPSessions, float64(r.SessionsTotal))
+			counter(dRTSPAuthFail, float64(r.AuthFailures))
+		}
 	}
 	if s.src.TURN != nil {
 		if t, ok := s.src.TURN(); ok {

@@ -203,6 +203,13 @@ func (a *app) metricsSources() metrics.Sources {
 			}
 			return out
 		},
+		RTSP: func() (metrics.RTSPSnapshot, bool) {
+			if a.rtsp == nil {
+				return metrics.RTSPSnapshot{}, false
+			}
+			st := a.rtsp.Stats()
+			return metrics.RTSPSnapshot{ReadersByPath: st.ReadersByPath, SessionsTotal: st.SessionsTotal, AuthFailures: st.AuthFailures}, true
+		},
 		TURN: func() (metrics.TURNSnapshot, bool) {
 			if a.turn == nil {
 				return metrics.TURNSnapshot{}, false

@@ -28,6 +28,7 @@ import (
 	"github.com/icey/icey-server/paths"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/recordings"
+	"github.com/icey/icey-server/rtspserve"
 	"github.com/icey/icey-server/signaling"
 	"github.com/icey/icey-server/signaling/symple"
 	"github.com/icey/icey-server/turn"
@@ -63,6 +64,7 @@ type app struct {
 	symple      atomic.Pointer[symple.Server] // set once built; path state changes read it
 	run         *Runner
 	recs        atomic.Pointer[recorders] // nil when no path records
+	rtsp        *rtspserve.Server         // nil unless rtsp.enabled
 	errc        chan error                // a server goroutine failed
 	startupDone atomic.Bool
 	lastReady   atomic.Int32 // -1 unknown, 0 not ready, 1 ready (for readiness events)
@@ -190,6 +192,12 @@ func (a *app) start() int {
 		// the sources stop.
 		Component{Name: "recordings", Start: a.startRecordings, Stop: a.stopRecordings},
 		Component{Name: "sessions", Start: a.startSessions, Stop: func() { a.sig.Close("shutdown") }},
+		Component{Name: "rtsp", Start: a.startRTSP, Timeout: 3 * time.Second,
+			Stop: func() {
+				if a.rtsp != nil {
+					a.rtsp.Close()
+				}
+			}},
 		Component{Name: "symple", Start: a.startSymple, Timeout: 3 * time.Second,
 			Stop: func() { a.symple.Load().Shutdown() }},
 		Component{Name: "http", Start: a.startHTTP, Stop: a.stopHTTP},
@@ -229,6 +237,30 @@ func (a *app) startSessions() (err error) {
 		Observer:            observer{a},
 	}, a.paths, logging.Module(a.log, "signaling"))
 	return err
+}
+
+// startRTSP re-serves every path over RTSP when rtsp.enabled; a port
+// conflict fails startup (exit 4) like the other ports.
+func (a *app) startRTSP() error {
+	cfg := a.cfg
+	if !cfg.RTSP.Enabled {
+		return nil
+	}
+	rs, err := rtspserve.New(rtspserve.Config{
+		Addr:   hostPort(cfg.HTTP.Host, cfg.RTSP.Port),
+		UDP:    cfg.RTSP.UDP,
+		Router: a.paths,
+		Token:  cfg.Auth.Token,
+	}, logging.Module(a.log, "rtsp"))
+	if err != nil {
+		return err
+	}
+	if err := rs.Start(); err != nil {
+		return fmt.Errorf("cannot bind RTSP on %s: %w (rtsp.port, --rtsp-port)", hostPort(cfg.HTTP.Host, cfg.RTSP.Port), err)
+	}
+	a.rtsp = rs
+	a.log.Info("re-serving every path over RTSP", "module", "rtsp", "url", "rtsp://"+hostPort(a.advertisedHost(), cfg.RTSP.Port)+"/<path>")
+	return nil
 }
 
 func (a *app) startSymple() error {
