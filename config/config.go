@@ -98,8 +98,9 @@ type HTTP struct {
 type RTSP struct {
 	// Enabled turns the RTSP server on. It defaults to false.
 	Enabled bool `json:"enabled"`
-	// Port is the RTSP TCP port (UDP transport uses Port+1 and Port+2 when
-	// UDP is enabled). It defaults to 8554.
+	// Port is the RTSP TCP port (with UDP on, RTP and RTCP use the first
+	// even port above it and the next: 8556 and 8557 for 8554). It
+	// defaults to 8554.
 	Port int `json:"port"`
 	// UDP also offers the UDP transport. It defaults to false (TCP only,
 	// which crosses NATs and firewalls).

@@ -147,7 +147,13 @@ func launchOnce(t *testing.T, args []string, env ...string) *proc {
 	if !strings.Contains(joined, "--turn-port") && !strings.Contains(joined, "--no-turn") {
 		args = append(args, "--turn-port", strconv.Itoa(freePort(t)))
 	}
-	p.base = "http://127.0.0.1:" + strconv.Itoa(p.port)
+	host := "127.0.0.1"
+	for i, a := range args {
+		if a == "--host" && i+1 < len(args) {
+			host = args[i+1]
+		}
+	}
+	p.base = "http://" + host + ":" + strconv.Itoa(p.port)
 	p.cmd = exec.Command(binPath, args...)
 	p.cmd.Dir = t.TempDir()
 	p.cmd.Env = baseEnv(env...)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -38,6 +39,7 @@ type Viewer struct {
 	Joined       time.Time
 	firstIDR     atomic.Int64           // ns since Joined, 0 = none yet
 	sps          atomic.Pointer[[]byte] // the latest SPS received
+	onVideo      func(*rtp.Packet, time.Time)
 	connected    chan struct{}
 	once         sync.Once
 	mu           sync.Mutex // guards closed and wg.Add against Close's Wait
@@ -50,6 +52,9 @@ type Options struct {
 	Token     string
 	VideoOnly bool
 	Timeout   time.Duration // for connecting; default 10 s
+	// OnVideo, when set, sees every video RTP packet as it arrives (from
+	// the track's reader goroutine; it must not block or keep p).
+	OnVideo func(p *rtp.Packet, at time.Time)
 	// LocalIP, when set (a loopback address such as 127.0.0.2), is the
 	// viewer's address for both HTTP (the WHEP requests) and ICE (its
 	// only host candidate), so a server sees it as a distinct client.
@@ -97,7 +102,7 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 		closeMux()
 		return nil, err
 	}
-	v := &Viewer{pc: pc, token: o.Token, client: client, mux: mux, connected: make(chan struct{})}
+	v := &Viewer{pc: pc, token: o.Token, client: client, mux: mux, connected: make(chan struct{}), onVideo: o.OnVideo}
 	fail := func(err error) (*Viewer, error) { _ = pc.Close(); closeMux(); return nil, err }
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		v.mu.Lock()
@@ -226,6 +231,9 @@ func (v *Viewer) read(tr *webrtc.TrackRemote) {
 			continue
 		}
 		v.VideoPackets.Add(1)
+		if v.onVideo != nil {
+			v.onVideo(p, time.Now())
+		}
 		if sps := findSPS(p.Payload); sps != nil {
 			v.sps.Store(&sps)
 		}
