@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -234,5 +235,36 @@ func TestRequiredPathDrivesReadiness(t *testing.T) {
 		if code, _, _ := p.get(t, "/api/ready"); code != want {
 			t.Fatalf("required=%v: /api/ready %d, want %d", required, code, want)
 		}
+	}
+}
+
+// A required on-demand path (an edge's origin) fails readiness while its
+// server does not answer, although the path is idle, and passes once it
+// does.
+func TestOnDemandUpstreamDrivesReadiness(t *testing.T) {
+	port := freePort(t)
+	cfg, _ := json.Marshal(map[string]any{"paths": map[string]any{
+		"~^(.+)$": map[string]any{"source": fmt.Sprintf("rtsp://127.0.0.1:%d/$1", port), "required": true},
+	}})
+	p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+	body := p.waitFor(t, "/api/ready", 503, 20*time.Second)
+	if c := checkByName(body, "paths"); c == nil || !strings.Contains(c["detail"].(string), "unreachable") {
+		t.Fatalf("paths check %v", c)
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p.waitFor(t, "/api/ready", 200, 15*time.Second)
+
+	// An on-demand default path is ready while idle (its server answers).
+	cfg, _ = json.Marshal(map[string]any{"paths": map[string]any{
+		"main": map[string]any{"source": fmt.Sprintf("rtsp://127.0.0.1:%d/cam", port), "sourceOnDemand": true},
+	}})
+	p2 := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+	body = p2.waitFor(t, "/api/ready", 200, 15*time.Second)
+	if c := checkByName(body, "source"); c == nil || !strings.Contains(c["detail"].(string), "On demand") {
+		t.Fatalf("source check of an idle on-demand main: %v", c)
 	}
 }

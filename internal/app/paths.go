@@ -183,6 +183,11 @@ func (a *app) pathsCheck() (preflight.Check, []string) {
 			down = append(down, msg)
 		}
 	}
+	if a.ups != nil {
+		req, other := a.ups.down()
+		failing = append(failing, req...)
+		down = append(down, other...)
+	}
 	switch {
 	case len(failing) > 0:
 		c.Result, c.Detail = preflight.Fail, "Required path(s) down: "+strings.Join(failing, "; ")

@@ -64,6 +64,7 @@ type app struct {
 	symple      atomic.Pointer[symple.Server] // set once built; path state changes read it
 	run         *Runner
 	recs        atomic.Pointer[recorders] // nil when no path records
+	ups         *upstreams                // servers behind on-demand sources
 	rtsp        *rtspserve.Server         // nil unless rtsp.enabled
 	errc        chan error                // a server goroutine failed
 	startupDone atomic.Bool
@@ -180,6 +181,7 @@ func (a *app) start() int {
 	if len(cfg.ResolvedPaths()) > 1 {
 		a.pf.SetFunc(preflight.CheckPaths, a.pathsCheck)
 	}
+	a.ups = newUpstreams(cfg.ResolvedPaths())
 	err := a.run.Start(ctx,
 		Component{Name: "turn", Start: a.startTURN, Timeout: 3 * time.Second,
 			Stop: func() {
@@ -602,6 +604,10 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 	}
 	warns := a.sourceWarnings()
 	desc := a.src.Kind() + " source " + a.src.String()
+	if p := a.paths.Path(defaultPath); p != nil && p.Spec().OnDemand && p.State() == paths.StateIdle {
+		c.Result, c.Detail = preflight.Pass, "On demand: "+desc+" connects at the first viewer"
+		return c, warns
+	}
 	st := a.sup.Status()
 	switch st.State {
 	case media.SourceUp:
@@ -666,6 +672,11 @@ func (a *app) startBackground() {
 				return
 			}
 		}
+	}()
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.ups.run(ctx, 5*time.Second)
 	}()
 	if a.cfg.HealthCheckURL != "" {
 		p := healthping.New(healthping.Config{
