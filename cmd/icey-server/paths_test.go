@@ -268,3 +268,17 @@ func TestOnDemandUpstreamDrivesReadiness(t *testing.T) {
 		t.Fatalf("source check of an idle on-demand main: %v", c)
 	}
 }
+
+// A busy RTSP port is a startup failure naming the setting that moves it.
+func TestRTSPPortConflictExits4(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	p := launchOnce(t, nil, "ICEY_RTSP=true", fmt.Sprintf("ICEY_RTSP_PORT=%d", port))
+	if code := p.wait(t, 20*time.Second); code != 4 || !strings.Contains(p.stderr.String(), "cannot bind RTSP") || !strings.Contains(p.stderr.String(), "rtsp.port") {
+		t.Fatalf("exit %d: %s", code, p.stderr)
+	}
+}

@@ -197,6 +197,9 @@ func portsDetail(cfg config.Config) string {
 	if cfg.TURN.Enabled {
 		d += fmt.Sprintf(", TURN on %s (UDP+TCP)", hostPort(cfg.HTTP.Host, cfg.TURN.Port))
 	}
+	if cfg.RTSP.Enabled {
+		d += fmt.Sprintf(", RTSP on %s (TCP)", hostPort(cfg.HTTP.Host, cfg.RTSP.Port))
+	}
 	return d
 }
 

@@ -48,6 +48,8 @@ func bindHint(what string) string {
 		return "use another port with --port, ICEY_PORT or http.port"
 	case strings.HasPrefix(what, "WebRTC"):
 		return "use another port with --webrtc-port, ICEY_WEBRTC_PORT or webrtc.port"
+	case what == "RTSP":
+		return "use another port with --rtsp-port, ICEY_RTSP_PORT or rtsp.port, or turn the RTSP re-serve off"
 	case strings.HasPrefix(what, "TURN"):
 		return "use another port with --turn-port, ICEY_TURN_PORT or turn.port, or run without TURN with --no-turn"
 	case what == "metrics":
@@ -70,6 +72,18 @@ func bindAll(cfg config.Config) (*listeners, error) {
 	}
 	if cfg.TURN.Enabled && cfg.TURN.Port == cfg.WebRTC.Port {
 		return nil, &bindError{"TURN (UDP)", hostPort(host, cfg.TURN.Port), fmt.Errorf("port also configured for WebRTC media (turn.port = webrtc.port)")}
+	}
+	if cfg.RTSP.Enabled && (cfg.RTSP.Port == cfg.HTTP.Port || cfg.TURN.Enabled && cfg.RTSP.Port == cfg.TURN.Port) {
+		return nil, &bindError{"RTSP", hostPort(host, cfg.RTSP.Port), fmt.Errorf("port also configured for HTTP or TURN (rtsp.port)")}
+	}
+	if cfg.RTSP.Enabled {
+		// The RTSP server binds its own socket when it starts; probing here
+		// reports a conflict with the other ports, before anything starts.
+		probe, err := net.Listen("tcp", hostPort(host, cfg.RTSP.Port))
+		if err != nil {
+			return nil, &bindError{"RTSP", hostPort(host, cfg.RTSP.Port), sysErr(err)}
+		}
+		_ = probe.Close()
 	}
 	var err error
 	if l.http, err = net.Listen("tcp", hostPort(host, cfg.HTTP.Port)); err != nil {
