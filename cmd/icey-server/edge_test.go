@@ -1,9 +1,9 @@
 package main
 
-// Scale-out on one machine: an origin pulls the test camera and re-serves
-// it over RTSP; two edges (other loopback addresses, i.e. other hosts to
-// the processes) pull from it on demand through a template path and
-// serve WebRTC viewers.
+// Scale-out on one machine: three hosts (network namespaces joined by veth
+// links, routed through the test's namespace): an origin pulls the test
+// camera and re-serves it over RTSP; two edges pull from it on demand
+// through a template path and serve WebRTC viewers.
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"github.com/icey/icey-server/internal/hosttest"
 	"github.com/icey/icey-server/internal/rtsptest"
 	"github.com/icey/icey-server/internal/testpeer"
 )
@@ -53,54 +54,47 @@ func (a *arrivals) on(p *rtp.Packet, at time.Time) {
 	a.mu.Unlock()
 }
 
-func rtspPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestOriginAndEdges(t *testing.T) {
-	cam := rtsptest.Start(t, rtsptest.Options{FPS: 30, GOPFrames: 30, ClipDuration: 6 * time.Second})
-	rport := rtspPort(t)
+	hOrigin, hA, hB := hosttest.New(t, 1), hosttest.New(t, 2), hosttest.New(t, 3)
+	// The camera lives in the test's namespace, on the origin's link.
+	cam := rtsptest.Start(t, rtsptest.Options{Host: hOrigin.Gateway, FPS: 30, GOPFrames: 30, ClipDuration: 6 * time.Second})
+	rport := 8554
 	originCfg, _ := json.Marshal(map[string]any{
 		"media": map[string]any{"sourceGraceSeconds": 30},
 		"paths": map[string]any{"front": map[string]any{"source": cam.URL("front")}},
 	})
-	originArgs := []string{"-c", writeConfig(t, string(originCfg))}
-	originEnv := []string{"ICEY_RTSP=true", "ICEY_RTSP_PORT=" + strconv.Itoa(rport)}
-	origin := launch(t, originArgs, originEnv...)
+	originArgs := []string{"-c", writeConfig(t, string(originCfg)), "--no-turn"}
+	// /metrics answers other hosts with the bearer token only.
+	originEnv := []string{"ICEY_RTSP=true", "ICEY_RTSP_PORT=" + strconv.Itoa(rport), "ICEY_METRICS_TOKEN=edge-test"}
+	origin := launchOn(t, hOrigin, originArgs, originEnv...)
 	origin.waitFor(t, "/api/ready", 200, 20*time.Second)
 
 	edgeCfg, _ := json.Marshal(map[string]any{
 		"media": map[string]any{"sourceGraceSeconds": 30},
 		"paths": map[string]any{"~^(.+)$": map[string]any{
-			"source":                          fmt.Sprintf("rtsp://127.0.0.1:%d/$1", rport),
+			"source":                          fmt.Sprintf("rtsp://%s:%d/$1", hOrigin.Addr, rport),
 			"sourceOnDemandCloseAfterSeconds": 2,
 		}},
 	})
-	edgeA := launch(t, []string{"-c", writeConfig(t, string(edgeCfg)), "--host", "127.0.0.2"})
-	edgeB := launch(t, []string{"-c", writeConfig(t, string(edgeCfg)), "--host", "127.0.0.3"})
+	edgeA := launchOn(t, hA, []string{"-c", writeConfig(t, string(edgeCfg)), "--no-turn"})
+	edgeB := launchOn(t, hB, []string{"-c", writeConfig(t, string(edgeCfg)), "--no-turn"})
 	edgeA.waitFor(t, "/api/ready", 200, 20*time.Second)
 	edgeB.waitFor(t, "/api/ready", 200, 20*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	atOrigin, atEdge := &arrivals{at: map[uint64]time.Time{}}, &arrivals{at: map[uint64]time.Time{}}
-	vo, err := testpeer.Connect(ctx, origin.base+"/front/whep", testpeer.Options{VideoOnly: true, OnVideo: atOrigin.on})
+	vo, err := testpeer.Connect(ctx, origin.base+"/front/whep", testpeer.Options{VideoOnly: true, OnVideo: atOrigin.on, LocalIP: net.ParseIP(hOrigin.Gateway)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer vo.Close()
-	va, err := testpeer.Connect(ctx, edgeA.base+"/front/whep", testpeer.Options{VideoOnly: true, OnVideo: atEdge.on, LocalIP: net.ParseIP("127.0.0.2")})
+	va, err := testpeer.Connect(ctx, edgeA.base+"/front/whep", testpeer.Options{VideoOnly: true, OnVideo: atEdge.on, LocalIP: net.ParseIP(hA.Gateway)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer va.Close()
-	vb, err := testpeer.Connect(ctx, edgeB.base+"/front/whep", testpeer.Options{VideoOnly: true, LocalIP: net.ParseIP("127.0.0.3")})
+	vb, err := testpeer.Connect(ctx, edgeB.base+"/front/whep", testpeer.Options{VideoOnly: true, LocalIP: net.ParseIP(hB.Gateway)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +107,10 @@ func TestOriginAndEdges(t *testing.T) {
 		t.Fatalf("the camera was opened %d times, want once (by the origin)", cam.Opened())
 	}
 	readers := func() float64 {
-		_, body := scrape(t, origin.base+"/metrics")
+		code, body := scrape(t, origin.base+"/metrics", "Authorization", "Bearer edge-test")
+		if code != 200 {
+			t.Fatalf("origin /metrics: %d", code)
+		}
 		var n float64
 		fmt.Sscanf(findLine(body, `icey_rtsp_readers{path="front"}`), "%g", &n)
 		return n
@@ -160,14 +157,14 @@ func TestOriginAndEdges(t *testing.T) {
 		t.Fatalf("origin readers after edge B went idle: %v, want 1", n)
 	}
 
-	// The origin restarts: edge A's viewer keeps its session and plays
-	// again.
+	// The origin host restarts (its namespace and link go with the
+	// process): edge A's viewer keeps its session and plays again.
 	if err := origin.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	origin.wait(t, 10*time.Second)
-	origin2 := launchOnce(t, append(originArgs, "--port", strconv.Itoa(origin.port), "--turn-port", strconv.Itoa(rtspPort(t))), originEnv...)
-	origin2.base = origin.base
+	hOrigin2 := hosttest.New(t, 1)
+	origin2 := launchOn(t, hOrigin2, originArgs, originEnv...)
 	origin2.waitFor(t, "/api/ready", 200, 20*time.Second)
 	before := va.VideoPackets.Load()
 	if err := va.WaitVideo(before+100, 30*time.Second); err != nil {

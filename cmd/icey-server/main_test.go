@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icey/icey-server/internal/hosttest"
 	"github.com/icey/icey-server/internal/rtsptest"
 )
 
@@ -135,6 +136,16 @@ func (p *proc) bindFailed() bool {
 
 func launchOnce(t *testing.T, args []string, env ...string) *proc {
 	t.Helper()
+	return launchOn(t, nil, args, env...)
+}
+
+// launchOn starts the binary on host h (a network namespace of its own,
+// bound to its address), or in the test's namespace when h is nil.
+func launchOn(t *testing.T, h *hosttest.Host, args []string, env ...string) *proc {
+	t.Helper()
+	if h != nil {
+		args = append([]string{"--host", h.Addr}, args...)
+	}
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	joined := strings.Join(args, " ")
 	if !strings.Contains(joined, "--port") {
@@ -155,11 +166,17 @@ func launchOnce(t *testing.T, args []string, env ...string) *proc {
 	}
 	p.base = "http://" + host + ":" + strconv.Itoa(p.port)
 	p.cmd = exec.Command(binPath, args...)
+	if h != nil {
+		p.cmd = h.Command(binPath, args...)
+	}
 	p.cmd.Dir = t.TempDir()
-	p.cmd.Env = baseEnv(env...)
+	p.cmd.Env = append(p.cmd.Env, baseEnv(env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if h != nil {
+		h.Attach(p.cmd)
 	}
 	go func() {
 		_ = p.cmd.Wait()

@@ -68,7 +68,10 @@ const (
 // Options configure a Server. The zero value serves 320x240 H.264 at 25 fps
 // with a 1 s GOP, no audio, no authentication, TCP only.
 type Options struct {
-	// Port to listen on at 127.0.0.1; 0 picks a free one. Restart reuses it.
+	// Host is the address to listen on (TCP only when not 127.0.0.1).
+	// It defaults to 127.0.0.1.
+	Host string
+	// Port to listen on at Host; 0 picks a free one. Restart reuses it.
 	Port int
 	// User and Pass, when User is set, are required to DESCRIBE and SETUP
 	// (digest or basic); wrong or missing credentials get 401.
@@ -132,6 +135,9 @@ func Start(tb testing.TB, opts Options) *Server {
 	if opts.ClipDuration <= 0 {
 		opts.ClipDuration = 2 * time.Second
 	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
 	s := &Server{tb: tb, opts: opts, port: opts.Port}
 
 	ffmpeg, err := exec.LookPath("ffmpeg")
@@ -169,7 +175,7 @@ func (s *Server) URL(path string) string {
 // URLWithCredentials returns the stream URL for path with the given
 // credentials (none when user is empty), e.g. to test a wrong password.
 func (s *Server) URLWithCredentials(path, user, pass string) string {
-	u := url.URL{Scheme: "rtsp", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), Path: "/" + path}
+	u := url.URL{Scheme: "rtsp", Host: net.JoinHostPort(s.opts.Host, strconv.Itoa(s.port)), Path: "/" + path}
 	if s.opts.TLS {
 		u.Scheme = "rtsps"
 	}
@@ -252,7 +258,7 @@ func (s *Server) start() error {
 	}
 	srv := &gortsplib.Server{
 		Handler:     &handler{s: s},
-		RTSPAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)),
+		RTSPAddress: net.JoinHostPort(s.opts.Host, strconv.Itoa(s.port)),
 		TLSConfig:   s.tlsServer,
 	}
 	if s.opts.UDP {
