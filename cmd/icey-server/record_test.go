@@ -22,19 +22,11 @@ import (
 	"github.com/icey/icey-server/internal/rtsptest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/internal/testpeer"
+	"github.com/icey/icey-server/recordings"
 )
 
 // recording is one entry of GET /api/recordings.
-type recording struct {
-	Path        string    `json:"path"`
-	Name        string    `json:"name"`
-	Start       time.Time `json:"start"`
-	End         time.Time `json:"end"`
-	DurationSec float64   `json:"durationSec"`
-	Bytes       int64     `json:"bytes"`
-	Complete    bool      `json:"complete"`
-	URL         string    `json:"url"`
-}
+type recording = recordings.Info
 
 func listRecordings(t *testing.T, p *proc, query string) []recording {
 	t.Helper()
