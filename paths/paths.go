@@ -286,6 +286,9 @@ func (s *Set) isClosed() bool {
 
 // Path returns the path of that name, or nil.
 func (s *Set) Path(name string) *Path {
+	if s == nil { // a server that has not built its paths (--doctor)
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.paths[name]
@@ -293,6 +296,9 @@ func (s *Set) Path(name string) *Path {
 
 // List returns every path in configuration order.
 func (s *Set) List() []*Path {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*Path(nil), s.order...)
@@ -372,6 +378,9 @@ func (s *Set) fromTemplateLocked(name string) (*Path, error) {
 
 // Known reports whether name is a configured path or matches a template.
 func (s *Set) Known(name string) bool {
+	if s == nil {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.paths[name] != nil {

@@ -12,12 +12,11 @@ import (
 	"github.com/icey/icey-server/config"
 )
 
-// upstreams watches whether the servers behind on-demand network sources
-// answer (an edge's origin, a camera pulled on demand): an idle on-demand
-// path has no connection to tell, so its host is dialled (TCP connect,
-// nothing sent) every interval. A required on-demand path whose upstream
-// does not answer fails readiness: an edge whose origin is gone should
-// not get new viewers.
+// upstreams watches whether the servers behind required on-demand network
+// sources answer (an edge's origin): an idle on-demand path has no
+// connection to tell, so its host is dialled (TCP connect, nothing sent)
+// every interval; while it does not answer, readiness fails: an edge whose
+// origin is gone should not get new viewers.
 type upstreams struct {
 	mu    sync.Mutex
 	state map[string]upstream // by host:port
@@ -61,7 +60,10 @@ func upstreamHost(src string) string {
 func newUpstreams(specs []config.PathSpec) *upstreams {
 	u := &upstreams{state: map[string]upstream{}}
 	for _, sp := range specs {
-		if !sp.OnDemand {
+		// Only required paths: a probe is a TCP connection the upstream
+		// sees, and an optional on-demand path must open none before its
+		// first viewer.
+		if !sp.OnDemand || !sp.Required {
 			continue
 		}
 		h := upstreamHost(strings.ReplaceAll(sp.Source, "$", "x"))
@@ -115,8 +117,8 @@ func (u *upstreams) run(ctx context.Context, every time.Duration) {
 	}
 }
 
-// down lists the unreachable upstreams, those a required path pulls from
-// first ("host (paths): error").
+// down lists the unreachable upstreams ("host (paths): error"); all of
+// them serve required paths.
 func (u *upstreams) down() (required, other []string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
