@@ -84,10 +84,23 @@ while read -r dir name; do
 	corpus="$dir/testdata/fuzz/$name"
 	ls -1 "$corpus" 2>/dev/null | sort >"$tmp/before"
 	start=$(date +%s)
-	"$gocmd" test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" -fuzzminimizetime "$minimize" \
-		-parallel "$parallel" "$dir" \
-		</dev/null >"$log" 2>&1
+	fuzz_once() {
+		"$gocmd" test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" -fuzzminimizetime "$minimize" \
+			-parallel "$parallel" "$dir" \
+			</dev/null >"$log" 2>&1
+	}
+	fuzz_once
 	rc=$?
+	# Go's fuzzer can end a run with "context deadline exceeded" and no
+	# crasher when a worker is busy as the time runs out (a harness
+	# failure, not a finding: a finding writes a crasher). Run such a
+	# target once more; the second result stands.
+	if [ "$rc" -ne 0 ] && grep -q 'context deadline exceeded' "$log" &&
+		[ -z "$(ls -1 "$corpus" 2>/dev/null | sort | comm -13 "$tmp/before" -)" ]; then
+		echo "fuzz: $dir $name: the fuzzer timed out without a finding; running it again"
+		fuzz_once
+		rc=$?
+	fi
 	secs=$(($(date +%s) - start))
 	# The last progress line carries the total: "fuzz: elapsed: 3s, execs: 12345 (4115/sec), ...".
 	execs=$(grep -oE 'execs: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+')
