@@ -146,7 +146,9 @@ func TestOnDemandReaderKeepsOpen(t *testing.T) {
 	leaktest.Check(t)
 	testenv.RequireTool(t, "ffmpeg")
 	cam := rtsptest.Start(t, rtsptest.Options{})
-	s, _ := newSet(t, Spec{Name: "cam", Source: cam.URL("cam"), Read: true, OnDemand: true, CloseAfter: 400 * time.Millisecond})
+	// The idle time is long against the 100 ms gap, so a loaded machine
+	// cannot make the second reader late.
+	s, _ := newSet(t, Spec{Name: "cam", Source: cam.URL("cam"), Read: true, OnDemand: true, CloseAfter: 2 * time.Second})
 	_, r1, err := s.View(context.Background(), "cam")
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +160,7 @@ func TestOnDemandReaderKeepsOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2()
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond) // past the idle time the first release armed
 	if cam.Conns() != 1 || cam.Opened() != 1 {
 		t.Fatalf("conns %d opened %d", cam.Conns(), cam.Opened())
 	}
