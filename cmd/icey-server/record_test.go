@@ -107,6 +107,7 @@ func TestRecordModeWHIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(6 * time.Second)
+	sent := time.Duration(pub.FramesSent.Load()) * time.Second / time.Duration(clip.FPS)
 	if code, err := pub.Delete(); err != nil || code != 200 {
 		t.Fatalf("DELETE: %d %v", code, err)
 	}
@@ -118,7 +119,10 @@ func TestRecordModeWHIP(t *testing.T) {
 	if !strings.HasPrefix(r.Name, "main-") || !strings.HasSuffix(r.Name, ".mp4") || r.URL != "/recordings/main/"+r.Name {
 		t.Fatalf("recording %+v", r)
 	}
-	checkMP4(t, filepath.Join(dir, r.Name), 6*time.Second, true)
+	// 6 s of wall time; the file is checked against what was sent (the
+	// same unless a loaded machine paced the publisher behind the clock).
+	t.Logf("sent %v of media in 6 s", sent)
+	checkMP4(t, filepath.Join(dir, r.Name), sent, true)
 
 	// Range download: 206 with the file's bytes.
 	want, err := os.ReadFile(filepath.Join(dir, r.Name))
@@ -158,6 +162,9 @@ func TestRecordingSurvivesKill9(t *testing.T) {
 	}
 	defer pub.Close()
 	time.Sleep(5 * time.Second)
+	// What had been sent when the server died, in media time (a loaded
+	// machine may pace the publisher behind the wall clock).
+	sent := float64(pub.FramesSent.Load()) / float64(clip.FPS)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -168,10 +175,10 @@ func TestRecordingSurvivesKill9(t *testing.T) {
 	}
 	fi, _ := os.Stat(parts[0])
 	pr, err := testenv.FFprobe(t, parts[0])
-	if err != nil || pr.Duration < 5-1.5 {
-		t.Fatalf("the .part after kill -9: %.2f s, %v", pr.Duration, err)
+	if err != nil || pr.Duration < sent-1.5 {
+		t.Fatalf("the .part after kill -9: %.2f s of %.2f s sent, %v", pr.Duration, sent, err)
 	}
-	t.Logf(".part after kill -9 at 5 s: %d bytes, ffprobe reads %.2f s", fi.Size(), pr.Duration)
+	t.Logf(".part after kill -9 with %.2f s sent: %d bytes, ffprobe reads %.2f s", sent, fi.Size(), pr.Duration)
 
 	p2 := launch(t, []string{"--mode", "record", "--record-dir", dir})
 	p2.waitFor(t, "/api/ready", 200, 20*time.Second)
@@ -182,8 +189,8 @@ func TestRecordingSurvivesKill9(t *testing.T) {
 		t.Fatalf("recovered %s from %s: %v", name, parts[0], err)
 	}
 	recovered := checkMP4(t, filepath.Join(dir, name), 0, true)
-	if recovered.Duration < 5-1.5 {
-		t.Fatalf("recovered file %.2f s", recovered.Duration)
+	if recovered.Duration < sent-1.5 {
+		t.Fatalf("recovered file %.2f s of %.2f s sent", recovered.Duration, sent)
 	}
 	t.Logf("bytes lost on kill -9: %d (the incomplete last fragment); recovered %.2f s", fi.Size()-fi2.Size(), recovered.Duration)
 }
