@@ -123,7 +123,10 @@ func TestOnDemand(t *testing.T) {
 			t.Fatalf("View returned before a keyframe of this activation (last %v, start %v)", got, start)
 		}
 		readsKeyframe(t, st, 5*time.Second)
-		if p.Status().Viewers != 1 || p.State() != StateUp {
+		// The supervisor reports "up" from its own goroutine, woken by the
+		// same publish that made the keyframe available: allow it a moment.
+		waitFor(t, "state up", 2*time.Second, func() bool { return p.State() == StateUp })
+		if p.Status().Viewers != 1 {
 			t.Fatalf("status %+v", p.Status())
 		}
 		release()
