@@ -49,18 +49,50 @@ func (k Kind) String() string {
 	return "audio"
 }
 
-// Audio codec names used in AudioParams.Codec (WebRTC MIME subtypes).
+// Codec names used in VideoParams.Codec, AudioParams.Codec and Unit.Codec
+// (WebRTC MIME subtypes).
 const (
 	CodecH264 = "H264"
+	CodecH265 = "H265"
+	CodecVP8  = "VP8"
 	CodecOpus = "opus"
 	CodecPCMU = "PCMU"
 	CodecPCMA = "PCMA"
 )
 
-// VideoParams describes the stream's video track. Only H.264 is carried.
+// VideoParams describes the stream's video track: H.264 (from sources),
+// H.265 (from sources; passed to viewers that can decode it) or VP8 (a
+// rendition's output).
 type VideoParams struct {
-	// SPS and PPS as known at setup (may be nil; the hub learns them in-band).
-	SPS, PPS []byte
+	// Codec is CodecH264 (also when empty), CodecH265 or CodecVP8.
+	Codec string
+	// SPS and PPS (and VPS for H.265) as known at setup (may be nil; the
+	// hub learns them in-band).
+	SPS, PPS, VPS []byte
+}
+
+// VideoCodec returns the codec of v (CodecH264 when unset).
+func (v *VideoParams) VideoCodec() string {
+	if v == nil || v.Codec == "" {
+		return CodecH264
+	}
+	return v.Codec
+}
+
+// VideoInfo is what the stream learned of its video from the bitstream:
+// the codec, profile and size from the parameter sets, and whether pictures
+// are reordered (B-frames), declared by the H.264 SPS
+// (max_num_reorder_frames in the VUI) or seen (a presentation time going
+// backwards in decoding order). Browsers play reordered H.264 over WebRTC
+// at a fraction of its frame rate, so such a stream is not passed through.
+type VideoInfo struct {
+	Codec   string `json:"codec"`
+	Profile string `json:"profile,omitempty"`
+	Level   string `json:"level,omitempty"`
+	Width   int    `json:"width,omitempty"`
+	Height  int    `json:"height,omitempty"`
+	// BFrames is true when pictures are reordered.
+	BFrames bool `json:"bFrames"`
 }
 
 // AudioParams describes the stream's audio track.
@@ -167,6 +199,10 @@ type Writer interface {
 	// stream maps it onto its continuous one). Parameter sets are learned
 	// in-band; video before the first IDR of a run is dropped.
 	WriteH264(pts time.Duration, au [][]byte)
+	// WriteH265 is WriteH264 for H.265 (RFC 7798): VPS, SPS and PPS are
+	// learned in-band and put in front of every random-access picture,
+	// video before the first one of a run is dropped.
+	WriteH265(pts time.Duration, au [][]byte)
 	// WriteAudio writes one encoded audio frame of the declared codec, pts on
 	// the same timeline as the video (A/V sync depends on it).
 	WriteAudio(pts time.Duration, frame []byte)

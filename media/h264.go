@@ -65,6 +65,7 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 		case naluSPS:
 			if !bytes.Equal(n, s.sps) {
 				s.sps = clone(n)
+				s.paramsChangedLocked()
 			}
 			continue // re-inserted in front of IDRs only
 		case naluPPS:
@@ -88,12 +89,7 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 	if len(nalus) == 2 {
 		return // parameter sets only: learned
 	}
-	if s.vHavePTS {
-		if d := pts - s.vLastPTS; d > 0 && d < time.Second {
-			s.vFrameDur = d
-		}
-	}
-	s.vLastPTS, s.vHavePTS = pts, true
+	s.notePTSLocked(pts)
 	mt := s.mediaTimeLocked(pts)
 	if !idr && s.waitIDR {
 		return

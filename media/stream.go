@@ -27,6 +27,8 @@ const (
 // rewrites them to whatever was negotiated (pion's TrackLocalStaticRTP does).
 const (
 	PayloadTypeH264 = 96
+	PayloadTypeVP8  = 97
+	PayloadTypeH265 = 98
 	PayloadTypeOpus = 111
 	PayloadTypePCMU = 0
 	PayloadTypePCMA = 8
@@ -107,6 +109,12 @@ type Stream struct {
 	tracksSet   bool
 	tracks      Tracks // Video.SPS/PPS are kept equal to sps/pps
 	sps, pps    []byte
+	vps         []byte // H.265
+
+	// What the bitstream says of the video (VideoInfo).
+	info        VideoInfo
+	infoStale   bool // sps changed since info was computed
+	reorderSeen bool // a pts went backwards within a run
 
 	// Timeline: output media time = pts + offset, one offset for both
 	// kinds so that A/V sync survives Discontinuity.
@@ -196,15 +204,25 @@ func (s *Stream) SetTracks(t Tracks) {
 	if s.closed {
 		return
 	}
+	prev := s.tracks.Video.VideoCodec()
 	s.tracks = Tracks{}
 	if t.Video != nil {
+		if t.Video.VideoCodec() != prev {
+			// Another codec: the old parameter sets mean nothing to it.
+			s.sps, s.pps, s.vps = nil, nil, nil
+			s.info = VideoInfo{}
+		}
+		s.paramsChangedLocked()
+		if len(t.Video.VPS) > 0 {
+			s.vps = clone(t.Video.VPS)
+		}
 		if len(t.Video.SPS) > 0 {
 			s.sps = clone(t.Video.SPS)
 		}
 		if len(t.Video.PPS) > 0 {
 			s.pps = clone(t.Video.PPS)
 		}
-		s.tracks.Video = &VideoParams{SPS: s.sps, PPS: s.pps}
+		s.tracks.Video = &VideoParams{Codec: t.Video.VideoCodec(), SPS: s.sps, PPS: s.pps, VPS: s.vps}
 	}
 	if t.Audio != nil {
 		a := *t.Audio
@@ -227,7 +245,7 @@ func (s *Stream) Tracks() Tracks {
 func (s *Stream) tracksCopyLocked() Tracks {
 	var t Tracks
 	if s.tracks.Video != nil {
-		t.Video = &VideoParams{SPS: clone(s.sps), PPS: clone(s.pps)}
+		t.Video = &VideoParams{Codec: s.tracks.Video.Codec, SPS: clone(s.sps), PPS: clone(s.pps), VPS: clone(s.vps)}
 	}
 	if s.tracks.Audio != nil {
 		a := *s.tracks.Audio

@@ -246,10 +246,11 @@ type recordingSink struct {
 	requests int
 }
 
-func (r *recordingSink) SetTracks(media.Tracks)           {}
-func (r *recordingSink) Discontinuity()                   {}
-func (r *recordingSink) WriteAudio(time.Duration, []byte) {}
-func (r *recordingSink) RequestKeyframe()                 { r.mu.Lock(); r.requests++; r.mu.Unlock() }
+func (r *recordingSink) SetTracks(media.Tracks)            {}
+func (r *recordingSink) Discontinuity()                    {}
+func (r *recordingSink) WriteAudio(time.Duration, []byte)  {}
+func (r *recordingSink) WriteH265(time.Duration, [][]byte) {}
+func (r *recordingSink) RequestKeyframe()                  { r.mu.Lock(); r.requests++; r.mu.Unlock() }
 func (r *recordingSink) WriteH264(pts time.Duration, au [][]byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -141,6 +141,9 @@ func (r *recorder) SetTracks(t media.Tracks) { r.add(event{kind: "tracks", tr: t
 func (r *recorder) WriteH264(pts time.Duration, au [][]byte) {
 	r.add(event{kind: "video", pts: pts, au: au})
 }
+func (r *recorder) WriteH265(pts time.Duration, au [][]byte) {
+	r.add(event{kind: "video", pts: pts, au: au})
+}
 func (r *recorder) WriteAudio(pts time.Duration, f []byte) {
 	r.add(event{kind: "audio", pts: pts, frame: f})
 }
