@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/icey/icey-server/config"
@@ -23,8 +24,11 @@ import (
 var errSourceConfig = errors.New("source")
 
 // buildSource picks the source implementation for the configured source.
-// The kind decides: builtin and files play directly when the hub can carry
-// their codecs; everything else goes through one ffmpeg transcode per stream.
+// The kind decides: builtin and files play directly when the native MP4
+// reader can read them (H.264, also with B-frames, or H.265 video passed as
+// is; AAC audio becomes Opus through an ffmpeg that reads only the audio on
+// stdin, and is dropped with a warning without ffmpeg); other files and
+// other kinds go through one ffmpeg transcode per stream.
 // No secret reaches ffmpeg's command line or environment: RTSP is pulled by
 // gortsplib, RTMP by gortmplib, SRT by gosrt and http(s) by net/http. H.264
 // passes through (MPEG-TS is demuxed here), AAC goes to ffmpeg's stdin and
@@ -55,27 +59,21 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 		if _, err := os.Stat(src); err != nil {
 			return nil, nil, fmt.Errorf("%w: media file %s: %v", errSourceConfig, src, unwrapPath(err))
 		}
+		// The native reader plays MP4 with H.264 (B-frames too) or H.265
+		// as they are, and AAC audio through an audio-only ffmpeg; only
+		// what it cannot read is transcoded whole.
+		ff := transcode.Available()
 		info, err := file.Probe(src)
+		if err == nil {
+			_, err = info.Native(ff)
+		}
 		if err != nil {
-			if transcode.Available() && errors.Is(err, media.ErrUnsupportedCodec) {
+			if ff && errors.Is(err, media.ErrUnsupportedCodec) {
 				return transcoded(src, "file", cfg, log, fmt.Sprintf("%v; transcoding with ffmpeg", err))
 			}
 			return nil, nil, fmt.Errorf("%w: %s: %v%s", errSourceConfig, src, err, ffmpegHint())
 		}
-		warns, err := info.Direct()
-		if err != nil || len(warns) > 0 {
-			if transcode.Available() {
-				why := "audio " + info.AudioCodec + " is transcoded to Opus with ffmpeg"
-				if err != nil {
-					why = err.Error() + "; transcoding with ffmpeg"
-				}
-				return transcoded(src, "file", cfg, log, why)
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %s: %v%s", errSourceConfig, src, err, ffmpegHint())
-			}
-		}
-		s, err := file.New(file.Config{Path: src, Loop: cfg.Media.Loop}, log)
+		s, err := file.New(file.Config{Path: src, Loop: cfg.Media.Loop, TranscodeAudio: ff}, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %s: %v", errSourceConfig, src, err)
 		}
@@ -168,7 +166,11 @@ func unwrapPath(err error) error {
 func (a *app) sourceWarnings() []string {
 	out := append([]string(nil), a.srcWarnings...)
 	if w, ok := a.src.(media.Warner); ok {
-		out = append(out, w.Warnings()...)
+		for _, s := range w.Warnings() {
+			if !slices.Contains(out, s) { // a file source's are in both
+				out = append(out, s)
+			}
+		}
 	}
 	return out
 }

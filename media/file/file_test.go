@@ -35,8 +35,9 @@ func TestProbe(t *testing.T) {
 		{clip: "h264-aac", video: "H264", audio: "AAC", container: "mp4", warns: 1},
 		{clip: "vp9-opus", video: "VP9", audio: "opus", container: "mp4",
 			probeErr: media.ErrUnsupportedCodec, newErr: media.ErrUnsupportedCodec, errMention: "VP9"},
-		{clip: "hevc", video: "H265", container: "mp4",
-			probeErr: media.ErrUnsupportedCodec, newErr: media.ErrUnsupportedCodec, errMention: "H265"},
+		{clip: "hevc", video: "H265", container: "mp4"},
+		{clip: "mpeg4", video: "MPEG-4 Visual", container: "mp4",
+			probeErr: media.ErrUnsupportedCodec, newErr: media.ErrUnsupportedCodec, errMention: "MPEG-4"},
 		{clip: "opus-only", audio: "opus", container: "mp4",
 			probeErr: media.ErrUnsupportedCodec, newErr: media.ErrUnsupportedCodec, errMention: "no video"},
 		{clip: "fragmented", video: "H264", audio: "opus", container: "mp4"},
@@ -57,7 +58,7 @@ func TestProbe(t *testing.T) {
 			if err == nil && (info.Duration < 400*time.Millisecond || info.Duration > 2100*time.Millisecond) {
 				t.Errorf("duration %v", info.Duration)
 			}
-			if tc.video == "H264" && err == nil && (info.Width != 320 || info.Height != 180) {
+			if (tc.video == "H264" || tc.video == "H265") && err == nil && (info.Width != 320 || info.Height != 180) {
 				t.Errorf("size %dx%d", info.Width, info.Height)
 			}
 			src, err := New(Config{Path: p}, nil)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 
@@ -19,6 +20,7 @@ import (
 // the media.Codec* constants.
 const (
 	CodecH264 = media.CodecH264
+	CodecH265 = media.CodecH265
 	CodecOpus = media.CodecOpus
 	CodecAAC  = "AAC"
 )
@@ -42,34 +44,47 @@ type Info struct {
 	// AudioCodec is the chosen audio track's codec: "opus", "AAC", "MP3",
 	// ... or its sample entry fourcc; "" if none.
 	AudioCodec string
-	// Width and Height of the H.264 video (0 if unknown).
+	// Width and Height of the H.264 or H.265 video (0 if unknown).
 	Width, Height int
 	// Duration of the longest selected track.
 	Duration time.Duration
 }
 
-// Direct reports whether the file source plays the file without
-// transcoding: H.264 video with Opus or no audio. AAC audio (or any other
-// audio codec) plays video-only, reported in warnings. A nil error with
-// warnings means "playable, but audio is dropped".
-func (i Info) Direct() (warnings []string, err error) {
+// Native reports whether the native reader plays the file: an MP4 with
+// H.264 (with or without B-frames) or H.265 video, passed to the stream as
+// is. Anything else (other containers, other video codecs, no video) is an
+// error wrapping media.ErrUnsupportedCodec, for the caller to transcode the
+// whole file instead. The warnings say what of the audio does not play as
+// it is: AAC is transcoded to Opus with ffmpeg when transcodeAudio is set
+// (Config.TranscodeAudio), else dropped like any other audio codec but
+// Opus. A nil error with warnings means "playable, audio aside".
+func (i Info) Native(transcodeAudio bool) (warnings []string, err error) {
 	if i.Container != "mp4" {
 		return nil, fmt.Errorf("%w: container %s (only MP4 is read directly)", media.ErrUnsupportedCodec, i.Container)
 	}
 	switch i.VideoCodec {
-	case CodecH264:
+	case CodecH264, CodecH265:
 	case "":
-		return nil, fmt.Errorf("%w: no video track (H.264 required)", media.ErrUnsupportedCodec)
+		return nil, fmt.Errorf("%w: no video track (H.264 or H.265 required)", media.ErrUnsupportedCodec)
 	default:
-		return nil, fmt.Errorf("%w: video codec %s (only H.264 is carried)", media.ErrUnsupportedCodec, i.VideoCodec)
+		return nil, fmt.Errorf("%w: video codec %s (only H.264 and H.265 are read directly)", media.ErrUnsupportedCodec, i.VideoCodec)
 	}
 	switch i.AudioCodec {
 	case "", CodecOpus:
+	case CodecAAC:
+		if transcodeAudio {
+			warnings = append(warnings, "audio AAC is transcoded to Opus with ffmpeg")
+		} else {
+			warnings = append(warnings, "audio AAC is not carried without ffmpeg (only Opus); playing video only")
+		}
 	default:
-		warnings = append(warnings, fmt.Sprintf("audio codec %s is not carried (only Opus); playing video only", i.AudioCodec))
+		warnings = append(warnings, fmt.Sprintf("audio codec %s is not carried (only Opus, and AAC through ffmpeg); playing video only", i.AudioCodec))
 	}
 	return warnings, nil
 }
+
+// Direct is Native(false): what plays without any ffmpeg.
+func (i Info) Direct() (warnings []string, err error) { return i.Native(false) }
 
 // Probe reads the file's headers and reports its codecs. It returns an
 // error wrapping media.ErrSourceUnavailable when the file is missing,
@@ -92,11 +107,24 @@ func Probe(path string) (Info, error) {
 
 // clip is a parsed file with the tracks chosen for playback.
 type clip struct {
-	info   Info
-	video  *pmp4.Track
-	h264   *codecs.H264
-	audio  *pmp4.Track // Opus only; nil otherwise
-	period time.Duration
+	info  Info
+	video *pmp4.Track
+	h264  *codecs.H264 // one of h264, h265 is set
+	h265  *codecs.H265
+	audio *pmp4.Track // Opus or AAC; nil otherwise
+	aac   *codecs.MPEG4Audio
+	// videoDur and audioDur are the tracks' durations; period is the
+	// longer one.
+	videoDur, audioDur, period time.Duration
+}
+
+// playPeriod is the length of one pass: the video's, or the longer of
+// video and audio when the audio is played.
+func (c *clip) playPeriod(withAudio bool) time.Duration {
+	if withAudio {
+		return max(c.videoDur, c.audioDur)
+	}
+	return c.videoDur
 }
 
 // load parses r and selects tracks. On a recognised container with
@@ -146,7 +174,8 @@ func load(r io.ReadSeeker, name string) (c *clip, err error) {
 		return nil, fmt.Errorf("%w: %s: corrupt MP4: %v", media.ErrSourceUnavailable, name, err)
 	}
 
-	// Prefer H.264 / Opus tracks; otherwise report the first track's codec.
+	// Prefer H.264 to H.265 and Opus to AAC; otherwise report the first
+	// track's codec.
 	var firstVideo, firstAudio string
 	for _, t := range tracks {
 		if t.Codec == nil || len(t.Samples) == 0 || t.TimeScale == 0 {
@@ -154,12 +183,20 @@ func load(r io.ReadSeeker, name string) (c *clip, err error) {
 		}
 		switch cd := t.Codec.(type) {
 		case *codecs.H264:
+			if c.h264 == nil {
+				c.video, c.h264, c.h265 = t, cd, nil
+			}
+		case *codecs.H265:
 			if c.video == nil {
-				c.video, c.h264 = t, cd
+				c.video, c.h265 = t, cd
 			}
 		case *codecs.Opus:
+			if c.audio == nil || c.aac != nil {
+				c.audio, c.aac = t, nil
+			}
+		case *codecs.MPEG4Audio:
 			if c.audio == nil {
-				c.audio = t
+				c.audio, c.aac = t, cd
 			}
 		}
 		if t.Codec.IsVideo() && firstVideo == "" {
@@ -175,23 +212,37 @@ func load(r io.ReadSeeker, name string) (c *clip, err error) {
 	if c.info.AudioCodec == "" {
 		c.info.AudioCodec = lay.firstCodec("soun")
 	}
-	if c.video != nil {
+	switch {
+	case c.h264 != nil:
 		c.info.VideoCodec = CodecH264
 		var sps h264.SPS
 		if sps.Unmarshal(c.h264.SPS) == nil {
 			c.info.Width, c.info.Height = sps.Width(), sps.Height()
 		}
+	case c.h265 != nil:
+		c.info.VideoCodec = CodecH265
+		var sps h265.SPS
+		if sps.Unmarshal(c.h265.SPS) == nil {
+			c.info.Width, c.info.Height = sps.Width(), sps.Height()
+		}
 	}
-	if c.audio != nil {
+	switch {
+	case c.aac != nil:
+		c.info.AudioCodec = CodecAAC
+	case c.audio != nil:
 		c.info.AudioCodec = CodecOpus
 	}
 	for _, t := range []*pmp4.Track{c.video, c.audio} {
 		if t == nil {
 			continue
 		}
-		if d := trackDuration(t); d > c.period {
-			c.period = d
+		d := trackDuration(t)
+		if t == c.video {
+			c.videoDur = d
+		} else {
+			c.audioDur = d
 		}
+		c.period = max(c.period, d)
 		// The last sample is the one a truncated file loses first.
 		last := t.Samples[len(t.Samples)-1]
 		if _, err := readSample(last, size); err != nil {
@@ -202,7 +253,7 @@ func load(r io.ReadSeeker, name string) (c *clip, err error) {
 	if _, err := c.info.Direct(); err != nil {
 		return c, fmt.Errorf("%s: %w", name, err)
 	}
-	if c.period <= 0 {
+	if c.videoDur <= 0 {
 		return nil, fmt.Errorf("%w: %s: MP4 with zero duration", media.ErrSourceUnavailable, name)
 	}
 	return c, nil
@@ -257,7 +308,7 @@ func codecName(c codecs.Codec) string {
 	case *codecs.H264:
 		return CodecH264
 	case *codecs.H265:
-		return "H265"
+		return CodecH265
 	case *codecs.VP9:
 		return "VP9"
 	case *codecs.AV1:
@@ -291,7 +342,7 @@ func fourccName(f string) string {
 	case "avc1", "avc3":
 		return CodecH264
 	case "hvc1", "hev1":
-		return "H265"
+		return CodecH265
 	case "vp09":
 		return "VP9"
 	case "vp08":

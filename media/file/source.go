@@ -1,11 +1,15 @@
-// Package file is the MP4 file source: it demuxes an MP4 with
-// H.264 video (and Opus audio, if any) and writes its samples into a
-// media.Stream paced in real time, looping if asked.
+// Package file is the MP4 file source: it demuxes an MP4 with H.264 (with
+// or without B-frames) or H.265 video, and Opus or AAC audio if any, and
+// writes its samples into a media.Stream paced in real time, in decoding
+// order with their presentation times, looping if asked. The video passes
+// as it is; AAC audio becomes Opus through an ffmpeg child that reads only
+// the AAC on its stdin (transcode.AudioPipe) when Config.TranscodeAudio is
+// set, and is dropped with a warning otherwise.
 //
-// Fragmented MP4 plays too. Files the hub cannot carry directly (other
+// Fragmented MP4 plays too. Files the reader cannot play (other
 // containers, other video codecs) are reported with errors wrapping
 // media.ErrUnsupportedCodec so the caller can route them to the ffmpeg
-// transcoder instead; AAC audio plays video-only with a warning.
+// transcoder instead.
 package file
 
 import (
@@ -22,6 +26,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/media/transcode"
 )
 
 // maxLag is how far the pacer may fall behind (a stalled process, a
@@ -35,6 +40,12 @@ type Config struct {
 	Path string
 	// Loop restarts the file at its end (default false: Run returns nil).
 	Loop bool
+	// TranscodeAudio turns AAC audio into Opus with ffmpeg
+	// (transcode.AudioPipe: the samples are written to ffmpeg's stdin, the
+	// video does not pass through ffmpeg). Without it AAC is dropped.
+	TranscodeAudio bool
+	// FFmpegPath for TranscodeAudio (default "ffmpeg" from PATH).
+	FFmpegPath string
 }
 
 // Source plays an MP4 file into a media.Stream. It implements media.Source.
@@ -45,22 +56,27 @@ type Source struct {
 	info Info
 	warn []string
 
+	transcodeAudio bool
+	ffmpegPath     string
+
 	// open returns a reader for one Run and a release func.
 	open func() (io.ReadSeeker, func(), error)
 
-	loops atomic.Uint64
+	loops    atomic.Uint64
+	audioPid atomic.Int64 // ffmpeg of the current run's AAC transcode (tests)
 }
 
 var _ media.Source = (*Source)(nil)
 
-// New checks the file (it must exist and be directly playable, see
-// Info.Direct) and returns a source for it. The file is opened again by
+// New checks the file (it must exist and be playable by the native
+// reader, see Info.Native) and returns a source for it. The file is opened again by
 // each Run, so a file replaced on disk is picked up on the next run.
 func New(cfg Config, log *slog.Logger) (*Source, error) {
 	if cfg.Path == "" {
 		return nil, fmt.Errorf("%w: file source: empty path", media.ErrSourceUnavailable)
 	}
-	s := &Source{name: cfg.Path, loop: cfg.Loop, log: logger(log)}
+	s := &Source{name: cfg.Path, loop: cfg.Loop, log: logger(log),
+		transcodeAudio: cfg.TranscodeAudio, ffmpegPath: cfg.FFmpegPath}
 	s.open = func() (io.ReadSeeker, func(), error) {
 		f, err := os.Open(cfg.Path)
 		if err != nil {
@@ -78,7 +94,7 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 // reader; name is used in logs and errors. When r also implements
 // io.ReaderAt and Size (bytes.Reader, strings.Reader), every Run reads
 // through its own section reader, so Runs may overlap; otherwise Runs are
-// serialized on r.
+// serialized on r. AAC audio is dropped (no ffmpeg).
 func NewFromReader(name string, r io.ReadSeeker, loop bool, log *slog.Logger) (*Source, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: %s: nil reader", media.ErrSourceUnavailable, name)
@@ -123,7 +139,7 @@ func (s *Source) check() error {
 		return err
 	}
 	s.info = c.info
-	s.warn, _ = c.info.Direct()
+	s.warn, _ = c.info.Native(s.transcodeAudio)
 	for _, w := range s.warn {
 		s.log.Warn("file source: "+w, "file", s.name)
 	}
@@ -139,7 +155,8 @@ func (s *Source) String() string { return s.name }
 // Info is what the file held when the source was created.
 func (s *Source) Info() Info { return s.info }
 
-// Warnings lists what will not play (e.g. AAC audio dropped).
+// Warnings lists what does not play as it is (e.g. AAC audio transcoded
+// or dropped).
 func (s *Source) Warnings() []string { return append([]string(nil), s.warn...) }
 
 var _ media.Warner = (*Source)(nil)
@@ -173,26 +190,92 @@ func (s *Source) runWith(ctx context.Context, st media.Writer, paced bool) error
 	if err != nil {
 		return err
 	}
-	tr := media.Tracks{Video: &media.VideoParams{SPS: c.h264.SPS, PPS: c.h264.PPS}}
+	var tr media.Tracks
+	if c.h265 != nil {
+		tr.Video = &media.VideoParams{Codec: media.CodecH265, VPS: c.h265.VPS, SPS: c.h265.SPS, PPS: c.h265.PPS}
+	} else {
+		tr.Video = &media.VideoParams{Codec: media.CodecH264, SPS: c.h264.SPS, PPS: c.h264.PPS}
+	}
+	if c.aac != nil && !s.transcodeAudio {
+		c.audio, c.aac = nil, nil // dropped, see Warnings
+	}
 	if c.audio != nil {
 		tr.Audio = &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
 	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var pipe *transcode.AudioPipe
+	if c.aac != nil {
+		pipe, err = transcode.StartAudio(runCtx, transcode.AudioConfig{
+			AAC:        c.aac.Config,
+			FFmpegPath: s.ffmpegPath,
+			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
+			// A file is read faster than real time when unpaced, and the
+			// pacer may catch up after a stall: room for a few seconds.
+			Queue: 512,
+		}, s.log)
+		if err != nil {
+			return fmt.Errorf("%w: %s: AAC to Opus transcode: %v", media.ErrSourceUnavailable, s.name, err)
+		}
+		s.audioPid.Store(int64(pipe.Pid()))
+		defer func() {
+			pipe.Close()
+			s.audioPid.Store(0)
+		}()
+		go func() {
+			select {
+			case <-pipe.Done():
+				cancel(fmt.Errorf("%w: %s: audio transcode: %v", media.ErrSourceUnavailable, s.name, pipe.Err()))
+			case <-runCtx.Done():
+			}
+		}()
+	}
+	// fail is why the run stopped: ctx's error, or the audio transcode's.
+	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if cause := context.Cause(runCtx); cause != nil && runCtx.Err() != nil {
+			return cause
+		}
+		return err
+	}
+
 	st.SetTracks(tr)
-	s.log.Info("file source playing", "file", s.name, "duration", c.period,
-		"video", c.info.VideoCodec, "audio", c.info.AudioCodec, "loop", s.loop)
+	period := c.playPeriod(c.audio != nil)
+	audioName := c.info.AudioCodec
+	if pipe != nil {
+		audioName = "AAC -> opus"
+	} else if c.audio == nil {
+		audioName = "none"
+	}
+	s.log.Info("file source playing", "file", s.name, "duration", period,
+		"video", c.info.VideoCodec, "audio", audioName, "loop", s.loop)
 
 	p := pacer{start: time.Now(), timer: time.NewTimer(time.Hour), unpaced: !paced}
 	defer p.timer.Stop()
 	for {
-		if err := s.playOnce(ctx, c, size, &p, st); err != nil {
-			return err
+		if err := s.playOnce(runCtx, c, size, &p, st, pipe); err != nil {
+			return fail(err)
 		}
 		if !s.loop {
+			if pipe != nil {
+				// The last Opus frames are still in ffmpeg.
+				pipe.CloseInput()
+				select {
+				case <-pipe.Done():
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(5 * time.Second):
+					s.log.Warn("file source: audio transcode did not finish", "file", s.name)
+				}
+			}
 			s.log.Info("file source ended", "file", s.name)
 			return nil
 		}
 		s.loops.Add(1)
-		p.offset += c.period
+		p.offset += period
 		st.Discontinuity()
 	}
 }
@@ -250,7 +333,7 @@ func (c *cursor) advance() {
 	c.i++
 }
 
-func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w media.Writer) error {
+func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w media.Writer, pipe *transcode.AudioPipe) error {
 	// Edit lists are not applied (pmp4 does not expose them). The common
 	// one, written by ffmpeg for B-frames, only cancels the first frame's
 	// composition offset: subtracting it keeps video and audio in sync.
@@ -279,18 +362,27 @@ func (s *Source) playOnce(ctx context.Context, c *clip, size int64, p *pacer, w 
 			return fmt.Errorf("%w: %s: reading sample: %v", media.ErrSourceUnavailable, s.name, err)
 		}
 		if !cur.video {
-			w.WriteAudio(pts, buf)
+			if pipe != nil {
+				pipe.WriteAAC(pts, [][]byte{buf})
+			} else {
+				w.WriteAudio(pts, buf)
+			}
 			continue
 		}
+		// H.264 and H.265 samples alike are NALUs with 4-byte lengths.
 		var au h264.AVCC
 		if err := au.Unmarshal(buf); err != nil {
 			// One damaged sample should not stop playback; the hub skips
 			// viewers to the next keyframe anyway.
 			if badSamples++; badSamples == 1 {
-				s.log.Warn("file source: skipping malformed H.264 sample", "file", s.name, "err", err)
+				s.log.Warn("file source: skipping malformed video sample", "file", s.name, "codec", c.info.VideoCodec, "err", err)
 			}
 			continue
 		}
-		w.WriteH264(pts, au)
+		if c.h265 != nil {
+			w.WriteH265(pts, au)
+		} else {
+			w.WriteH264(pts, au)
+		}
 	}
 }

@@ -50,6 +50,9 @@ type AudioPipe struct {
 	lastIn  atomic.Int64 // latest input timestamp, 90 kHz ticks, unwrapped
 	frames  atomic.Uint64
 
+	inEnd     chan struct{} // closed by CloseInput
+	inEndOnce sync.Once
+
 	done chan struct{}
 	err  error
 	wg   sync.WaitGroup
@@ -87,7 +90,7 @@ func StartAudio(ctx context.Context, cfg AudioConfig, log *slog.Logger) (*AudioP
 		return nil, fmt.Errorf("%w (%s)", ErrNoFFmpeg, name)
 	}
 	p := &AudioPipe{cfg: cfg, log: log.With("module", "transcode", "pipe", "aac-opus"),
-		in: make(chan aacWrite, cfg.Queue), done: make(chan struct{})}
+		in: make(chan aacWrite, cfg.Queue), inEnd: make(chan struct{}), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancelCause(ctx)
 
 	args := []string{"-hide_banner", "-nostdin", "-loglevel", "warning",
@@ -174,6 +177,13 @@ func (p *AudioPipe) Close() {
 	<-p.done
 }
 
+// CloseInput says no more AAC follows (a file ended): what is queued is
+// still written, then ffmpeg's stdin is closed, ffmpeg flushes the last
+// Opus frames and exits, and Done is closed. Writes after it may be lost.
+func (p *AudioPipe) CloseInput() {
+	p.inEndOnce.Do(func() { close(p.inEnd) })
+}
+
 // WriteAAC queues AAC access units with the PTS of the first; it never
 // blocks (a full queue drops them).
 func (p *AudioPipe) WriteAAC(pts time.Duration, aus [][]byte) {
@@ -200,19 +210,33 @@ func (p *AudioPipe) write(w io.Writer) error {
 	if err := tw.Initialize(); err != nil {
 		return err
 	}
+	put := func(a aacWrite) error {
+		if p.lastIn.Swap(a.ticks) == 0 {
+			p.log.Debug("first AAC write", "pts", time.Duration(a.ticks-tsOffset)*time.Second/90000, "aus", len(a.aus))
+		}
+		if err := tw.WriteMPEG4Audio(track, a.ticks&mask33, a.aus); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
 	for {
 		select {
 		case <-p.ctx.Done():
 			return nil
 		case a := <-p.in:
-			if p.lastIn.Swap(a.ticks) == 0 {
-				p.log.Debug("first AAC write", "pts", time.Duration(a.ticks-tsOffset)*time.Second/90000, "aus", len(a.aus))
-			}
-			if err := tw.WriteMPEG4Audio(track, a.ticks&mask33, a.aus); err != nil {
+			if err := put(a); err != nil {
 				return err
 			}
-			if err := bw.Flush(); err != nil {
-				return err
+		case <-p.inEnd:
+			for {
+				select {
+				case a := <-p.in:
+					if err := put(a); err != nil {
+						return err
+					}
+				default:
+					return nil
+				}
 			}
 		}
 	}
