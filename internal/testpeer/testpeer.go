@@ -1,6 +1,18 @@
 // Package testpeer is a WHEP viewer for tests: a real pion PeerConnection,
 // confined to loopback, that counts what it receives. It lets black-box
 // tests prove that video and audio reach a viewer.
+//
+// A viewer can offer chosen video codecs and prove that what it receives
+// decodes, at which rate and size:
+//
+//	v, err := testpeer.Connect(ctx, whepURL, testpeer.Options{VideoCodecs: []string{"VP8"}})
+//	...
+//	fps, n, err := v.DecodedFPS(ctx, 2*time.Second) // ffprobe-decoded frames per RTP second
+//	w, h := v.DecodedSize()
+//	codec := v.VideoCodec() // "video/VP8"
+//
+// MakeMedia writes test files (H.264 baseline or High with B-frames,
+// H.265, VP8, M-JPEG; Opus, AAC, PCMU) with ffmpeg.
 package testpeer
 
 import (
@@ -34,12 +46,22 @@ type Viewer struct {
 
 	VideoPackets atomic.Uint64
 	AudioPackets atomic.Uint64
-	Keyframes    atomic.Uint64 // packets that start an IDR (or carry SPS)
+	Keyframes    atomic.Uint64 // H.264 packets that start an IDR (or carry SPS); see KeyframesReceived for any codec
 	MaxPayload   atomic.Int64
 	Joined       time.Time
 	firstIDR     atomic.Int64           // ns since Joined, 0 = none yet
 	sps          atomic.Pointer[[]byte] // the latest SPS received
 	onVideo      func(*rtp.Packet, time.Time)
+	frames       atomic.Uint64
+	videoMime    atomic.Pointer[string]
+	audioMime    atomic.Pointer[string]
+	videoSSRC    atomic.Uint32
+	recMu        sync.Mutex // guards the frame recorder below
+	rec          *recording
+	params       paramSets
+	keyFrames    int
+	vp8W, vp8H   int // latest VP8 keyframe size
+	decW, decH   int // latest decoded size
 	connected    chan struct{}
 	once         sync.Once
 	mu           sync.Mutex // guards closed and wg.Add against Close's Wait
@@ -59,6 +81,12 @@ type Options struct {
 	// viewer's address for both HTTP (the WHEP requests) and ICE (its
 	// only host candidate), so a server sees it as a distinct client.
 	LocalIP net.IP
+	// VideoCodecs, when set, are the only video codecs the viewer offers,
+	// in order of preference: "H264" (pion's H.264 profiles, both
+	// packetization modes, plus 640c1f), "H265", "VP8". Audio is then
+	// pion's default set (Opus, G722, PCMU, PCMA). Empty offers pion's
+	// default codecs.
+	VideoCodecs []string
 }
 
 // Connect posts a WHEP offer to whepURL (e.g. http://127.0.0.1:4500/whep)
@@ -86,8 +114,8 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 			_ = mux.Close()
 		}
 	}
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
+	me, err := newMediaEngine(o.VideoCodecs)
+	if err != nil {
 		closeMux()
 		return nil, err
 	}
@@ -105,6 +133,13 @@ func Connect(ctx context.Context, whepURL string, o Options) (*Viewer, error) {
 	v := &Viewer{pc: pc, token: o.Token, client: client, mux: mux, connected: make(chan struct{}), onVideo: o.OnVideo}
 	fail := func(err error) (*Viewer, error) { _ = pc.Close(); closeMux(); return nil, err }
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		mime := tr.Codec().MimeType
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			v.videoMime.Store(&mime)
+			v.videoSSRC.Store(uint32(tr.SSRC()))
+		} else {
+			v.audioMime.Store(&mime)
+		}
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		if v.closed {
@@ -218,6 +253,10 @@ func (e *StatusError) Error() string { return fmt.Sprintf("WHEP answered %d: %s"
 func (v *Viewer) read(tr *webrtc.TrackRemote) {
 	defer v.wg.Done()
 	video := tr.Kind() == webrtc.RTPCodecTypeVideo
+	var asm *frameAssembler
+	if video {
+		asm = newFrameAssembler(tr.Codec().MimeType)
+	}
 	for {
 		p, _, err := tr.ReadRTP()
 		if err != nil {
@@ -233,6 +272,11 @@ func (v *Viewer) read(tr *webrtc.TrackRemote) {
 		v.VideoPackets.Add(1)
 		if v.onVideo != nil {
 			v.onVideo(p, time.Now())
+		}
+		if asm != nil {
+			if f, ts, ok := asm.push(p); ok {
+				v.onFrame(asm.mime, f, ts, time.Now())
+			}
 		}
 		if sps := findSPS(p.Payload); sps != nil {
 			v.sps.Store(&sps)
