@@ -15,7 +15,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/icey/icey-server/internal/auth"
+	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/renditions"
 )
 
 // Product identity fields present in every body.
@@ -317,9 +319,16 @@ type PathStatus struct {
 	Viewers    int      `json:"viewers"`
 	Publisher  bool     `json:"publisher"`
 	Recording  bool     `json:"recording"`
-	Renditions []string `json:"renditions"`
-	BytesIn    uint64   `json:"bytesIn"`
-	Required   bool     `json:"required"`
+	// Video is the path's video as its bitstream says (codec, profile,
+	// size, bFrames); absent before the first picture. Audio is the audio
+	// codec viewers get (AAC sources arrive transcoded to Opus).
+	Video *media.VideoInfo `json:"video,omitempty"`
+	Audio string           `json:"audio,omitempty"`
+	// Renditions are the path's running transcodes for viewers that cannot
+	// play its video as it is: codec, viewers, state, restarts, CPU.
+	Renditions []renditions.Stats `json:"renditions"`
+	BytesIn    uint64             `json:"bytesIn"`
+	Required   bool               `json:"required"`
 }
 
 // Peer is the server's signalling identity.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/icey/icey-server/config"
 	"github.com/icey/icey-server/media"
+	"github.com/icey/icey-server/renditions"
 )
 
 // State of a path as shown in /api/status and events.
@@ -60,6 +61,9 @@ type Config struct {
 	// OnState, when set, is told about every path state change (from the
 	// goroutine that caused it; must not block).
 	OnState func(path string, state State, detail string)
+	// Renditions configures the transcodes for viewers that cannot play a
+	// path's video as it is (see package renditions).
+	Renditions renditions.Config
 }
 
 // Set is the running set of paths.
@@ -76,6 +80,9 @@ type Set struct {
 	bySource  map[string]*feed
 	templates []template
 	dynamic   int // paths created from templates, now
+	// rends are the renditions of each stream that has had a viewer
+	// needing one (created on first need).
+	rends map[*media.Stream]*renditions.Set
 }
 
 // template is a "~regexp" path: a requested name it matches becomes a
@@ -135,7 +142,8 @@ func New(cfg Config, log *slog.Logger) (*Set, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{cfg: cfg, log: log.With("module", "paths"), log2: log, paths: map[string]*Path{}, bySource: map[string]*feed{}}
+	s := &Set{cfg: cfg, log: log.With("module", "paths"), log2: log, paths: map[string]*Path{}, bySource: map[string]*feed{},
+		rends: map[*media.Stream]*renditions.Set{}}
 	for _, sp := range cfg.Paths {
 		if sp.Name == "" {
 			return nil, errors.New("paths: a path has no name")
@@ -263,8 +271,17 @@ func (s *Set) Close() {
 	s.closed = true
 	feeds := append([]*feed(nil), s.feeds...)
 	order := append([]*Path(nil), s.order...)
+	rends := s.rends
+	s.rends = map[*media.Stream]*renditions.Set{}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
+	for _, rs := range rends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs.Close()
+		}()
+	}
 	for _, f := range feeds {
 		wg.Add(1)
 		go func() {
@@ -423,6 +440,10 @@ func (s *Set) dropDynamic(f *feed) {
 			}
 		}
 		s.dynamic--
+		if rs := s.rends[p.st]; rs != nil {
+			delete(s.rends, p.st)
+			rs.Close() // never delivered: nothing runs
+		}
 		p.st.Close()
 	}
 	f.mu.Lock()
@@ -583,8 +604,13 @@ type Status struct {
 	Viewers    int      `json:"viewers"`
 	Publisher  bool     `json:"publisher"`
 	Recording  bool     `json:"recording"`
-	Renditions []string `json:"renditions"`
-	BytesIn    uint64   `json:"bytesIn"`
+	// Video is what the path's video is, from its bitstream (nil before
+	// the first picture); Audio the codec viewers get.
+	Video *media.VideoInfo `json:"video,omitempty"`
+	Audio string           `json:"audio,omitempty"`
+	// Renditions are the running transcodes of the path's stream.
+	Renditions []renditions.Stats `json:"renditions"`
+	BytesIn    uint64             `json:"bytesIn"`
 	Required   bool     `json:"required"`
 	Read       bool     `json:"read"`
 	Publish    bool     `json:"publish"`
@@ -598,17 +624,54 @@ func (p *Path) Status() Status {
 	p.mu.Lock()
 	s := Status{Name: p.spec.Name, Source: config.RedactSource(p.spec.Source), SourceKind: p.spec.SourceKind,
 		State: p.state, OnDemand: p.spec.OnDemand, Viewers: p.readers, Publisher: p.publisher,
-		Renditions: []string{}, Required: p.spec.Required, Read: p.spec.Read, Publish: p.spec.Publish}
+		Renditions: []renditions.Stats{}, Required: p.spec.Required, Read: p.spec.Read, Publish: p.spec.Publish}
 	p.mu.Unlock()
 	s.State = p.State()
 	s.FPS = float64(int(st.FPS*10)) / 10
 	s.BytesIn = st.BytesIn
+	if vi := p.st.VideoInfo(); vi.Codec != "" {
+		s.Video = &vi
+	}
+	if st.Tracks.Audio != nil {
+		s.Audio = st.Tracks.Audio.Codec
+	}
+	if rs := p.set.renditionsOf(p.st); len(rs) > 0 {
+		s.Renditions = rs
+	}
 	if p.feed != nil {
 		p.feed.mu.Lock()
 		s.Activations = p.feed.activations
 		p.feed.mu.Unlock()
 	}
 	return s
+}
+
+// Rendition implements signaling.Renditions: the stream of st (the stream
+// of path) transcoded to codec, shared by every viewer of st needing it.
+func (s *Set) Rendition(ctx context.Context, path string, st *media.Stream, codec string) (*media.Stream, func(), error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	rs := s.rends[st]
+	if rs == nil {
+		rs = renditions.New(path, st, s.cfg.Renditions, s.log2)
+		s.rends[st] = rs
+	}
+	s.mu.Unlock()
+	return rs.Acquire(ctx, codec)
+}
+
+// renditionsOf returns the running renditions of st.
+func (s *Set) renditionsOf(st *media.Stream) []renditions.Stats {
+	s.mu.Lock()
+	rs := s.rends[st]
+	s.mu.Unlock()
+	if rs == nil {
+		return nil
+	}
+	return rs.Stats()
 }
 
 // State is the path's current state. A source reconnecting past the

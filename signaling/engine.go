@@ -34,16 +34,19 @@ var h264Profiles = []struct {
 	{114, "640c1f"},
 }
 
-// newMediaEngine registers the codecs a viewer can be sent and the RTCP
-// feedback the sender side understands.
-func newMediaEngine() (*webrtc.MediaEngine, error) {
-	m := &webrtc.MediaEngine{}
-	videoFB := []webrtc.RTCPFeedback{
-		{Type: "nack"}, {Type: "nack", Parameter: "pli"},
-		{Type: webrtc.TypeRTCPFBTransportCC},
-	}
+var videoFB = []webrtc.RTCPFeedback{
+	{Type: "nack"}, {Type: "nack", Parameter: "pli"},
+	{Type: webrtc.TypeRTCPFBTransportCC},
+}
+
+// videoCodecs are the video formats a viewer can be sent: H.264 in every
+// profile above (the source or a rendition), VP8 (a rendition, for
+// browsers without H.264) and H.265 (an H.265 source passed through).
+// Publishers send H.264 only (h264Only).
+func videoCodecs(h264Only bool) []webrtc.RTPCodecParameters {
+	var out []webrtc.RTPCodecParameters
 	for _, p := range h264Profiles {
-		err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		out = append(out, webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{
 				MimeType:     webrtc.MimeTypeH264,
 				ClockRate:    90000,
@@ -51,8 +54,26 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 				RTCPFeedback: videoFB,
 			},
 			PayloadType: p.pt,
-		}, webrtc.RTPCodecTypeVideo)
-		if err != nil {
+		})
+	}
+	if h264Only {
+		return out
+	}
+	return append(out,
+		webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8,
+			ClockRate: 90000, RTCPFeedback: videoFB}, PayloadType: 96},
+		webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265,
+			ClockRate: 90000, SDPFmtpLine: "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST",
+			RTCPFeedback: videoFB}, PayloadType: 116})
+}
+
+// newMediaEngine registers the codecs a viewer can be sent (or, for a
+// publisher, that can be received) and the RTCP feedback the sender side
+// understands.
+func newMediaEngine(viewer bool) (*webrtc.MediaEngine, error) {
+	m := &webrtc.MediaEngine{}
+	for _, c := range videoCodecs(!viewer) {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
 			return nil, err
 		}
 	}

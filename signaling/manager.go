@@ -249,7 +249,7 @@ func NewManager(cfg Config, paths Router, log *slog.Logger) (*Manager, error) {
 	log = log.With("module", "signaling")
 	lf := &pionLogFactory{log: log}
 
-	me, err := newMediaEngine()
+	me, err := newMediaEngine(true)
 	if err != nil {
 		return nil, fmt.Errorf("signaling: media engine: %w", err)
 	}

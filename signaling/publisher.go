@@ -219,7 +219,7 @@ type publisher struct {
 // built per publisher (publishers are few; it is cheap).
 func (m *Manager) publisherAPI() (*webrtc.API, error) {
 	lf := &pionLogFactory{log: m.log}
-	me, err := newMediaEngine()
+	me, err := newMediaEngine(false)
 	if err != nil {
 		return nil, err
 	}

@@ -208,7 +208,14 @@ func (m *Manager) NewViewer(ctx context.Context, offer string, meta SessionMeta)
 	// path waits here for its source (bounded by ctx), counted as pending.
 	st, release, err := m.paths.View(ctx, meta.Path)
 	if err == nil {
-		s.st, s.release = st, release
+		s.release = release
+		var relR func()
+		if st, relR, err = m.chooseVideo(ctx, parsed, meta.Path, st); relR != nil {
+			s.release = func() { relR(); release() }
+		}
+	}
+	if err == nil {
+		s.st = st
 		tracks := st.Tracks()
 		switch {
 		case tracks.Video == nil && tracks.Audio == nil:
@@ -217,7 +224,7 @@ func (m *Manager) NewViewer(ctx context.Context, offer string, meta SessionMeta)
 			err = fmt.Errorf("%w: offer receives neither the stream's video nor its audio", ErrBadOffer)
 		default:
 			var answer string
-			if answer, err = s.setup(ctx, tracks, offer); err == nil {
+			if answer, err = s.setup(ctx, tracks, offer, parsed); err == nil {
 				m.total.Add(1)
 				s.live.Store(true)
 				go s.run()
@@ -269,7 +276,7 @@ func (s *Session) releasePath() {
 
 // Path is the name of the path the session is attached to.
 func (s *Session) Path() string { return s.path }
-func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) (string, error) {
+func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string, parsed *sdp.SessionDescription) (string, error) {
 	m := s.m
 	pc, err := m.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -284,14 +291,23 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 	var senders []sent
 	if v := tracks.Video; v != nil {
 		var profile byte
-		if len(v.SPS) > 1 {
+		if len(v.SPS) > 1 && v.VideoCodec() == media.CodecH264 {
 			profile = v.SPS[1]
 		}
-		s.video = newViewerTrack(webrtc.RTPCodecTypeVideo, webrtc.MimeTypeH264, profile, streamID, randomSeq())
+		s.video = newViewerTrack(webrtc.RTPCodecTypeVideo, videoMime(v.VideoCodec()), profile, streamID, randomSeq())
 		s.video.hist = &seqMap{}
 		snd, err := pc.AddTrack(s.video)
 		if err != nil {
 			return "", fmt.Errorf("signaling: add video track: %w", err)
+		}
+		// Answer with the codec this viewer is sent only, not every codec
+		// both sides know: a receiver may take the first one listed.
+		for _, tr := range pc.GetTransceivers() {
+			if tr.Sender() == snd {
+				if err := tr.SetCodecPreferences(offerCodecs(parsed, s.video.mime)); err != nil {
+					return "", fmt.Errorf("signaling: video codecs: %w", err)
+				}
+			}
 		}
 		senders = append(senders, sent{s.video, snd})
 	}
@@ -310,13 +326,13 @@ func (s *Session) setup(ctx context.Context, tracks media.Tracks, offer string) 
 	s.watchPeer(pc, false)
 	gathered, err := s.negotiate(pc, offer)
 	if errors.Is(err, webrtc.ErrUnsupportedCodec) {
-		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+		return "", fmt.Errorf("%w: no codec in common with the stream (%s, %s)", ErrBadOffer, videoName(tracks), audioName(tracks))
 	}
 	if err != nil {
 		return "", err
 	}
 	if (s.video == nil || s.video.bound() == nil) && (s.audio == nil || s.audio.bound() == nil) {
-		return "", fmt.Errorf("%w: no codec in common with the stream (H.264 packetization-mode=1, %s)", ErrBadOffer, audioName(tracks))
+		return "", fmt.Errorf("%w: no codec in common with the stream (%s, %s)", ErrBadOffer, videoName(tracks), audioName(tracks))
 	}
 	// Read RTCP per sender: the video sender's carries the NACKs we answer,
 	// and interceptors only see incoming RTCP when someone reads it.
@@ -697,6 +713,17 @@ func audioMime(codec string) (string, bool) {
 		return webrtc.MimeTypePCMA, true
 	}
 	return "", false
+}
+
+func videoName(tr media.Tracks) string {
+	switch c := tr.Video.VideoCodec(); {
+	case tr.Video == nil:
+		return "no video"
+	case c == media.CodecH264:
+		return "H.264 packetization-mode=1"
+	default:
+		return c
+	}
 }
 
 func audioName(tr media.Tracks) string {

@@ -64,7 +64,7 @@ func (t *viewerTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamet
 			continue
 		}
 		score := 0
-		if t.kind == webrtc.RTPCodecTypeVideo {
+		if strings.EqualFold(t.mime, webrtc.MimeTypeH264) {
 			pm, plid := h264Fmtp(c.SDPFmtpLine)
 			if pm != "1" {
 				continue

@@ -295,6 +295,9 @@ func (m *Manager) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusBadRequest)
 	case errors.Is(err, ErrWrongMode):
 		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusConflict)
+	case errors.Is(err, ErrNoCodec):
+		// RFC 9110 §15.5.7: nothing the client accepts can be produced.
+		http.Error(w, strings.TrimPrefix(err.Error(), "signaling: "), http.StatusNotAcceptable)
 	case errors.Is(err, paths.ErrNotFound):
 		http.Error(w, strings.TrimPrefix(err.Error(), "paths: "), http.StatusNotFound)
 	case errors.Is(err, paths.ErrNotAllowed):

@@ -13,6 +13,7 @@ import (
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/paths"
 	"github.com/icey/icey-server/preflight"
+	"github.com/icey/icey-server/renditions"
 	"github.com/icey/icey-server/signaling"
 	"github.com/icey/icey-server/signaling/symple"
 )
@@ -69,6 +70,8 @@ func (a *app) buildPaths() error {
 		},
 		Supervisor: media.SupervisorConfig{GracePeriod: time.Duration(cfg.Media.SourceGraceSeconds) * time.Second},
 		OnState:    a.pathState,
+		// Renditions use media.video's bitrate when one is configured.
+		Renditions: renditionsConfig(cfg),
 	}, logging.Module(log, "media"))
 	if err != nil {
 		return err
@@ -214,7 +217,7 @@ func (a *app) pathStatuses() []api.PathStatus {
 		s := p.Status()
 		out = append(out, api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
 			State: string(s.State), OnDemand: s.OnDemand, FPS: s.FPS, Viewers: s.Viewers,
-			Publisher: s.Publisher, Recording: a.recordingOf(s.Name), Renditions: s.Renditions, BytesIn: s.BytesIn,
+			Publisher: s.Publisher, Recording: a.recordingOf(s.Name), Video: s.Video, Audio: s.Audio, Renditions: s.Renditions, BytesIn: s.BytesIn,
 			Required: s.Required})
 	}
 	return out
@@ -262,4 +265,11 @@ func (a *app) pathUI(p string) (rest string, ok bool) {
 		return "", true // /{path} redirects to /{path}/
 	}
 	return "/" + el[1], true
+}
+
+// renditionsConfig: the transcodes for viewers that cannot play a path's
+// video take media.video.bitrate (when set) as their target bitrate.
+func renditionsConfig(cfg config.Config) renditions.Config {
+	_, _, _, bitrate := cfg.Media.VideoTarget()
+	return renditions.Config{H264Bitrate: bitrate, VP8Bitrate: bitrate}
 }
