@@ -313,12 +313,12 @@ type PathStatus struct {
 	Source     string `json:"source"`
 	SourceKind string `json:"sourceKind"`
 	// State: idle | starting | up | reconnecting | down | waiting-publisher | publishing.
-	State      string   `json:"state"`
-	OnDemand   bool     `json:"onDemand"`
-	FPS        float64  `json:"fps"`
-	Viewers    int      `json:"viewers"`
-	Publisher  bool     `json:"publisher"`
-	Recording  bool     `json:"recording"`
+	State     string  `json:"state"`
+	OnDemand  bool    `json:"onDemand"`
+	FPS       float64 `json:"fps"`
+	Viewers   int     `json:"viewers"`
+	Publisher bool    `json:"publisher"`
+	Recording bool    `json:"recording"`
 	// Video is the path's video as its bitstream says (codec, profile,
 	// size, bFrames); absent before the first picture. Audio is the audio
 	// codec viewers get (AAC sources arrive transcoded to Opus).

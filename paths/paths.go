@@ -595,15 +595,15 @@ func (p *Path) Warnings() []string {
 
 // Status is a path's snapshot for /api/status.
 type Status struct {
-	Name       string   `json:"name"`
-	Source     string   `json:"source,omitempty"`
-	SourceKind string   `json:"sourceKind,omitempty"`
-	State      State    `json:"state"`
-	OnDemand   bool     `json:"onDemand"`
-	FPS        float64  `json:"fps"`
-	Viewers    int      `json:"viewers"`
-	Publisher  bool     `json:"publisher"`
-	Recording  bool     `json:"recording"`
+	Name       string  `json:"name"`
+	Source     string  `json:"source,omitempty"`
+	SourceKind string  `json:"sourceKind,omitempty"`
+	State      State   `json:"state"`
+	OnDemand   bool    `json:"onDemand"`
+	FPS        float64 `json:"fps"`
+	Viewers    int     `json:"viewers"`
+	Publisher  bool    `json:"publisher"`
+	Recording  bool    `json:"recording"`
 	// Video is what the path's video is, from its bitstream (nil before
 	// the first picture); Audio the codec viewers get.
 	Video *media.VideoInfo `json:"video,omitempty"`
@@ -611,9 +611,9 @@ type Status struct {
 	// Renditions are the running transcodes of the path's stream.
 	Renditions []renditions.Stats `json:"renditions"`
 	BytesIn    uint64             `json:"bytesIn"`
-	Required   bool     `json:"required"`
-	Read       bool     `json:"read"`
-	Publish    bool     `json:"publish"`
+	Required   bool               `json:"required"`
+	Read       bool               `json:"read"`
+	Publish    bool               `json:"publish"`
 	// Activations counts on-demand source starts.
 	Activations int `json:"activations,omitempty"`
 }
