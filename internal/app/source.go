@@ -43,10 +43,12 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 	case "rtsp":
 		rc := rtsp.Config{URL: src, TranscodeAudio: transcode.Available()}
 		if transcode.Available() {
-			// An H.265 camera: gortsplib pulls it, ffmpeg gets MPEG-TS on stdin.
+			// H.264 and H.265 cameras pass as they are; an M-JPEG camera:
+			// gortsplib pulls it, ffmpeg gets the JPEG frames and the audio
+			// in Matroska on stdin and makes H.264 + Opus of them.
 			rc.VideoTranscode = func(feed rtsp.FeedFunc) (media.Source, error) {
 				w, h, fps, bitrate := cfg.Media.VideoTarget()
-				return transcode.New(transcode.Config{Input: src, Kind: "rtsp", Feed: feed, FeedFormat: "mpegts",
+				return transcode.New(transcode.Config{Input: src, Kind: "rtsp", Feed: feed, FeedFormat: rtsp.FeedFormat,
 					Width: w, Height: h, FPS: fps, VideoBitrate: bitrate}, log)
 			}
 		}

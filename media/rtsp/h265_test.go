@@ -2,14 +2,18 @@ package rtsp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,9 +22,11 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/media"
@@ -28,30 +34,59 @@ import (
 	"github.com/icey/icey-server/media/transcode"
 )
 
-// h265Camera is an RTSP server (gortsplib) with a password that loops an
-// H.265 + AAC clip in real time, parameter sets in the SDP only.
-type h265Camera struct {
+// clipCamera is an RTSP server (gortsplib) with a password that loops a
+// 2 s clip in real time: video (H.265 with parameter sets in the SDP only,
+// H.264 with B-frames, or M-JPEG) and AAC audio. Access units are sent in
+// decoding order, each with its presentation time as RTP timestamp.
+type clipCamera struct {
 	srv  *gortsplib.Server
 	url  string
 	stop context.CancelFunc
 	done chan struct{}
+	// pts of the video access units in sending (decoding) order.
+	videoPTS []time.Duration
 }
 
-type h265Event struct {
-	t     time.Duration
+type camEvent struct {
+	send  time.Duration // when it is sent (decode time)
+	pts   time.Duration // its RTP timestamp
 	video bool
 	au    [][]byte
 }
 
-func startH265Camera(t *testing.T, user, pass string) *h265Camera {
+// Camera video kinds.
+const (
+	camH265        = "h265"
+	camH264BFrames = "h264-bframes"
+	camMJPEG       = "mjpeg"
+)
+
+func startH265Camera(t *testing.T, user, pass string) *clipCamera {
+	t.Helper()
+	return startCamera(t, camH265, user, pass)
+}
+
+func startCamera(t *testing.T, kind, user, pass string) *clipCamera {
 	t.Helper()
 	ffmpeg := testenv.RequireTool(t, "ffmpeg")
-	out := filepath.Join(t.TempDir(), "h265.ts")
-	cmd := exec.Command(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
-		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-		"-t", "2", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "bframes=0:keyint=25:log-level=error",
-		"-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-f", "mpegts", "-y", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "clip.ts")
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"}
+	switch kind {
+	case camH265:
+		args = append(args, "-map", "0:v", "-map", "1:a", "-c:v", "libx265", "-preset", "ultrafast",
+			"-x265-params", "bframes=0:keyint=25:log-level=error", "-pix_fmt", "yuv420p")
+	case camH264BFrames:
+		args = append(args, "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-profile:v", "high", "-preset", "fast",
+			"-bf", "2", "-g", "25", "-pix_fmt", "yuv420p")
+	case camMJPEG:
+		// The JPEG frames in a file of their own, the audio in MPEG-TS.
+		args = append(args, "-map", "0:v", "-c:v", "mjpeg", "-pix_fmt", "yuvj420p", "-q:v", "5",
+			"-f", "mjpeg", "-y", filepath.Join(dir, "clip.mjpeg"), "-map", "1:a")
+	}
+	args = append(args, "-t", "2", "-c:a", "aac", "-ac", "2", "-f", "mpegts", "-y", out)
+	if b, err := exec.Command(ffmpeg, args...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v %s", err, b)
 	}
 	f, err := os.Open(out)
@@ -65,9 +100,17 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 	}
 	var vps, sps, pps []byte
 	var aacCfg *tscodecs.MPEG4Audio
-	var events []h265Event
+	var events []camEvent
 	var td mpegts.TimeDecoder
 	dur := func(v int64) time.Duration { return time.Duration(v) * time.Second / 90000 }
+	var first *int64
+	rel := func(v int64) time.Duration {
+		v = td.Decode(v)
+		if first == nil {
+			first = &v
+		}
+		return dur(v - *first + 90000/5) // 200 ms of room for the decode times before
+	}
 	for _, tr := range r.Tracks() {
 		switch c := tr.Codec.(type) {
 		case *tscodecs.H265:
@@ -86,15 +129,34 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 						keep = append(keep, n) // like a camera: parameter sets out of band
 					}
 				}
-				events = append(events, h265Event{t: dur(td.Decode(pts)), video: true, au: keep})
+				p := rel(pts)
+				events = append(events, camEvent{send: p, pts: p, video: true, au: keep})
+				return nil
+			})
+		case *tscodecs.H264:
+			r.OnDataH264(tr, func(pts, dts int64, au [][]byte) error {
+				var keep [][]byte
+				for _, n := range au {
+					switch h264.NALUType(n[0] & 0x1f) {
+					case h264.NALUTypeSPS:
+						sps = n
+					case h264.NALUTypePPS:
+						pps = n
+					case h264.NALUTypeAccessUnitDelimiter:
+					default:
+						keep = append(keep, n)
+					}
+				}
+				events = append(events, camEvent{send: rel(dts), pts: rel(pts), video: true, au: keep})
 				return nil
 			})
 		case *tscodecs.MPEG4Audio:
 			aacCfg = c
 			r.OnDataMPEG4Audio(tr, func(pts int64, aus [][]byte) error {
-				p := dur(td.Decode(pts))
+				p := rel(pts)
 				for i, au := range aus {
-					events = append(events, h265Event{t: p + time.Duration(i*1024)*time.Second/48000, au: [][]byte{au}})
+					at := p + time.Duration(i*1024)*time.Second/48000
+					events = append(events, camEvent{send: at, pts: at, au: [][]byte{au}})
 				}
 				return nil
 			})
@@ -102,12 +164,47 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 	}
 	for r.Read() == nil {
 	}
-	if vps == nil || sps == nil || pps == nil || aacCfg == nil {
+	if kind == camMJPEG {
+		b, err := os.ReadFile(filepath.Join(dir, "clip.mjpeg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each JPEG starts with SOI followed by a marker; the entropy-coded
+		// data stuffs every 0xFF, so the pattern is found nowhere else.
+		soi := []byte{0xFF, 0xD8, 0xFF}
+		for i, n := 0, 0; i >= 0; n++ {
+			j := bytes.Index(b[i+3:], soi)
+			img := b[i:]
+			if j >= 0 {
+				img = b[i : i+3+j]
+				i += 3 + j
+			} else {
+				i = -1
+			}
+			p := time.Duration(n)*40*time.Millisecond + 200*time.Millisecond
+			events = append(events, camEvent{send: p, pts: p, video: true, au: [][]byte{img}})
+		}
+	}
+	if aacCfg == nil || (kind == camH265 && (vps == nil || sps == nil || pps == nil)) || (kind == camH264BFrames && (sps == nil || pps == nil)) {
 		t.Fatal("clip lacks parameter sets or AAC")
 	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].t < events[j].t })
+	sort.SliceStable(events, func(i, j int) bool { return events[i].send < events[j].send })
+	cam := &clipCamera{done: make(chan struct{})}
+	for _, e := range events {
+		if e.video {
+			cam.videoPTS = append(cam.videoPTS, e.pts)
+		}
+	}
 
-	vf := &format.H265{PayloadTyp: 96, VPS: vps, SPS: sps, PPS: pps}
+	var vf format.Format
+	switch kind {
+	case camH265:
+		vf = &format.H265{PayloadTyp: 96, VPS: vps, SPS: sps, PPS: pps}
+	case camH264BFrames:
+		vf = &format.H264{PayloadTyp: 96, SPS: sps, PPS: pps, PacketizationMode: 1}
+	case camMJPEG:
+		vf = &format.MJPEG{}
+	}
 	cfg := aacCfg.Config
 	af := &format.MPEG4Audio{PayloadTyp: 97, Config: &cfg, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
 	vm := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{vf}}
@@ -119,7 +216,6 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cam := &h265Camera{done: make(chan struct{})}
 	h := &h265Handler{user: user, pass: pass}
 	cam.srv = &gortsplib.Server{Handler: h, RTSPAddress: "127.0.0.1:" + strconv.Itoa(port)}
 	if err := cam.srv.Start(); err != nil {
@@ -129,14 +225,32 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 	if err := h.stream.Initialize(); err != nil {
 		t.Fatal(err)
 	}
-	venc, err := vf.CreateEncoder()
-	if err != nil {
-		t.Fatal(err)
+	var encodeVideo func(au [][]byte) ([]*rtp.Packet, error)
+	switch f := vf.(type) {
+	case *format.H265:
+		enc, err := f.CreateEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		encodeVideo = enc.Encode
+	case *format.H264:
+		enc, err := f.CreateEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		encodeVideo = enc.Encode
+	case *format.MJPEG:
+		enc, err := f.CreateEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		encodeVideo = func(au [][]byte) ([]*rtp.Packet, error) { return enc.Encode(au[0]) }
 	}
 	aenc, err := af.CreateEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var encErrs atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	cam.stop = cancel
 	go func() {
@@ -147,12 +261,13 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(time.Until(start.Add(loop + e.t))):
+				case <-time.After(time.Until(start.Add(loop + e.send))):
 				}
-				at := loop + e.t
+				at := loop + e.pts
 				if e.video {
-					pkts, err := venc.Encode(e.au)
+					pkts, err := encodeVideo(e.au)
 					if err != nil {
+						encErrs.Add(1)
 						continue
 					}
 					for _, p := range pkts {
@@ -178,6 +293,9 @@ func startH265Camera(t *testing.T, user, pass string) *h265Camera {
 		<-cam.done
 		h.stream.Close()
 		cam.srv.Close()
+		if n := encErrs.Load(); n > 0 {
+			t.Errorf("camera: %d video frames failed to packetize", n)
+		}
 	})
 	return cam
 }
@@ -205,19 +323,164 @@ func (h *h265Handler) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
-// An H.265 + AAC camera with a password: gortsplib pulls it, the server
-// writes MPEG-TS to ffmpeg's stdin, and H.264 + Opus come out. ffmpeg's
-// command line and environment hold no URL, password or server secret.
-func TestH265TranscodedThroughStdin(t *testing.T) {
+// An H.265 + AAC camera with a password: the H.265 goes into the stream as
+// it is (Codec H265, parameter sets from the SDP in front of every
+// keyframe), the AAC through the audio-only ffmpeg. No ffmpeg touches the
+// video, and none sees the URL or a secret.
+func TestH265Native(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	checkLeaks(t)
 	const pass = "H265-Cam-Pa55"
 	cam := startH265Camera(t, "admin", pass)
 	t.Setenv("ICEY_SOURCE", cam.url)
 	t.Setenv("ICEY_TURN_SECRET", "h265-env-secret")
+	transcodes := 0
 	src, err := New(Config{URL: cam.url, Transport: TransportTCP, TranscodeAudio: true,
 		VideoTranscode: func(feed FeedFunc) (media.Source, error) {
-			return transcode.New(transcode.Config{Input: cam.url, Kind: "rtsp", Feed: feed, FeedFormat: "mpegts"}, nil)
+			transcodes++
+			return nil, errors.New("no video transcode expected")
+		}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, src)
+	tl := r.read(t, 3*time.Second)
+	t.Logf("%d AUs %v, %d keyframes, %d Opus packets", tl.aus, tl.videoCodecs, tl.keyframes, tl.audio)
+	if tl.aus < 50 || tl.keyframes < 2 || tl.audio < 75 || tl.videoCodecs[media.CodecH265] != tl.aus {
+		t.Errorf("got %+v", tl)
+	}
+	tr := r.st.Tracks()
+	if tr.Video == nil || tr.Video.Codec != media.CodecH265 || len(tr.Video.VPS) == 0 || len(tr.Video.SPS) == 0 || len(tr.Video.PPS) == 0 {
+		t.Fatalf("video track %+v", tr.Video)
+	}
+	if tr.Audio == nil || tr.Audio.Codec != media.CodecOpus {
+		t.Fatalf("audio track %+v", tr.Audio)
+	}
+	if vi := r.st.VideoInfo(); vi.Codec != media.CodecH265 || vi.Width != 320 || vi.Height != 240 {
+		t.Errorf("VideoInfo %+v", vi)
+	}
+	// A keyframe unit carries VPS, SPS, PPS in front of the IRAP picture.
+	for _, u := range r.st.Ring().GOP() {
+		if u.Kind == media.KindVideo && u.Keyframe {
+			if len(u.Payload) < 4 || (u.Payload[0][0]>>1)&0x3f != 32 || (u.Payload[1][0]>>1)&0x3f != 33 || (u.Payload[2][0]>>1)&0x3f != 34 {
+				t.Errorf("keyframe does not start with VPS, SPS, PPS")
+			}
+			break
+		}
+	}
+	w := strings.Join(src.Warnings(), "; ")
+	if !strings.Contains(w, "MPEG-4 Audio is transcoded to Opus") || strings.Contains(w, "H265") {
+		t.Errorf("warnings %q", w)
+	}
+	if transcodes != 0 {
+		t.Errorf("VideoTranscode called %d times", transcodes)
+	}
+	var found int
+	for _, pid := range childtest.Descendants(os.Getpid()) {
+		p, err := childtest.Read(pid)
+		if err != nil || p.Exe() != "ffmpeg" {
+			continue
+		}
+		found++
+		t.Logf("ffmpeg: %q", p.Cmdline)
+		argv := " " + strings.Join(p.Cmdline, " ") + " "
+		if !strings.Contains(argv, " -i pipe:0 ") || !strings.Contains(argv, " -map 0:a:0 ") {
+			t.Errorf("ffmpeg is not the audio pipe: %q", p.Cmdline)
+		}
+		for _, bad := range []string{"-c:v", "libx264", "libx265", "hevc"} {
+			if strings.Contains(argv, bad) {
+				t.Errorf("ffmpeg argv has %q", bad)
+			}
+		}
+		if leaks := p.Leaks(pass, "admin:", "rtsp://", "h265-env-secret", "ICEY_"); len(leaks) > 0 {
+			t.Error(leaks)
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d ffmpeg children, want 1 (the audio pipe)", found)
+	}
+}
+
+// An H.265 camera plays without ffmpeg at all when its audio is dropped.
+func TestH265NativeWithoutFFmpeg(t *testing.T) {
+	checkLeaks(t)
+	cam := startH265Camera(t, "admin", "pw")
+	src, err := New(Config{URL: cam.url, Transport: TransportTCP}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, src)
+	tl := r.read(t, 2*time.Second)
+	if tl.aus < 35 || tl.videoCodecs[media.CodecH265] != tl.aus || tl.audio != 0 {
+		t.Errorf("got %+v", tl)
+	}
+	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "MPEG-4 Audio dropped") {
+		t.Errorf("warnings %q", w)
+	}
+}
+
+// An H.264 camera with B-frames: the access units arrive in decoding order
+// with their presentation times (the RTP timestamps), which go backwards
+// exactly as the camera's do, and the stream sees the reordering.
+func TestH264BFramesCamera(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	checkLeaks(t)
+	cam := startCamera(t, camH264BFrames, "admin", "pw")
+	src, err := New(Config{URL: cam.url, Transport: TransportTCP}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, src)
+	tl := r.read(t, 3*time.Second)
+	if tl.aus < 50 || tl.videoCodecs[media.CodecH264] != tl.aus {
+		t.Fatalf("got %+v", tl)
+	}
+	// The camera's PTS steps (decoding order), from its first keyframe on:
+	// the received ones must be a run of them.
+	steps := func(pts []time.Duration) []time.Duration {
+		var out []time.Duration
+		for i := 1; i < len(pts); i++ {
+			out = append(out, (pts[i] - pts[i-1]).Round(time.Millisecond))
+		}
+		return out
+	}
+	want := steps(append(append([]time.Duration(nil), cam.videoPTS...), cam.videoPTS...)) // it loops
+	got := steps(tl.videoPTS)[:40]
+	back := 0
+	for _, d := range got {
+		if d < 0 {
+			back++
+		}
+	}
+	if back == 0 {
+		t.Fatalf("received PTS never go backwards: %v", got)
+	}
+	match := false
+	for i := 0; i+len(got) <= len(want) && !match; i++ {
+		match = slices.Equal(want[i:i+len(got)], got)
+	}
+	if !match {
+		t.Errorf("PTS steps %v are not the camera's %v", got, want[:len(want)/2])
+	}
+	if vi := r.st.VideoInfo(); !vi.BFrames {
+		t.Errorf("VideoInfo %+v, want BFrames", vi)
+	}
+}
+
+// An M-JPEG + AAC camera with a password: gortsplib pulls it, the server
+// writes the JPEG frames and the AAC as Matroska to ffmpeg's stdin, and
+// H.264 + Opus come out. ffmpeg's command line and environment hold no
+// URL, password or server secret.
+func TestMJPEGTranscodedThroughStdin(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	checkLeaks(t)
+	const pass = "MJPEG-Cam-Pa55"
+	cam := startCamera(t, camMJPEG, "admin", pass)
+	t.Setenv("ICEY_SOURCE", cam.url)
+	t.Setenv("ICEY_TURN_SECRET", "mjpeg-env-secret")
+	src, err := New(Config{URL: cam.url, Transport: TransportTCP, TranscodeAudio: true,
+		VideoTranscode: func(feed FeedFunc) (media.Source, error) {
+			return transcode.New(transcode.Config{Input: cam.url, Kind: "rtsp", Feed: feed, FeedFormat: FeedFormat}, nil)
 		}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -225,18 +488,18 @@ func TestH265TranscodedThroughStdin(t *testing.T) {
 	r := start(t, src)
 	tl := r.read(t, 3*time.Second)
 	secs := tl.last.Sub(tl.firstKey).Seconds()
-	t.Logf("%d AUs, %d keyframes, %d Opus packets in %.2fs", tl.aus, tl.keyframes, tl.audio, secs)
-	if tl.aus < 50 || tl.keyframes < 2 || tl.audio < 75 {
+	t.Logf("%d AUs %v, %d keyframes, %d Opus packets in %.2fs", tl.aus, tl.videoCodecs, tl.keyframes, tl.audio, secs)
+	if tl.aus < 50 || tl.keyframes < 2 || tl.audio < 75 || tl.videoCodecs[media.CodecH264] != tl.aus {
 		t.Errorf("got %+v", tl)
 	}
 	tr := r.st.Tracks()
-	if tr.Video == nil || tr.Audio == nil || tr.Audio.Codec != media.CodecOpus {
+	if tr.Video == nil || tr.Video.VideoCodec() != media.CodecH264 || tr.Audio == nil || tr.Audio.Codec != media.CodecOpus {
 		t.Fatalf("tracks %+v", tr)
 	}
 	if sps := tr.Video.SPS; len(sps) < 3 || sps[1] != 66 {
 		t.Errorf("SPS %x is not H.264 Baseline from the transcode", sps)
 	}
-	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "H265 is transcoded") {
+	if w := strings.Join(src.Warnings(), "; "); !strings.Contains(w, "M-JPEG is transcoded") || !strings.Contains(w, "MPEG-4 Audio is transcoded") {
 		t.Errorf("warnings %q", w)
 	}
 	var found int
@@ -247,10 +510,10 @@ func TestH265TranscodedThroughStdin(t *testing.T) {
 		}
 		found++
 		t.Logf("ffmpeg: %q", p.Cmdline)
-		if !strings.Contains(strings.Join(p.Cmdline, " "), "-i pipe:0") {
-			t.Errorf("ffmpeg does not read stdin: %q", p.Cmdline)
+		if !strings.Contains(strings.Join(p.Cmdline, " "), "-f matroska -i pipe:0") {
+			t.Errorf("ffmpeg does not read Matroska on stdin: %q", p.Cmdline)
 		}
-		if leaks := p.Leaks(pass, "admin:", "rtsp://", "h265-env-secret", "ICEY_"); len(leaks) > 0 {
+		if leaks := p.Leaks(pass, "admin:", "rtsp://", "mjpeg-env-secret", "ICEY_"); len(leaks) > 0 {
 			t.Error(leaks)
 		}
 	}

@@ -1,10 +1,12 @@
 // Package rtsp is the RTSP/RTSPS camera source: it plays a stream with
-// gortsplib, keeps the H.264 video and Opus/PCMU/PCMA audio, and writes
-// access units and audio frames into a media.Stream. With
-// Config.TranscodeAudio, AAC audio is turned into Opus by an ffmpeg child
-// that the server feeds on stdin (the camera URL and its credentials never
-// reach ffmpeg). Reconnection is the supervisor's job: Run returns on any
-// failure and is called again.
+// gortsplib, keeps the H.264 or H.265 video (as it is: B-frames too, with
+// their presentation times) and Opus/PCMU/PCMA audio, and writes access
+// units and audio frames into a media.Stream. With Config.TranscodeAudio,
+// AAC audio is turned into Opus by an ffmpeg child that the server feeds
+// on stdin (the camera URL and its credentials never reach ffmpeg). An
+// M-JPEG camera plays through Config.VideoTranscode (an ffmpeg fed on
+// stdin). Reconnection is the supervisor's job: Run returns on any failure
+// and is called again.
 package rtsp
 
 import (
@@ -24,9 +26,11 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/internal/logging"
@@ -73,11 +77,13 @@ type Config struct {
 	TranscodeAudio bool
 	// FFmpegPath for TranscodeAudio (default: "ffmpeg" from PATH).
 	FFmpegPath string
-	// VideoTranscode, when set, plays a camera without H.264 but with
-	// H.265 video: the server depacketizes H.265 (and AAC audio) and feeds
-	// them as MPEG-TS to the returned source's ffmpeg stdin (typically a
-	// transcode.Source with Feed set), which writes H.264 + Opus into the
-	// stream. Nil: such cameras fail with media.ErrUnsupportedCodec.
+	// VideoTranscode, when set, plays a camera without H.264 or H.265 but
+	// with M-JPEG video: the server depacketizes the JPEG frames (and AAC,
+	// Opus or G.711 audio) and feeds them as Matroska (FeedFormat) to the
+	// returned source's ffmpeg stdin (typically a transcode.Source with
+	// Feed set), which writes H.264 + Opus into the stream. Nil: such
+	// cameras fail with media.ErrUnsupportedCodec. H.265 is not transcoded:
+	// it is written to the stream as it is (WriteH265).
 	VideoTranscode func(feed FeedFunc) (media.Source, error)
 }
 
@@ -142,7 +148,7 @@ var _ media.Warner = (*Source)(nil)
 // Run implements media.Source: it connects, plays, and writes media into st
 // until ctx is done (ctx.Err()), the connection fails or no RTP packet
 // arrives for ReadTimeout (media.ErrSourceUnavailable), or the stream has no
-// H.264 video (media.ErrUnsupportedCodec).
+// H.264 or H.265 video (or M-JPEG with VideoTranscode) (media.ErrUnsupportedCodec).
 func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -213,17 +219,18 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 		}
 	}
 
-	if sel.h265 != nil {
+	if sel.mjpeg != nil {
 		return s.runTranscoded(ctx, c, sel, waitDone, st, agg)
 	}
 
-	dec, err := sel.h264.CreateDecoder()
-	if err != nil {
-		return s.unavailable("H.264 decoder", err)
-	}
 	var lastRTP atomic.Int64 // unix nanos of the latest RTP packet, 0 before the first
 
-	tracks := media.Tracks{Video: &media.VideoParams{SPS: sel.h264.SPS, PPS: sel.h264.PPS}}
+	var tracks media.Tracks
+	if sel.h265 != nil {
+		tracks.Video = &media.VideoParams{Codec: media.CodecH265, VPS: sel.h265.VPS, SPS: sel.h265.SPS, PPS: sel.h265.PPS}
+	} else {
+		tracks.Video = &media.VideoParams{Codec: media.CodecH264, SPS: sel.h264.SPS, PPS: sel.h264.PPS}
+	}
 	if sel.audio != nil {
 		tracks.Audio = &sel.audioParams
 	}
@@ -250,30 +257,66 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 
 	// gortsplib calls each media's callback from one goroutine, and the
 	// Stream serializes writers internally, so these need no extra locking.
-	gotIDR := false
-	c.OnPacketRTP(sel.video, sel.h264, func(pkt *rtp.Packet) {
-		lastRTP.Store(time.Now().UnixNano())
-		pts, ok := c.PacketPTS2(sel.video, pkt)
-		if !ok {
-			return
-		}
-		au, err := dec.Decode(pkt)
+	// The RTP timestamp of a video packet is the picture's presentation
+	// time (RFC 6184 §5.1, RFC 7798 §4.1), so with B-frames the access
+	// units are written in decoding order with their (reordered) PTS.
+	if sel.h265 != nil {
+		dec, err := sel.h265.CreateDecoder()
 		if err != nil {
-			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
-				agg.add("H.264 depacketization error: "+err.Error(), 1)
-			}
-			return
+			return s.unavailable("H.265 decoder", err)
 		}
-		// The Stream also waits for an IDR, but dropping here avoids
-		// handing it undecodable frames after every (re)connect.
-		if !gotIDR {
-			if !h264.IsRandomAccess(au) {
+		gotIRAP := false
+		c.OnPacketRTP(sel.video, sel.h265, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.video, pkt)
+			if !ok {
 				return
 			}
-			gotIDR = true
+			au, err := dec.Decode(pkt)
+			if err != nil {
+				if !errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
+					agg.add("H.265 depacketization error: "+err.Error(), 1)
+				}
+				return
+			}
+			if !gotIRAP {
+				if !h265.IsRandomAccess(au) {
+					return
+				}
+				gotIRAP = true
+			}
+			st.WriteH265(ticksToDuration(pts, int64(sel.h265.ClockRate())), au)
+		})
+	} else {
+		dec, err := sel.h264.CreateDecoder()
+		if err != nil {
+			return s.unavailable("H.264 decoder", err)
 		}
-		st.WriteH264(ticksToDuration(pts, 90000), au)
-	})
+		gotIDR := false
+		c.OnPacketRTP(sel.video, sel.h264, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.video, pkt)
+			if !ok {
+				return
+			}
+			au, err := dec.Decode(pkt)
+			if err != nil {
+				if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
+					agg.add("H.264 depacketization error: "+err.Error(), 1)
+				}
+				return
+			}
+			// The Stream also waits for an IDR, but dropping here avoids
+			// handing it undecodable frames after every (re)connect.
+			if !gotIDR {
+				if !h264.IsRandomAccess(au) {
+					return
+				}
+				gotIDR = true
+			}
+			st.WriteH264(ticksToDuration(pts, 90000), au)
+		})
+	}
 	if sel.aac != nil {
 		rate := int64(sel.aac.ClockRate())
 		aacDec, err := sel.aac.CreateDecoder()
@@ -312,7 +355,7 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 	if _, err := c.Play(nil); err != nil {
 		return s.fail(ctx, "PLAY", err)
 	}
-	s.log.Info("playing", "transport", s.cfg.Transport, "audio", audioName(sel))
+	s.log.Info("playing", "transport", s.cfg.Transport, "video", videoName(sel), "audio", audioName(sel))
 
 	// With transport auto, gortsplib waits up to 3 s for a first UDP packet
 	// before switching to TCP: do not count that against the camera.
@@ -358,23 +401,40 @@ type selection struct {
 	audio       *description.Media
 	audioFormat format.Format
 	audioParams media.AudioParams
-	// aac is set when the audio is AAC transcoded to Opus (audioFormat is it too).
+	// aac is set when the audio is AAC (audioFormat is it too): transcoded
+	// to Opus, by an AudioPipe or by VideoTranscode.
 	aac *format.MPEG4Audio
-	// h265 is set when the video is H.265 for VideoTranscode (h264 is nil).
+	// One of h264, h265 and mjpeg is set: H.264 or H.265 passed as is,
+	// M-JPEG for VideoTranscode.
 	h265     *format.H265
+	mjpeg    *format.MJPEG
 	warnings []string
 }
 
 func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 	sel := &selection{}
 	var found []string
+	var h265Media, mjpegMedia *description.Media
+	var h265Format *format.H265
+	var mjpegFormat *format.MJPEG
 	for _, m := range desc.Medias {
 		for _, f := range m.Formats {
 			found = append(found, fmt.Sprintf("%s %s", m.Type, f.Codec()))
-			if h, ok := f.(*format.H264); ok && sel.video == nil && m.Type == description.MediaTypeVideo {
-				// Packetization mode 2 (interleaved) is not supported by the decoder.
-				if h.PacketizationMode < 2 {
-					sel.video, sel.h264 = m, h
+			if m.Type == description.MediaTypeVideo {
+				switch f := f.(type) {
+				case *format.H264:
+					// Packetization mode 2 (interleaved) is not supported by the decoder.
+					if sel.video == nil && f.PacketizationMode < 2 {
+						sel.video, sel.h264 = m, f
+					}
+				case *format.H265:
+					if h265Media == nil {
+						h265Media, h265Format = m, f
+					}
+				case *format.MJPEG:
+					if mjpegMedia == nil {
+						mjpegMedia, mjpegFormat = m, f
+					}
 				}
 				continue
 			}
@@ -392,19 +452,22 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 			}
 		}
 	}
+	if sel.video == nil && h265Media != nil {
+		// H.265 goes to the stream as it is; viewers that cannot decode
+		// it get a rendition.
+		sel.video, sel.h265 = h265Media, h265Format
+	}
+	if sel.video == nil && mjpegMedia != nil && s.cfg.VideoTranscode != nil {
+		return s.selectForTranscode(desc, mjpegMedia, mjpegFormat), nil
+	}
 	if sel.aac != nil {
 		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with ffmpeg", describeFormat(sel.aac)))
-	}
-	if sel.video == nil && s.cfg.VideoTranscode != nil {
-		if t := s.selectForTranscode(desc); t != nil {
-			return t, nil
-		}
 	}
 	if sel.video == nil {
 		if len(found) == 0 {
 			found = append(found, "no media")
 		}
-		return nil, fmt.Errorf("%w: rtsp %s: no H.264 video (found: %s)", media.ErrUnsupportedCodec, s.safe, strings.Join(found, ", "))
+		return nil, fmt.Errorf("%w: rtsp %s: no H.264 or H.265 video (found: %s)", media.ErrUnsupportedCodec, s.safe, strings.Join(found, ", "))
 	}
 	// Warn about audio that is dropped: every other audio format, when none
 	// could be kept or when the kept one is not it.
@@ -426,35 +489,37 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 	return sel, nil
 }
 
-// selectForTranscode picks H.265 video and AAC audio for VideoTranscode
-// (nil when there is no H.265).
-func (s *Source) selectForTranscode(desc *description.Session) *selection {
-	sel := &selection{}
+// selectForTranscode picks the M-JPEG video and the first audio ffmpeg is
+// fed with it (AAC, Opus or G.711) for VideoTranscode.
+func (s *Source) selectForTranscode(desc *description.Session, vm *description.Media, vf *format.MJPEG) *selection {
+	sel := &selection{video: vm, mjpeg: vf}
 	for _, m := range desc.Medias {
+		if m.Type != description.MediaTypeAudio || m.IsBackChannel || sel.audio != nil {
+			continue
+		}
 		for _, f := range m.Formats {
-			switch f := f.(type) {
-			case *format.H265:
-				if sel.video == nil && m.Type == description.MediaTypeVideo {
-					sel.video, sel.h265 = m, f
-				}
-			case *format.MPEG4Audio:
-				if sel.audio == nil && m.Type == description.MediaTypeAudio && !m.IsBackChannel && f.Config != nil {
-					sel.audio, sel.audioFormat, sel.aac = m, f, f
-				}
+			if a, ok := f.(*format.MPEG4Audio); ok && a.Config == nil {
+				continue
+			}
+			if _, err := mkvAudioTrack(f); err == nil {
+				sel.audio, sel.audioFormat = m, f
+				sel.aac, _ = f.(*format.MPEG4Audio)
+				sel.audioParams = media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
+				break
 			}
 		}
 	}
-	if sel.video == nil {
-		return nil
+	sel.warnings = append(sel.warnings, "video M-JPEG is transcoded to H.264 with ffmpeg")
+	if sel.audio != nil {
+		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with it", describeFormat(sel.audioFormat)))
 	}
-	sel.warnings = append(sel.warnings, "video H265 is transcoded to H.264 with ffmpeg")
 	for _, m := range desc.Medias {
 		if m.Type != description.MediaTypeAudio || m.IsBackChannel {
 			continue
 		}
 		for _, f := range m.Formats {
 			if f != sel.audioFormat {
-				sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s dropped: only AAC is passed to the transcode", describeFormat(f)))
+				sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s dropped: only AAC, Opus and G.711 are passed to the transcode", describeFormat(f)))
 			}
 		}
 	}
@@ -485,6 +550,16 @@ func describeFormat(f format.Format) string {
 		return fmt.Sprintf("%s %d Hz/%d ch", g.Codec(), g.SampleRate, g.ChannelCount)
 	}
 	return f.Codec()
+}
+
+func videoName(sel *selection) string {
+	switch {
+	case sel.h265 != nil:
+		return media.CodecH265
+	case sel.mjpeg != nil:
+		return "M-JPEG"
+	}
+	return media.CodecH264
 }
 
 func audioName(sel *selection) string {

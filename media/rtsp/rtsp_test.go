@@ -84,6 +84,10 @@ type tally struct {
 	aus, keyframes, audio int
 	firstKey              time.Time
 	last                  time.Time
+	// videoCodecs counts the video units by codec, videoPTS lists their
+	// PTS in arrival order (both from the first keyframe on).
+	videoCodecs map[string]int
+	videoPTS    []time.Duration
 }
 
 // read subscribes (live only, no cached burst) and counts what arrives
@@ -123,6 +127,11 @@ func (r *running) read(t *testing.T, d time.Duration) tally {
 			}
 			if !tl.firstKey.IsZero() {
 				tl.aus++
+				if tl.videoCodecs == nil {
+					tl.videoCodecs = map[string]int{}
+				}
+				tl.videoCodecs[u.Codec]++
+				tl.videoPTS = append(tl.videoPTS, u.PTS)
 			}
 		}
 		if !tl.firstKey.IsZero() && now.Sub(tl.firstKey) >= d {

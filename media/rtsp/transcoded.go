@@ -4,46 +4,52 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmjpeg"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
-	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/media"
 )
 
-// FeedFunc writes MPEG-TS to an ffmpeg's stdin (transcode.Config.Feed).
+// FeedFunc writes the camera's media to an ffmpeg's stdin
+// (transcode.Config.Feed).
 type FeedFunc func(ctx context.Context, w io.Writer) error
 
-// tsOffset keeps the timestamps written to ffmpeg (and the PCR, 0.1 s
-// earlier) positive.
-const tsOffset = 10 * 90000
+// FeedFormat is ffmpeg's input format of what a FeedFunc writes
+// (transcode.Config.FeedFormat): Matroska, which carries M-JPEG and its
+// audio with their timestamps.
+const FeedFormat = "matroska"
 
-// runTranscoded plays an H.265 camera: the server depacketizes H.265 (and
-// AAC) with gortsplib, writes MPEG-TS to ffmpeg's stdin through
-// Config.VideoTranscode, and the transcode source writes H.264 + Opus into
-// st. ffmpeg never sees the camera's URL or credentials.
+// tsOffset (ms) keeps the timestamps written to ffmpeg positive.
+const tsOffset = 10_000
+
+// runTranscoded plays an M-JPEG camera: the server depacketizes the JPEG
+// frames (and the audio) with gortsplib, writes them as Matroska to
+// ffmpeg's stdin through Config.VideoTranscode, and the transcode source
+// writes H.264 + Opus into st. ffmpeg never sees the camera's URL or
+// credentials.
 func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *selection,
 	waitDone chan error, st media.Writer, agg *aggregator,
 ) error {
-	vt := &mpegts.Track{Codec: &tscodecs.H265{}}
-	tsTracks := []*mpegts.Track{vt}
-	var at *mpegts.Track
-	if sel.aac != nil {
-		at = &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: *sel.aac.Config}}
-		tsTracks = append(tsTracks, at)
+	tracks := []mkvTrack{{codecID: "V_MJPEG"}}
+	if sel.audio != nil {
+		t, err := mkvAudioTrack(sel.audioFormat)
+		if err != nil {
+			return s.unavailable("audio for the transcode", err)
+		}
+		tracks = append(tracks, t)
 	}
-	queue := make(chan func(*mpegts.Writer) error, 512)
+	queue := make(chan func(*mkvWriter) error, 512)
 	feed := func(fctx context.Context, w io.Writer) error {
 		bw := bufio.NewWriterSize(w, 64<<10)
-		tw := &mpegts.Writer{W: bw, Tracks: tsTracks}
-		if err := tw.Initialize(); err != nil {
+		mw := &mkvWriter{w: bw}
+		if err := mw.header(tracks); err != nil {
 			return err
 		}
 		for {
@@ -51,7 +57,7 @@ func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *se
 			case <-fctx.Done():
 				return nil
 			case fn := <-queue:
-				if err := fn(tw); err != nil {
+				if err := fn(mw); err != nil {
 					return err
 				}
 				if len(queue) == 0 {
@@ -63,7 +69,7 @@ func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *se
 		}
 	}
 	// Never block gortsplib's reader on ffmpeg: drop (and count) instead.
-	enqueue := func(fn func(*mpegts.Writer) error) {
+	enqueue := func(fn func(*mkvWriter) error) {
 		select {
 		case queue <- fn:
 		default:
@@ -74,70 +80,71 @@ func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *se
 	if err != nil {
 		return s.unavailable("transcode", err)
 	}
+	ms := func(pts int64, rate int) int64 { return pts*1000/int64(rate) + tsOffset }
 
-	vdec, err := sel.h265.CreateDecoder()
+	vdec, err := sel.mjpeg.CreateDecoder()
 	if err != nil {
-		return s.unavailable("H.265 decoder", err)
+		return s.unavailable("M-JPEG decoder", err)
 	}
-	params := [][]byte{sel.h265.VPS, sel.h265.SPS, sel.h265.PPS}
-	var dtsEx *h265.DTSExtractor
-	c.OnPacketRTP(sel.video, sel.h265, func(pkt *rtp.Packet) {
+	c.OnPacketRTP(sel.video, sel.mjpeg, func(pkt *rtp.Packet) {
 		pts, ok := c.PacketPTS2(sel.video, pkt)
 		if !ok {
 			return
 		}
-		au, err := vdec.Decode(pkt)
+		img, err := vdec.Decode(pkt)
 		if err != nil {
-			if !errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
-				agg.add("H.265 depacketization error: "+err.Error(), 1)
+			if !errors.Is(err, rtpmjpeg.ErrMorePacketsNeeded) && !errors.Is(err, rtpmjpeg.ErrNonStartingPacketAndNoPrevious) {
+				agg.add("M-JPEG depacketization error: "+err.Error(), 1)
 			}
 			return
 		}
-		if dtsEx == nil {
-			if !h265.IsRandomAccess(au) {
-				return
-			}
-			dtsEx = &h265.DTSExtractor{}
-			dtsEx.Initialize()
-		}
-		if h265.IsRandomAccess(au) {
-			au = withParams(au, params)
-		}
-		pts = pts*90000/int64(sel.h265.ClockRate()) + tsOffset
-		dts, err := dtsEx.Extract(au, pts)
-		if err != nil {
-			agg.add("H.265 DTS: "+err.Error(), 1)
-			return
-		}
-		enqueue(func(tw *mpegts.Writer) error { return tw.WriteH265(vt, pts, dts, au) })
+		t := ms(pts, sel.mjpeg.ClockRate())
+		enqueue(func(mw *mkvWriter) error { return mw.block(1, t, true, img) })
 	})
-	if at != nil {
-		adec, err := sel.aac.CreateDecoder()
-		if err != nil {
-			return s.unavailable("AAC decoder", err)
-		}
-		rate := int64(sel.aac.ClockRate())
-		c.OnPacketRTP(sel.audio, sel.aac, func(pkt *rtp.Packet) {
-			pts, ok := c.PacketPTS2(sel.audio, pkt)
-			if !ok {
-				return
-			}
-			aus, err := adec.Decode(pkt)
+	if sel.audio != nil {
+		rate := sel.audioFormat.ClockRate()
+		if sel.aac != nil {
+			adec, err := sel.aac.CreateDecoder()
 			if err != nil {
-				if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
-					agg.add("AAC depacketization error: "+err.Error(), 1)
-				}
-				return
+				return s.unavailable("AAC decoder", err)
 			}
-			ts := pts*90000/rate + tsOffset
-			enqueue(func(tw *mpegts.Writer) error { return tw.WriteMPEG4Audio(at, ts, aus) })
-		})
+			c.OnPacketRTP(sel.audio, sel.aac, func(pkt *rtp.Packet) {
+				pts, ok := c.PacketPTS2(sel.audio, pkt)
+				if !ok {
+					return
+				}
+				aus, err := adec.Decode(pkt)
+				if err != nil {
+					if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
+						agg.add("AAC depacketization error: "+err.Error(), 1)
+					}
+					return
+				}
+				for i, au := range aus {
+					t := ms(pts+int64(i*1024), rate)
+					au := append([]byte(nil), au...)
+					enqueue(func(mw *mkvWriter) error { return mw.block(2, t, true, au) })
+				}
+			})
+		} else {
+			c.OnPacketRTP(sel.audio, sel.audioFormat, func(pkt *rtp.Packet) {
+				pts, ok := c.PacketPTS2(sel.audio, pkt)
+				if !ok || len(pkt.Payload) == 0 {
+					return
+				}
+				t := ms(pts, rate)
+				// Opus and G.711: the payload is the frame; gortsplib
+				// reuses neither after the callback, but copy to be safe.
+				frame := append([]byte(nil), pkt.Payload...)
+				enqueue(func(mw *mkvWriter) error { return mw.block(2, t, true, frame) })
+			})
+		}
 	}
 
 	if _, err := c.Play(nil); err != nil {
 		return s.fail(ctx, "PLAY", err)
 	}
-	s.log.Info("playing through a transcode", "video", "H265", "audio", audioName(sel))
+	s.log.Info("playing through a transcode", "video", "M-JPEG", "audio", audioName(sel))
 
 	tctx, tcancel := context.WithCancel(ctx)
 	defer tcancel()
@@ -169,23 +176,27 @@ func (s *Source) runTranscoded(ctx context.Context, c *gortsplib.Client, sel *se
 	}
 }
 
-// withParams puts the SDP's VPS/SPS/PPS in front of an IRAP access unit
-// that lacks them (cameras often send them out of band only).
-func withParams(au [][]byte, params [][]byte) [][]byte {
-	has := map[h265.NALUType]bool{}
-	for _, n := range au {
-		if len(n) > 0 {
-			has[h265.NALUType((n[0]>>1)&0b111111)] = true
+// mkvAudioTrack describes an audio format the transcode takes.
+func mkvAudioTrack(f format.Format) (mkvTrack, error) {
+	switch f := f.(type) {
+	case *format.MPEG4Audio:
+		asc, err := f.Config.Marshal()
+		if err != nil {
+			return mkvTrack{}, err
 		}
-	}
-	if has[h265.NALUType_VPS_NUT] && has[h265.NALUType_SPS_NUT] && has[h265.NALUType_PPS_NUT] {
-		return au
-	}
-	out := make([][]byte, 0, len(au)+3)
-	for _, p := range params {
-		if len(p) > 0 {
-			out = append(out, p)
+		return mkvTrack{codecID: "A_AAC", private: asc, audio: true,
+			rate: float64(f.Config.SampleRate), channels: max(f.Config.ChannelCount, 1)}, nil
+	case *format.Opus:
+		ch := max(f.ChannelCount, 1)
+		return mkvTrack{codecID: "A_OPUS", private: opusHead(ch), audio: true, rate: 48000, channels: ch}, nil
+	case *format.G711:
+		tag := uint16(6) // WAVE_FORMAT_ALAW
+		if f.MULaw {
+			tag = 7 // WAVE_FORMAT_MULAW
 		}
+		ch := max(f.ChannelCount, 1)
+		return mkvTrack{codecID: "A_MS/ACM", private: waveFormatEx(tag, f.SampleRate, ch), audio: true,
+			rate: float64(f.SampleRate), channels: ch}, nil
 	}
-	return append(out, au...)
+	return mkvTrack{}, fmt.Errorf("audio %s cannot be fed to ffmpeg", f.Codec())
 }
