@@ -55,7 +55,7 @@ func startSource(t *testing.T) (*media.Stream, func()) {
 // keyframes and audio units.
 func measure(t *testing.T, st *media.Stream, d time.Duration) (fps float64, keys, audio int, codec string) {
 	t.Helper()
-	sub, err := st.Subscribe("m", media.SubscribeOptions{NoCache: true})
+	sub, err := st.Subscribe("m", media.SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,15 +75,18 @@ func measure(t *testing.T, st *media.Stream, d time.Duration) (fps float64, keys
 				audio++
 				continue
 			}
+			codec = u.Codec
+			if u.Keyframe {
+				keys++
+			}
+			if u.FromCache {
+				continue // the rate is measured on live units
+			}
 			if video == 0 {
 				firstPTS = u.PTS
 			}
 			lastPTS = u.PTS
 			video++
-			codec = u.Codec
-			if u.Keyframe {
-				keys++
-			}
 		}
 	}
 	if video > 1 {
