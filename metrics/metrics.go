@@ -40,6 +40,16 @@ type PathSnapshot struct {
 	Recording         bool
 	RecordedBytes     uint64
 	RecordingFailures uint64
+	// Renditions are the path's running transcodes.
+	Renditions []RenditionSnapshot
+}
+
+// RenditionSnapshot is one running rendition of a path (one per codec).
+type RenditionSnapshot struct {
+	Codec      string
+	Viewers    int
+	Restarts   uint64
+	CPUSeconds float64
 }
 
 // RTSPSnapshot is the RTSP re-serve read at scrape time. ReadersByPath has
@@ -246,6 +256,9 @@ var (
 	dPathViewers  = desc("path_viewers", "Viewers reading the path now, by path.", []string{"path"})
 	dPathPub      = desc("path_publisher", "1 while a publisher is live on the path, by path.", []string{"path"})
 	dPathRec      = desc("path_recording", "1 while the path writes a recording, by path.", []string{"path"})
+	dRendViewers  = desc("rendition_viewers", "Viewers of each running rendition (a transcode for viewers that cannot play the path's video), by path and target codec.", []string{"path", "codec"})
+	dRendRestarts = desc("rendition_restarts_total", "Restarts of the rendition's ffmpeg since the rendition started, by path and target codec.", []string{"path", "codec"})
+	dRendCPU      = desc("rendition_cpu_seconds_total", "CPU time of the rendition's ffmpeg since the rendition started, by path and target codec.", []string{"path", "codec"})
 	dRecBytes     = desc("recorded_bytes_total", "Bytes written to recordings since start, by path.", []string{"path"})
 	dRecFailures  = desc("recording_failures_total", "Recordings cut short by a write error (e.g. a full disk) since start, by path.", []string{"path"})
 	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
@@ -262,7 +275,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
 		ch <- d
 	}
 }
@@ -338,6 +351,11 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathRec, b2f(p.Recording), p.Path)
 		counter(dRecBytes, float64(p.RecordedBytes), p.Path)
 		counter(dRecFailures, float64(p.RecordingFailures), p.Path)
+		for _, r := range p.Renditions {
+			gauge(dRendViewers, float64(r.Viewers), p.Path, r.Codec)
+			counter(dRendRestarts, float64(r.Restarts), p.Path, r.Codec)
+			counter(dRendCPU, r.CPUSeconds, p.Path, r.Codec)
+		}
 	}
 	if s.src.RTSP != nil {
 		if r, ok := s.src.RTSP(); ok {

@@ -184,6 +184,10 @@ func (a *app) metricsSources() metrics.Sources {
 				snap := metrics.PathSnapshot{Path: ps.Name, State: string(ps.State), FPS: ps.FPS,
 					Bytes: ps.BytesIn, Viewers: ps.Viewers, Publisher: ps.Publisher, OnDemand: ps.OnDemand}
 				snap.Packets = p.Stream().Stats().PacketsIn
+				for _, r := range ps.Renditions {
+					snap.Renditions = append(snap.Renditions, metrics.RenditionSnapshot{Codec: r.Codec,
+						Viewers: r.Viewers, Restarts: r.Restarts, CPUSeconds: r.CPUSeconds})
+				}
 				if sv := p.Supervisor(); sv != nil {
 					snap.Reconnects = sv.Status().Reconnects
 				}

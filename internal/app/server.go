@@ -613,6 +613,12 @@ func (a *app) sourceCheck() (preflight.Check, []string) {
 	case media.SourceUp:
 		c.Result = preflight.Pass
 		c.Detail = fmt.Sprintf("Streaming from %s (%.0f fps)", desc, a.stream.Stats().FPS)
+		if v, w := videoSummary(a.stream, renditionsConfig(a.cfg)); v != "" {
+			c.Detail += ": " + v
+			if w != "" {
+				warns = append(warns, w)
+			}
+		}
 	case media.SourceReconnecting:
 		since := time.Since(st.Since).Round(time.Second)
 		if !st.EverUp {
