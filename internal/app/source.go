@@ -27,11 +27,13 @@ var errSourceConfig = errors.New("source")
 // The kind decides: builtin and files play directly when the native MP4
 // reader can read them (H.264, also with B-frames, or H.265 video passed as
 // is; AAC audio becomes Opus through an ffmpeg that reads only the audio on
-// stdin, and is dropped with a warning without ffmpeg); other files and
-// other kinds go through one ffmpeg transcode per stream.
+// stdin, and is dropped with a warning without ffmpeg); other files,
+// devices and URLs the server does not pull itself go through one ffmpeg
+// transcode per stream.
 // No secret reaches ffmpeg's command line or environment: RTSP is pulled by
 // gortsplib, RTMP by gortmplib, SRT by gosrt and http(s) by net/http. H.264
-// passes through (MPEG-TS is demuxed here), AAC goes to ffmpeg's stdin and
+// and H.265 pass through (MPEG-TS is demuxed here; RTMP carries H.264
+// only, an RTSP M-JPEG camera is transcoded), AAC goes to ffmpeg's stdin and
 // comes back as Opus, other codecs and containers of an http(s) response
 // are fed to ffmpeg's stdin; any other URL reaches ffmpeg in a 0600 file
 // (see media/transcode).
@@ -96,9 +98,10 @@ func buildSource(cfg config.Config, log *slog.Logger) (media.Source, []string, e
 }
 
 // pulledURL is the source for a URL the server pulls itself (ok false for
-// other schemes): RTMP (gortmplib) and SRT (gosrt) with H.264 passed
-// through, http(s) (net/http) with MPEG-TS/H.264 demuxed here and anything
-// else fed to ffmpeg's stdin from the same response. AAC becomes Opus
+// other schemes): RTMP (gortmplib) with H.264 passed through, SRT (gosrt)
+// and http(s) (net/http) with MPEG-TS demuxed here and H.264 or H.265
+// passed through, anything else of an http(s) response fed to ffmpeg's
+// stdin from the same response. AAC becomes Opus
 // through an ffmpeg that reads only stdin; without ffmpeg it is dropped.
 func pulledURL(src string, cfg config.Config, log *slog.Logger) (media.Source, bool, error) {
 	src = strings.TrimSpace(src)

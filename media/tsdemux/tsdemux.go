@@ -1,8 +1,9 @@
 // Package tsdemux plays a live MPEG-TS byte stream (SRT, HTTP) that the
-// server pulled itself into a media.Stream without re-encoding: H.264 and
-// Opus pass through; AAC becomes Opus through an ffmpeg child fed on stdin
+// server pulled itself into a media.Stream without re-encoding: H.264 (B-
+// frames too, written with their presentation times), H.265 and Opus pass
+// through; AAC becomes Opus through an ffmpeg child fed on stdin
 // (transcode.AudioPipe) when Options.TranscodeAudio is set, else it is
-// dropped with a warning. A stream without H.264 video fails with
+// dropped with a warning. A stream without H.264 or H.265 video fails with
 // media.ErrUnsupportedCodec, so that the caller can fall back to a full
 // transcode.
 package tsdemux
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
@@ -97,6 +99,7 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 		return fail(fmt.Errorf("reading MPEG-TS: %w", err))
 	}
 	var video, audio *mpegts.Track
+	isH265 := false // video is H.265 (H.264 preferred)
 	var aac *tscodecs.MPEG4Audio
 	var found []string
 	for _, t := range tr.Tracks() {
@@ -104,8 +107,12 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 		found = append(found, name)
 		switch c := t.Codec.(type) {
 		case *tscodecs.H264:
+			if video == nil || isH265 {
+				video, isH265 = t, false
+			}
+		case *tscodecs.H265:
 			if video == nil {
-				video = t
+				video, isH265 = t, true
 			}
 		case *tscodecs.Opus:
 			if audio == nil || aac != nil {
@@ -118,7 +125,7 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 		}
 	}
 	if video == nil {
-		return fmt.Errorf("%w: no H.264 video (found: %s)", media.ErrUnsupportedCodec, strings.Join(found, ", "))
+		return fmt.Errorf("%w: no H.264 or H.265 video (found: %s)", media.ErrUnsupportedCodec, strings.Join(found, ", "))
 	}
 	var warnings []string
 	for _, t := range tr.Tracks() {
@@ -138,7 +145,10 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 		o.Log.Warn(w)
 	}
 
-	tracks := media.Tracks{Video: &media.VideoParams{}}
+	tracks := media.Tracks{Video: &media.VideoParams{Codec: media.CodecH264}}
+	if isH265 {
+		tracks.Video.Codec = media.CodecH265 // parameter sets come in-band
+	}
 	if audio != nil {
 		tracks.Audio = &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
 	}
@@ -182,19 +192,35 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	st.SetTracks(tracks)
 
 	tr.OnDecodeError(func(error) {})
+	// Access units come in decoding order; pts is the presentation time.
 	gotIDR := false
-	tr.OnDataH264(video, func(pts, _ int64, au [][]byte) error {
-		last.Store(time.Now().UnixNano())
-		t := toDur(pts)
-		if !gotIDR {
-			if !h264.IsRandomAccess(au) {
-				return nil
+	if isH265 {
+		tr.OnDataH265(video, func(pts, _ int64, au [][]byte) error {
+			last.Store(time.Now().UnixNano())
+			t := toDur(pts)
+			if !gotIDR {
+				if !h265.IsRandomAccess(au) {
+					return nil
+				}
+				gotIDR = true
 			}
-			gotIDR = true
-		}
-		st.WriteH264(t, au)
-		return nil
-	})
+			st.WriteH265(t, au)
+			return nil
+		})
+	} else {
+		tr.OnDataH264(video, func(pts, _ int64, au [][]byte) error {
+			last.Store(time.Now().UnixNano())
+			t := toDur(pts)
+			if !gotIDR {
+				if !h264.IsRandomAccess(au) {
+					return nil
+				}
+				gotIDR = true
+			}
+			st.WriteH264(t, au)
+			return nil
+		})
+	}
 	if audio != nil {
 		if aac != nil {
 			tr.OnDataMPEG4Audio(audio, func(pts int64, aus [][]byte) error {
