@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"slices"
@@ -333,5 +334,63 @@ func TestH265File(t *testing.T) {
 	}
 	if vi := st.VideoInfo(); vi.Codec != media.CodecH265 || vi.Width != 320 || vi.Height != 180 {
 		t.Errorf("VideoInfo %+v", vi)
+	}
+}
+
+// A looping H.264 + AAC file: one audio transcode for the whole run, and
+// the Opus keeps flowing across loops with increasing timestamps.
+func TestAACTranscodedLoop(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	src, err := New(Config{Path: testClip(t, "h264-aac"), Loop: true, TranscodeAudio: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := media.NewStream(media.StreamConfig{Name: "file"}, nil)
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, st) }()
+	sub := subscribeWhenReady(t, st)
+	defer sub.Close()
+	pid := src.audioPid.Load()
+	rctx, rcancel := context.WithTimeout(context.Background(), 3200*time.Millisecond)
+	defer rcancel()
+	var audio []time.Duration
+	video := 0
+	buf := make([]*media.Unit, 64)
+	for {
+		n, err := sub.Read(rctx, buf)
+		for _, u := range buf[:n] {
+			if u.Kind == media.KindAudio {
+				audio = append(audio, u.PTS)
+			} else {
+				video++
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if src.Loops() < 2 {
+		t.Errorf("%d loops in 3.2 s of a 1 s file", src.Loops())
+	}
+	if p := src.audioPid.Load(); p != pid || p == 0 {
+		t.Errorf("audio transcode pid %d, then %d: want one for the run", pid, p)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+	if src.audioPid.Load() != 0 || !childtest.Gone(int(pid)) {
+		t.Errorf("ffmpeg %d not reaped", pid)
+	}
+	t.Logf("%d video units, %d Opus units over %d loops", video, len(audio), src.Loops())
+	if video < 80 || len(audio) < 130 {
+		t.Errorf("%d video units, %d Opus units in 3.2 s", video, len(audio))
+	}
+	for i := 1; i < len(audio); i++ {
+		if audio[i] <= audio[i-1] {
+			t.Fatalf("Opus pts %v after %v (unit %d)", audio[i], audio[i-1], i)
+		}
 	}
 }
