@@ -90,7 +90,7 @@ type serverResult struct {
 // the window, tear down. It always stops by itself: every phase is bounded.
 func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 	var granted atomic.Int64
-	api, err := newAPI(apiOptions{loopback: o.loopback, receiverReports: o.receiverReports, nack: o.nack, rcvbuf: o.rcvbuf}, &granted)
+	api, err := newAPI(apiOptions{loopback: o.loopback, receiverReports: o.receiverReports, nack: o.nack, rcvbuf: o.rcvbuf, vp8Only: o.vp8Only}, &granted)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,7 @@ type options struct {
 	rcvbuf          int
 	cpuProfile      string
 	summary         string
+	vp8Only         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.receiverReports, "rtcp-rr", true, "send RTCP receiver reports, as a browser does")
 	fs.BoolVar(&o.nack, "nack", true, "send NACKs for missing video packets, as a browser does (loss is then reported raw and after retransmission)")
 	fs.IntVar(&o.rcvbuf, "rcvbuf", 4<<20, "receive buffer per viewer socket in bytes, capped by net.core.rmem_max (0: leave the OS default)")
+	fs.BoolVar(&o.vp8Only, "vp8-only", false, "offer VP8 as the only video codec (a browser without H.264: an H.264 source is then sent through its VP8 rendition)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile here")
 	fs.StringVar(&o.summary, "summary", "", "print a table of the JSON lines in this file and exit")
 	if err := fs.Parse(args); err != nil {

@@ -36,6 +36,7 @@ var (
 
 // apiOptions are the receive-path features of the simulated viewers.
 type apiOptions struct {
+	vp8Only         bool // offer VP8 only
 	loopback        bool
 	receiverReports bool // RTCP receiver reports, as a browser sends
 	nack            bool // NACK missing video packets, as a browser does
@@ -84,6 +85,9 @@ func newAPI(o apiOptions, rb *atomic.Int64) (*webrtc.API, error) {
 		{96, webrtc.MimeTypeVP8, ""},
 	}
 	for _, c := range video {
+		if o.vp8Only && c.mime != webrtc.MimeTypeVP8 {
+			continue
+		}
 		err := me.RegisterCodec(webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: c.mime, ClockRate: 90000, SDPFmtpLine: c.fmtp, RTCPFeedback: fb},
 			PayloadType:        c.pt,
