@@ -201,3 +201,43 @@ func TestRenditionWithoutFFmpeg(t *testing.T) {
 		t.Fatal("AV1 accepted")
 	}
 }
+
+// A source restart (its run ends, a new one starts: Discontinuity, tracks
+// declared again) does not end the rendition: the same ffmpeg goes on and
+// its viewers get pictures again.
+func TestRenditionSurvivesSourceRestart(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	testenv.CheckGoroutines(t)
+	clip := testpeer.MakeClip(t, testpeer.ClipOptions{FPS: 25, GOP: 25, Seconds: 2})
+	src := media.NewStream(media.StreamConfig{Name: "src"}, nil)
+	defer src.Close()
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); feedClip(ctx, src, clip) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	for src.Stats().LastKeyframeAt.IsZero() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	set := New("cam", src, Config{}, nil)
+	defer set.Close()
+	st, rel, err := set.Acquire(context.Background(), media.CodecH264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel()
+	pid := set.Stats()[0].Pid
+	time.Sleep(time.Second)
+	stop()
+	time.Sleep(500 * time.Millisecond) // the camera is away
+	src.Discontinuity()
+	stop = run()
+	defer stop()
+	fps, keys, _, _ := measure(t, st, 3*time.Second)
+	s := set.Stats()[0]
+	if fps < 22.5 || fps > 27.5 || keys < 1 || s.Restarts != 0 || s.Pid != pid {
+		t.Fatalf("after the source restarted: %.1f fps, %d keyframes, stats %+v (pid was %d)", fps, keys, s, pid)
+	}
+}

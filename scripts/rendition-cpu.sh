@@ -6,6 +6,7 @@
 # ffmpeg CPU (from /api/status), the server's own CPU, and the viewers'
 # first-IDR times (icey-bench). Run inside the loopback namespace:
 #   scripts/netns.sh scripts/rendition-cpu.sh
+# CASES="vp8 h264-bframes passthrough" (the default) picks the cases.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,6 +31,7 @@ print(sum(r.get("cpuSeconds",0) for p in s.get("paths",[]) for r in p.get("rendi
 for case in "vp8 $base -vp8-only" "h264-bframes $bf" "passthrough $base"; do
   set -- $case
   name=$1 clip=$2 flag=${3:-}
+  case " ${CASES:-vp8 h264-bframes passthrough} " in *" $name "*) ;; *) continue ;; esac
   for viewers in 1 10 50; do
     d=$(mktemp -d)
     printf '{"turn":{"enabled":false},"webrtc":{"maxPendingPerClient":64},"paths":{"main":{"source":"%s"}}}\n' "$clip" > "$d/c.json"

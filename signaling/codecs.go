@@ -141,7 +141,12 @@ func (m *Manager) chooseVideo(ctx context.Context, d *sdp.SessionDescription, pa
 	case offered[media.CodecVP8]:
 		target = media.CodecVP8
 	default:
-		return nil, nil, fmt.Errorf("%w: %s, nor H.264 or VP8 (its offer's video codecs are all unsupported)", ErrNoCodec, why)
+		can := []string{"H.264", "VP8"}
+		if src == media.CodecH265 {
+			can = []string{"H.265", "H.264", "VP8"}
+		}
+		return nil, nil, fmt.Errorf("%w: path %q is %s and the viewer accepts none of %s (the video codecs it offers are not served)",
+			ErrNoCodec, path, describeVideo(src, info), strings.Join(can, ", "))
 	}
 	r, ok := m.paths.(Renditions)
 	if !ok {
