@@ -150,7 +150,7 @@ func (m *Manager) chooseVideo(ctx context.Context, d *sdp.SessionDescription, pa
 	}
 	r, ok := m.paths.(Renditions)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: %s, and this server has no transcoding", ErrNoCodec, why)
+		return nil, nil, fmt.Errorf("%w: %s, and no %s transcode is available here", ErrNoCodec, why, describeVideo(target, media.VideoInfo{}))
 	}
 	rs, release, err := r.Rendition(ctx, path, st, target)
 	if err != nil {
