@@ -2,8 +2,9 @@
 // gortsplib, keeps the H.264 or H.265 video (as it is: B-frames too, with
 // their presentation times) and Opus/PCMU/PCMA audio, and writes access
 // units and audio frames into a media.Stream. With Config.TranscodeAudio,
-// AAC audio is turned into Opus by an ffmpeg child that the server feeds
-// on stdin (the camera URL and its credentials never reach ffmpeg). An
+// AAC, MP3/MP2 or G.722 audio is turned into Opus by an ffmpeg child that
+// the server feeds on stdin (the camera URL and its credentials never
+// reach ffmpeg). An
 // M-JPEG camera plays through Config.VideoTranscode (an ffmpeg fed on
 // stdin). Reconnection is the supervisor's job: Run returns on any failure
 // and is called again.
@@ -31,6 +32,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg1audio"
 	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/internal/logging"
@@ -71,8 +73,9 @@ type Config struct {
 	// TLSConfig for rtsps:// (default: system roots, server name from the URL).
 	TLSConfig *tls.Config
 	// TranscodeAudio: when the camera offers no Opus or G.711 audio but
-	// MPEG-4 AAC, transcode it to Opus with ffmpeg (transcode.AudioPipe:
-	// the server writes the AAC it pulled to ffmpeg's stdin; video passes
+	// MPEG-4 AAC, MPEG-1/2 Audio (MP3, MP2) or G.722 (preferred in this
+	// order), transcode it to Opus with ffmpeg (transcode.AudioPipe: the
+	// server writes the audio it pulled to ffmpeg's stdin; video passes
 	// through untouched) instead of dropping it. Needs ffmpeg.
 	TranscodeAudio bool
 	// FFmpegPath for TranscodeAudio (default: "ffmpeg" from PATH).
@@ -98,7 +101,7 @@ type Source struct {
 
 	media.WarningSet // warnings of the latest run
 
-	audioPid atomic.Int64 // ffmpeg of the current run's AAC transcode, for tests
+	audioPid atomic.Int64 // ffmpeg of the current run's audio transcode, for tests
 }
 
 // New validates cfg. log may be nil.
@@ -237,14 +240,22 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 
 	var pipe *transcode.AudioPipe
 	var pipeDone <-chan struct{}
-	if sel.aac != nil {
-		pipe, err = transcode.StartAudio(ctx, transcode.AudioConfig{
-			AAC:        *sel.aac.Config,
+	if sel.transcoded() {
+		acfg := transcode.AudioConfig{
 			FFmpegPath: s.cfg.FFmpegPath,
 			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
-		}, s.log)
+		}
+		switch {
+		case sel.aac != nil:
+			acfg.AAC = *sel.aac.Config
+		case sel.mpa != nil:
+			acfg.Codec = transcode.AudioMPEG1
+		case sel.g722 != nil:
+			acfg.Codec = transcode.AudioG722
+		}
+		pipe, err = transcode.StartAudio(ctx, acfg, s.log)
 		if err != nil {
-			return s.unavailable("AAC to Opus transcode", err)
+			return s.unavailable(acfg.Codec.String()+" to Opus transcode", err)
 		}
 		s.audioPid.Store(int64(pipe.Pid()))
 		pipeDone = pipe.Done()
@@ -338,6 +349,35 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 			}
 			pipe.WriteAAC(ticksToDuration(pts, rate), aus)
 		})
+	} else if sel.mpa != nil {
+		rate := int64(sel.mpa.ClockRate())
+		var dec mpaDepacketizer
+		c.OnPacketRTP(sel.audio, sel.mpa, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.audio, pkt)
+			if !ok {
+				return
+			}
+			frames, err := dec.decode(pkt.Payload)
+			if err != nil {
+				agg.add("MPEG audio depacketization error: "+err.Error(), 1)
+			}
+			if len(frames) > 0 {
+				pipe.WriteMPEG1Audio(ticksToDuration(pts, rate), frames)
+			}
+		})
+	} else if sel.g722 != nil {
+		// RFC 3551 §4.5.2: G.722's RTP clock is 8000 Hz although it
+		// samples at 16 kHz; ClockRate says 8000, so pts is right.
+		rate := int64(sel.g722.ClockRate())
+		c.OnPacketRTP(sel.audio, sel.g722, func(pkt *rtp.Packet) {
+			lastRTP.Store(time.Now().UnixNano())
+			pts, ok := c.PacketPTS2(sel.audio, pkt)
+			if !ok || len(pkt.Payload) == 0 {
+				return
+			}
+			pipe.WriteG722(ticksToDuration(pts, rate), pkt.Payload)
+		})
 	} else if sel.audio != nil {
 		rate := int64(sel.audioFormat.ClockRate())
 		c.OnPacketRTP(sel.audio, sel.audioFormat, func(pkt *rtp.Packet) {
@@ -404,6 +444,10 @@ type selection struct {
 	// aac is set when the audio is AAC (audioFormat is it too): transcoded
 	// to Opus, by an AudioPipe or by VideoTranscode.
 	aac *format.MPEG4Audio
+	// mpa (MP3, MP2) or g722 is set when the audio is that codec,
+	// transcoded to Opus by an AudioPipe.
+	mpa  *format.MPEG1Audio
+	g722 *format.G722
 	// One of h264, h265 and mjpeg is set: H.264 or H.265 passed as is,
 	// M-JPEG for VideoTranscode.
 	h265     *format.H265
@@ -411,8 +455,40 @@ type selection struct {
 	warnings []string
 }
 
+// transcoded reports whether the selected audio goes through an AudioPipe
+// (or, with M-JPEG, VideoTranscode).
+func (sel *selection) transcoded() bool {
+	return sel.aac != nil || sel.mpa != nil || sel.g722 != nil
+}
+
+// audioRank is the preference of an audio format (lower is better): Opus,
+// G.711 (both passed through), then, with TranscodeAudio, AAC, MPEG-1/2
+// Audio and G.722 (transcoded to Opus). ok is false for a format that
+// cannot be played.
+func (s *Source) audioRank(f format.Format) (rank int, ok bool) {
+	if p, ok := passThrough(f); ok {
+		if p.Codec == media.CodecOpus {
+			return 0, true
+		}
+		return 1, true
+	}
+	if !s.cfg.TranscodeAudio {
+		return 0, false
+	}
+	switch f := f.(type) {
+	case *format.MPEG4Audio:
+		return 2, f.Config != nil
+	case *format.MPEG1Audio:
+		return 3, true
+	case *format.G722:
+		return 4, true
+	}
+	return 0, false
+}
+
 func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 	sel := &selection{}
+	audioRank := 0
 	var found []string
 	var h265Media, mjpegMedia *description.Media
 	var h265Format *format.H265
@@ -441,13 +517,20 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 			if m.Type != description.MediaTypeAudio || m.IsBackChannel {
 				continue
 			}
-			if p, ok := passThrough(f); ok && (sel.audio == nil || sel.aac != nil) {
-				// A pass-through track beats a transcoded one.
-				sel.audio, sel.audioFormat, sel.audioParams, sel.aac = m, f, p, nil
+			// The best ranked format wins (the first of equals): a
+			// pass-through one beats a transcoded one.
+			rank, ok := s.audioRank(f)
+			if !ok || (sel.audio != nil && rank >= audioRank) {
 				continue
 			}
-			if a, ok := f.(*format.MPEG4Audio); ok && s.cfg.TranscodeAudio && sel.audio == nil && a.Config != nil {
-				sel.audio, sel.audioFormat, sel.aac = m, f, a
+			audioRank = rank
+			sel.audio, sel.audioFormat = m, f
+			sel.aac, _ = f.(*format.MPEG4Audio)
+			sel.mpa, _ = f.(*format.MPEG1Audio)
+			sel.g722, _ = f.(*format.G722)
+			if p, ok := passThrough(f); ok {
+				sel.audioParams = p
+			} else {
 				sel.audioParams = media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}
 			}
 		}
@@ -460,8 +543,8 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 	if sel.video == nil && mjpegMedia != nil && s.cfg.VideoTranscode != nil {
 		return s.selectForTranscode(desc, mjpegMedia, mjpegFormat), nil
 	}
-	if sel.aac != nil {
-		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with ffmpeg", describeFormat(sel.aac)))
+	if sel.transcoded() {
+		sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s is transcoded to Opus with ffmpeg", describeFormat(sel.audioFormat)))
 	}
 	if sel.video == nil {
 		if len(found) == 0 {
@@ -479,11 +562,14 @@ func (s *Source) selectTracks(desc *description.Session) (*selection, error) {
 			if f == sel.audioFormat {
 				continue
 			}
-			if _, ok := passThrough(f); ok && sel.audio != nil {
+			if _, ok := s.audioRank(f); ok && sel.audio != nil {
 				continue // a second usable track; one audio track is enough
 			}
-			sel.warnings = append(sel.warnings, fmt.Sprintf(
-				"audio %s dropped: only Opus, PCMU and PCMA (8 kHz mono) are passed through", describeFormat(f)))
+			why := "only Opus, PCMU and PCMA (8 kHz mono) are passed through"
+			if s.cfg.TranscodeAudio {
+				why += ", AAC, MP3/MP2 and G.722 transcoded"
+			}
+			sel.warnings = append(sel.warnings, fmt.Sprintf("audio %s dropped: %s", describeFormat(f), why))
 		}
 	}
 	return sel, nil
@@ -546,10 +632,69 @@ func passThrough(f format.Format) (media.AudioParams, bool) {
 }
 
 func describeFormat(f format.Format) string {
-	if g, ok := f.(*format.G711); ok {
-		return fmt.Sprintf("%s %d Hz/%d ch", g.Codec(), g.SampleRate, g.ChannelCount)
+	switch f := f.(type) {
+	case *format.G711:
+		return fmt.Sprintf("%s %d Hz/%d ch", f.Codec(), f.SampleRate, f.ChannelCount)
+	case *format.MPEG1Audio:
+		return "MP3/MP2 (MPEG-1/2 Audio)"
+	case *format.G722:
+		return "G.722"
 	}
 	return f.Codec()
+}
+
+// mpaDepacketizer reassembles MPEG-1/2 Audio frames from RTP (RFC 2250
+// §3.5: a 4-byte header whose last 16 bits are the offset of the payload
+// in the frame, then whole frames or one fragment of a frame). gortsplib's
+// decoder sizes MPEG-2 layer III frames (16, 22.05, 24 kHz) at twice their
+// length and never returns them.
+type mpaDepacketizer struct {
+	frag []byte // the frame being reassembled
+	want int    // its length
+}
+
+func (d *mpaDepacketizer) decode(payload []byte) ([][]byte, error) {
+	if len(payload) < 5 {
+		d.frag = d.frag[:0]
+		return nil, errors.New("payload too short")
+	}
+	offset := int(payload[2])<<8 | int(payload[3])
+	buf := payload[4:]
+	if offset != 0 {
+		if len(d.frag) == 0 || offset != len(d.frag) {
+			d.frag = d.frag[:0] // joined mid-frame or lost a fragment
+			return nil, nil
+		}
+		d.frag = append(d.frag, buf...)
+		if len(d.frag) < d.want {
+			return nil, nil
+		}
+		f := d.frag[:d.want]
+		d.frag = nil
+		return [][]byte{f}, nil
+	}
+	d.frag = d.frag[:0]
+	var frames [][]byte
+	for len(buf) > 0 {
+		var h mpeg1audio.FrameHeader
+		if err := h.Unmarshal(buf); err != nil {
+			return frames, err
+		}
+		n := transcode.MPEGAudioFrameLen(h)
+		if n <= 4 {
+			return frames, errors.New("invalid frame length")
+		}
+		if n > len(buf) {
+			if len(frames) > 0 {
+				return frames, errors.New("frame split after whole frames")
+			}
+			d.frag, d.want = append(d.frag, buf...), n
+			return nil, nil
+		}
+		frames = append(frames, buf[:n])
+		buf = buf[n:]
+	}
+	return frames, nil
 }
 
 func videoName(sel *selection) string {

@@ -3,28 +3,63 @@ package transcode
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg1audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 )
 
+// AudioCodec is the codec an AudioPipe is fed with.
+type AudioCodec int
+
+// Input codecs of an AudioPipe.
+const (
+	// AudioAAC (the zero value): MPEG-4 AAC access units, WriteAAC, fed
+	// as MPEG-TS.
+	AudioAAC AudioCodec = iota
+	// AudioMPEG1: MPEG-1/2 Audio layer II or III frames (MP2, MP3; the
+	// MPEG-2 low sampling rates too), WriteMPEG1Audio, fed as MPEG-TS.
+	AudioMPEG1
+	// AudioG722: G.722 (16 kHz mono, 64 kbit/s) frames, WriteG722, fed as
+	// Matroska (MPEG-TS does not carry G.722).
+	AudioG722
+)
+
+func (c AudioCodec) String() string {
+	switch c {
+	case AudioAAC:
+		return "AAC"
+	case AudioMPEG1:
+		return "MPEG audio"
+	case AudioG722:
+		return "G.722"
+	}
+	return "audio " + strconv.Itoa(int(c))
+}
+
 // AudioConfig configures an AudioPipe.
 type AudioConfig struct {
-	// AAC is the configuration of the AAC stream (from the SDP or container).
+	// Codec is the input codec (default AudioAAC).
+	Codec AudioCodec
+	// AAC is the configuration of the AAC stream (from the SDP or
+	// container); only for AudioAAC.
 	AAC mpeg4audio.AudioSpecificConfig
 	// OnOpus receives each Opus frame with its timestamp, on the same
-	// timeline as the PTS given to WriteAAC. Called from one goroutine.
+	// timeline as the PTS given to WriteAAC (WriteMPEG1Audio, WriteG722).
+	// Called from one goroutine.
 	OnOpus func(pts time.Duration, frame []byte)
 	// FFmpegPath (default: "ffmpeg" from PATH).
 	FFmpegPath string
@@ -33,9 +68,10 @@ type AudioConfig struct {
 	Queue int
 }
 
-// AudioPipe transcodes AAC to Opus with one ffmpeg child that only reads
-// its stdin and writes its stdout: the server writes the AAC access units
-// it pulled (RTSP, RTMP, ...) as MPEG-TS, and reads Opus in MPEG-TS back,
+// AudioPipe transcodes AAC (or MP3/MP2, or G.722: AudioConfig.Codec) to
+// Opus with one ffmpeg child that only reads its stdin and writes its
+// stdout: the server writes the access units it pulled (RTSP, RTMP, ...)
+// as MPEG-TS (Matroska for G.722), and reads Opus in MPEG-TS back,
 // with the input timestamps kept (-copyts). Video does not pass through
 // ffmpeg. ffmpeg never sees a URL, a credential or the server's
 // environment.
@@ -89,13 +125,23 @@ func StartAudio(ctx context.Context, cfg AudioConfig, log *slog.Logger) (*AudioP
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", ErrNoFFmpeg, name)
 	}
-	p := &AudioPipe{cfg: cfg, log: log.With("module", "transcode", "pipe", "aac-opus"),
+	pipeName, inFormat := "aac-opus", "mpegts"
+	switch cfg.Codec {
+	case AudioAAC:
+	case AudioMPEG1:
+		pipeName = "mpa-opus"
+	case AudioG722:
+		pipeName, inFormat = "g722-opus", "matroska"
+	default:
+		return nil, fmt.Errorf("transcode: unknown audio codec %d", cfg.Codec)
+	}
+	p := &AudioPipe{cfg: cfg, log: log.With("module", "transcode", "pipe", pipeName),
 		in: make(chan aacWrite, cfg.Queue), inEnd: make(chan struct{}), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancelCause(ctx)
 
 	args := []string{"-hide_banner", "-nostdin", "-loglevel", "warning",
 		"-probesize", "32", "-analyzeduration", "1",
-		"-f", "mpegts", "-i", "pipe:0",
+		"-f", inFormat, "-i", "pipe:0",
 		"-map", "0:a:0", "-c:a", "libopus", "-b:a", strconv.Itoa(DefaultAudioBitrate),
 		"-ar", "48000", "-ac", "2", "-copyts",
 		"-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-pes_payload_size", "0",
@@ -138,18 +184,19 @@ func StartAudio(ctx context.Context, cfg AudioConfig, log *slog.Logger) (*AudioP
 		p.cancel(nil)
 		p.wg.Wait()
 		stderr.flush()
+		what := cfg.Codec.String()
 		switch cause := context.Cause(p.ctx); {
 		case ctx.Err() != nil:
 			p.err = ctx.Err()
 		case cause != nil && !errors.Is(cause, context.Canceled):
-			p.err = fmt.Errorf("AAC to Opus: %v%s", cause, stderr.summary())
+			p.err = fmt.Errorf("%s to Opus: %v%s", what, cause, stderr.summary())
 		case waitErr != nil:
-			p.err = fmt.Errorf("AAC to Opus: ffmpeg: %v%s", waitErr, stderr.summary())
+			p.err = fmt.Errorf("%s to Opus: ffmpeg: %v%s", what, waitErr, stderr.summary())
 		default:
-			p.err = fmt.Errorf("AAC to Opus: ffmpeg exited%s", stderr.summary())
+			p.err = fmt.Errorf("%s to Opus: ffmpeg exited%s", what, stderr.summary())
 		}
 		if n := p.dropped.Load(); n > 0 {
-			p.log.Warn("AAC writes dropped: ffmpeg fell behind", "count", n)
+			p.log.Warn(what+" writes dropped: ffmpeg fell behind", "count", n)
 		}
 		close(p.done)
 	}()
@@ -185,8 +232,33 @@ func (p *AudioPipe) CloseInput() {
 }
 
 // WriteAAC queues AAC access units with the PTS of the first; it never
-// blocks (a full queue drops them).
+// blocks (a full queue drops them). Only for AudioAAC.
 func (p *AudioPipe) WriteAAC(pts time.Duration, aus [][]byte) {
+	if p.cfg.Codec != AudioAAC {
+		return
+	}
+	p.queue(pts, aus)
+}
+
+// WriteMPEG1Audio queues MPEG-1/2 Audio frames (MP2, MP3) with the PTS of
+// the first, like WriteAAC. Only for AudioMPEG1.
+func (p *AudioPipe) WriteMPEG1Audio(pts time.Duration, frames [][]byte) {
+	if p.cfg.Codec != AudioMPEG1 {
+		return
+	}
+	p.queue(pts, frames)
+}
+
+// WriteG722 queues G.722 data (one RTP payload: 16 kHz samples, two per
+// byte at 64 kbit/s) with its PTS, like WriteAAC. Only for AudioG722.
+func (p *AudioPipe) WriteG722(pts time.Duration, frame []byte) {
+	if p.cfg.Codec != AudioG722 || len(frame) == 0 {
+		return
+	}
+	p.queue(pts, [][]byte{frame})
+}
+
+func (p *AudioPipe) queue(pts time.Duration, aus [][]byte) {
 	if len(aus) == 0 {
 		return
 	}
@@ -204,17 +276,61 @@ func (p *AudioPipe) WriteAAC(pts time.Duration, aus [][]byte) {
 }
 
 func (p *AudioPipe) write(w io.Writer) error {
-	track := &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: p.cfg.AAC}}
 	bw := bufio.NewWriterSize(w, 4096)
-	tw := &mpegts.Writer{W: bw, Tracks: []*mpegts.Track{track}}
-	if err := tw.Initialize(); err != nil {
-		return err
+	var feed func(a aacWrite) error
+	switch p.cfg.Codec {
+	case AudioG722:
+		mw := &mkvAudio{w: bw}
+		if err := mw.header(); err != nil {
+			return err
+		}
+		feed = func(a aacWrite) error {
+			// ms on the Matroska timeline; ffmpeg (-copyts) gives them
+			// back in 90 kHz ticks.
+			return mw.block(a.ticks/90, a.aus[0])
+		}
+	case AudioMPEG1:
+		track := &mpegts.Track{Codec: &tscodecs.MPEG1Audio{}}
+		tw := &mpegts.Writer{W: bw, Tracks: []*mpegts.Track{track}}
+		if err := tw.Initialize(); err != nil {
+			return err
+		}
+		checked, mpeg2 := false, false
+		feed = func(a aacWrite) error {
+			if !checked {
+				var h mpeg1audio.FrameHeader
+				if err := h.Unmarshal(a.aus[0]); err != nil {
+					return nil // not a frame start: wait for one
+				}
+				checked, mpeg2 = true, h.MPEG2
+				p.log.Debug("MPEG audio", "mpeg2", h.MPEG2, "layer", h.Layer, "rate", h.SampleRate, "bitrate", h.Bitrate)
+			}
+			if !mpeg2 {
+				return tw.WriteMPEG1Audio(track, a.ticks&mask33, a.aus)
+			}
+			// mediacommon's WriteMPEG1Audio refuses MPEG-2 (the low
+			// sampling rates), which MPEG-TS carries the same way
+			// (ISO 13818-1 stream type 3 or 4, ffmpeg reads both as
+			// MP2/MP3): write the PES with the plain audio writer.
+			var data []byte
+			for _, f := range a.aus {
+				data = append(data, f...)
+			}
+			return tw.WriteAC3(track, a.ticks&mask33, data)
+		}
+	default:
+		track := &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: p.cfg.AAC}}
+		tw := &mpegts.Writer{W: bw, Tracks: []*mpegts.Track{track}}
+		if err := tw.Initialize(); err != nil {
+			return err
+		}
+		feed = func(a aacWrite) error { return tw.WriteMPEG4Audio(track, a.ticks&mask33, a.aus) }
 	}
 	put := func(a aacWrite) error {
 		if p.lastIn.Swap(a.ticks) == 0 {
-			p.log.Debug("first AAC write", "pts", time.Duration(a.ticks-tsOffset)*time.Second/90000, "aus", len(a.aus))
+			p.log.Debug("first write", "codec", p.cfg.Codec.String(), "pts", time.Duration(a.ticks-tsOffset)*time.Second/90000, "aus", len(a.aus))
 		}
-		if err := tw.WriteMPEG4Audio(track, a.ticks&mask33, a.aus); err != nil {
+		if err := feed(a); err != nil {
 			return err
 		}
 		return bw.Flush()
@@ -289,4 +405,124 @@ func (p *AudioPipe) read(r io.Reader) error {
 			return err
 		}
 	}
+}
+
+// mkvAudio writes a live Matroska stream of one G.722 track, the subset
+// ffmpeg's demuxer reads (like media/rtsp's mkvWriter): an EBML header, a
+// Segment and Clusters of unknown size, SimpleBlocks in milliseconds.
+type mkvAudio struct {
+	w         io.Writer
+	inCluster bool
+	clusterTS int64 // ms
+	buf       []byte
+}
+
+// mkvUnknownSize marks a live Segment or Cluster.
+var mkvUnknownSize = []byte{0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}
+
+func mkvID(b []byte, id uint32) []byte {
+	for sh := 24; sh >= 0; sh -= 8 {
+		if id>>sh != 0 || sh == 0 {
+			b = append(b, byte(id>>sh))
+		}
+	}
+	return b
+}
+
+func mkvElem(b []byte, id uint32, body []byte) []byte {
+	b = mkvID(b, id)
+	b = append(b, 0x01, 0, byte(len(body)>>40), byte(len(body)>>32), byte(len(body)>>24), byte(len(body)>>16), byte(len(body)>>8), byte(len(body)))
+	return append(b, body...)
+}
+
+func mkvUint(b []byte, id uint32, v uint64) []byte {
+	return mkvElem(b, id, binary.BigEndian.AppendUint64(nil, v))
+}
+
+// header writes the EBML header, opens the Segment and declares the G.722
+// track: A_MS/ACM with a WAVEFORMATEX of format tag 0x028F (G.722 in
+// ffmpeg's RIFF tags), 16 kHz mono, 4 bits per sample.
+func (m *mkvAudio) header() error {
+	var h []byte
+	h = mkvUint(h, 0x4286, 1)                               // EBMLVersion
+	h = mkvUint(h, 0x42F7, 1)                               // EBMLReadVersion
+	h = mkvUint(h, 0x42F2, 4)                               // EBMLMaxIDLength
+	h = mkvUint(h, 0x42F3, 8)                               // EBMLMaxSizeLength
+	h = mkvElem(h, 0x4282, []byte("matroska"))              // DocType
+	h = mkvUint(h, 0x4287, 4)                               // DocTypeVersion
+	h = mkvUint(h, 0x4285, 2)                               // DocTypeReadVersion
+	out := mkvElem(nil, 0x1A45DFA3, h)                      // EBML
+	out = append(mkvID(out, 0x18538067), mkvUnknownSize...) // Segment
+
+	var info []byte
+	info = mkvUint(info, 0x2AD7B1, 1_000_000) // TimestampScale: ms
+	info = mkvElem(info, 0x4D80, []byte("icey"))
+	info = mkvElem(info, 0x5741, []byte("icey"))
+	out = mkvElem(out, 0x1549A966, info) // Info
+
+	var wf []byte
+	wf = binary.LittleEndian.AppendUint16(wf, 0x028F) // WAVE_FORMAT_G722
+	wf = binary.LittleEndian.AppendUint16(wf, 1)      // channels
+	wf = binary.LittleEndian.AppendUint32(wf, 16000)  // samples/s
+	wf = binary.LittleEndian.AppendUint32(wf, 8000)   // bytes/s
+	wf = binary.LittleEndian.AppendUint16(wf, 1)      // block align
+	wf = binary.LittleEndian.AppendUint16(wf, 4)      // bits per sample
+	wf = binary.LittleEndian.AppendUint16(wf, 0)      // extra size
+	var e []byte
+	e = mkvUint(e, 0xD7, 1)                  // TrackNumber
+	e = mkvUint(e, 0x73C5, 1)                // TrackUID
+	e = mkvUint(e, 0x83, 2)                  // TrackType: audio
+	e = mkvUint(e, 0x9C, 0)                  // FlagLacing
+	e = mkvElem(e, 0x86, []byte("A_MS/ACM")) // CodecID
+	e = mkvElem(e, 0x63A2, wf)               // CodecPrivate
+	var a []byte
+	a = mkvElem(a, 0xB5, binary.BigEndian.AppendUint64(nil, math.Float64bits(16000))) // SamplingFrequency
+	a = mkvUint(a, 0x9F, 1)                                                           // Channels
+	e = mkvElem(e, 0xE1, a)                                                           // Audio
+	out = mkvElem(out, 0x1654AE6B, mkvElem(nil, 0xAE, e))                             // Tracks, TrackEntry
+	_, err := m.w.Write(out)
+	return err
+}
+
+// block writes one frame at ts milliseconds; a Cluster starts every
+// second and whenever the relative timestamp would not fit.
+func (m *mkvAudio) block(ts int64, data []byte) error {
+	rel := ts - m.clusterTS
+	b := m.buf[:0]
+	if !m.inCluster || rel < 0 || rel >= 1000 {
+		m.inCluster, m.clusterTS, rel = true, ts, 0
+		b = append(mkvID(b, 0x1F43B675), mkvUnknownSize...) // Cluster
+		b = mkvUint(b, 0xE7, uint64(max(ts, 0)))            // Timestamp
+	}
+	b = mkvID(b, 0xA3) // SimpleBlock
+	n := 4 + len(data)
+	b = append(b, 0x01, 0, byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	b = append(b, 0x81, byte(uint16(int16(rel))>>8), byte(uint16(int16(rel))), 0x80)
+	m.buf = b
+	if _, err := m.w.Write(b); err != nil {
+		return err
+	}
+	_, err := m.w.Write(data)
+	return err
+}
+
+// MPEGAudioFrameLen is the length in bytes of the MPEG-1/2 Audio frame of
+// header h (ISO 11172-3 2.4.3.1, ISO 13818-3 2.4.3.1): mediacommon's
+// FrameLen counts 1152 samples per layer III frame, which is twice the
+// length of an MPEG-2 (low sampling rate, 576 samples) one.
+func MPEGAudioFrameLen(h mpeg1audio.FrameHeader) int {
+	if h.SampleRate <= 0 {
+		return 0
+	}
+	pad := 0
+	if h.Padding {
+		pad = 1
+	}
+	switch {
+	case h.Layer == 1:
+		return (12*h.Bitrate/h.SampleRate + pad) * 4
+	case h.Layer == 3 && h.MPEG2:
+		return 72*h.Bitrate/h.SampleRate + pad
+	}
+	return 144*h.Bitrate/h.SampleRate + pad
 }
