@@ -140,17 +140,36 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 		}
 		return src.Run(ctx, st)
 	}
-	if isTS {
+	isMP4 := !isTS && isMP4Head(head[:n])
+	if isTS || isMP4 {
 		s.fellBack.Store(false)
-		err := tsdemux.Play(runCtx, io.MultiReader(bytes.NewReader(head), rec), st, tsdemux.Options{
-			TranscodeAudio: s.cfg.TranscodeAudio,
-			FFmpegPath:     s.cfg.FFmpegPath,
-			StallTimeout:   s.cfg.StallTimeout,
-			Close:          closeBody,
-			OnTracks:       func(w []string) { rec.on = false; rec.buf = bytes.Buffer{}; s.SetWarnings(w) },
-			OnAudioPid:     func(pid int) { s.audioPid.Store(int64(pid)) },
-			Log:            s.log,
-		})
+		body := io.MultiReader(bytes.NewReader(head[:n]), rec)
+		onTracks := func(w []string) { rec.on = false; rec.buf = bytes.Buffer{}; s.SetWarnings(w) }
+		onPid := func(pid int) { s.audioPid.Store(int64(pid)) }
+		var err error
+		container := "MPEG-TS"
+		if isMP4 {
+			container = "MP4"
+			err = playFMP4(runCtx, body, st, fmp4Options{
+				TranscodeAudio: s.cfg.TranscodeAudio,
+				FFmpegPath:     s.cfg.FFmpegPath,
+				StallTimeout:   s.cfg.StallTimeout,
+				Close:          closeBody,
+				OnTracks:       onTracks,
+				OnAudioPid:     onPid,
+				Log:            s.log,
+			})
+		} else {
+			err = tsdemux.Play(runCtx, body, st, tsdemux.Options{
+				TranscodeAudio: s.cfg.TranscodeAudio,
+				FFmpegPath:     s.cfg.FFmpegPath,
+				StallTimeout:   s.cfg.StallTimeout,
+				Close:          closeBody,
+				OnTracks:       onTracks,
+				OnAudioPid:     onPid,
+				Log:            s.log,
+			})
+		}
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -158,17 +177,17 @@ func (s *Source) Run(ctx context.Context, st media.Writer) error {
 			if err == nil || errors.Is(err, io.EOF) {
 				err = errors.New("stream ended")
 			}
-			return fmt.Errorf("%w: %s: %s", media.ErrSourceUnavailable, s.f.safe, s.f.scrubErr("MPEG-TS", err))
+			return fmt.Errorf("%w: %s: %s", media.ErrSourceUnavailable, s.f.safe, s.f.scrubErr(container, err))
 		case s.cfg.Fallback == nil || !rec.on:
 			return fmt.Errorf("%s: %w", s.f.safe, err)
 		}
-		s.log.Info("not H.264 in MPEG-TS: transcoding with ffmpeg", "why", err.Error())
+		s.log.Info("not H.264 or H.265 in "+container+": transcoding with ffmpeg", "why", err.Error())
 		s.SetWarnings([]string{err.Error() + "; transcoding with ffmpeg"})
 	} else {
 		if s.cfg.Fallback == nil {
-			return fmt.Errorf("%w: %s: not MPEG-TS (install ffmpeg to transcode other containers)", media.ErrUnsupportedCodec, s.f.safe)
+			return fmt.Errorf("%w: %s: not MPEG-TS or fragmented MP4 (install ffmpeg to transcode other containers)", media.ErrUnsupportedCodec, s.f.safe)
 		}
-		s.SetWarnings([]string{"not MPEG-TS; transcoding with ffmpeg"})
+		s.SetWarnings([]string{"not MPEG-TS or fragmented MP4; transcoding with ffmpeg"})
 	}
 
 	// Fallback: ffmpeg gets what was read so far, then the rest of the
