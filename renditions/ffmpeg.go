@@ -41,6 +41,9 @@ func (r *rendition) args(fps float64) []string {
 		// keyframe it starts with. (Not -fflags nobuffer: it drops the
 		// packets read while probing, i.e. that keyframe.)
 		"-probesize", "32", "-analyzeduration", "1",
+		// One decoding thread: frame threads add a frame of latency each
+		// and cost more CPU than they save at camera sizes.
+		"-threads", "1",
 		"-copyts", "-f", "mpegts", "-i", "pipe:0",
 		"-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
 		"-g", strconv.Itoa(gop), "-keyint_min", strconv.Itoa(gop), "-pix_fmt", "yuv420p"}
@@ -52,10 +55,11 @@ func (r *rendition) args(fps float64) []string {
 			"-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-pes_payload_size", "0",
 			"-flush_packets", "1", "pipe:1")
 	case media.CodecVP8:
-		// -cpu-used 16, libvpx's fastest setting: at 720p30 a quarter of a
-		// core where 8 takes a whole one, for a fallback's picture.
+		// -cpu-used 16 (libvpx's fastest) on one thread: at 720p30 about a
+		// third of a core, where -cpu-used 8 with its default threads
+		// takes more than two thirds.
 		br := strconv.Itoa(c.VP8Bitrate)
-		a = append(a, "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "16", "-lag-in-frames", "0",
+		a = append(a, "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "16", "-threads", "1", "-lag-in-frames", "0",
 			"-error-resilient", "1", "-auto-alt-ref", "0", "-b:v", br, "-maxrate", br, "-bufsize", br,
 			"-enc_time_base:v", "1:90000", "-flush_packets", "1", "-f", "ivf", "pipe:1")
 	}

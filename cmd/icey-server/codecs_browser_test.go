@@ -458,7 +458,19 @@ func TestFirefoxPlaysThroughTheVP8Rendition(t *testing.T) {
 	}
 	whepFirst := time.Since(t0)
 	// The rendition's first GOP comes in a burst (Firefox decodes it at
-	// once, ~40 fps for a second): let it pass, then measure over 3 s.
+	// once, ~40 fps for a second) and a new rendition may hiccup at its
+	// start: measure from a second after playback settled (25 frames
+	// decoded), over 3 s.
+	for settle := time.Now().Add(20 * time.Second); ; {
+		st, err := ff.VideoStats()
+		if err == nil && st.FramesDecoded >= 25 {
+			break
+		}
+		if time.Now().After(settle) {
+			fail("playback does not settle: %+v %v", st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	time.Sleep(time.Second)
 	s1, err := ff.VideoStats()
 	if err != nil {
@@ -486,8 +498,8 @@ func TestFirefoxPlaysThroughTheVP8Rendition(t *testing.T) {
 	}
 	t.Logf("r-h264: /api/status renditions %v", pathRenditions(t, p, "r-h264"))
 	waitPathRendition(t, p, "r-h264", "VP8", 1)
-	if _, err := ff.Eval(`window.__firefoxtestPC.close(), true`, 5*time.Second); err != nil {
-		fail("close the WHEP viewer: %v", err)
+	if code, err := ff.WHEPStop(); err != nil || code != http.StatusOK {
+		fail("end the WHEP viewer: DELETE %d %v", code, err)
 	}
 
 	// (b) The H.265 camera through the UI: the path picker, Watch.

@@ -446,9 +446,41 @@ const whepPlay = `(async (url) => {
   const r = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
   const body = await r.text();
   if (!r.ok) throw new Error('WHEP POST ' + url + ': ' + r.status + ' ' + body);
+  window.__firefoxtestLocation = new URL(r.headers.get('Location') || '', new URL(url, location.href)).href;
   await pc.setRemoteDescription({ type: 'answer', sdp: body });
   return true;
 })`
+
+// whepStop closes the WHEP viewer and DELETEs its session resource, as a
+// WHEP client leaving does (RFC 9725 §4.3); it returns the DELETE status.
+const whepStop = `(async () => {
+  const loc = window.__firefoxtestLocation;
+  window.__firefoxtestLocation = null;
+  let status = 0;
+  if (loc) {
+    const r = await fetch(loc, { method: 'DELETE' });
+    if (!r.ok) throw new Error('WHEP DELETE ' + loc + ': ' + r.status + ' ' + await r.text());
+    status = r.status;
+  }
+  if (window.__firefoxtestPC) window.__firefoxtestPC.close();
+  window.__firefoxtestPC = null;
+  return status;
+})()`
+
+// WHEPStop ends the viewer WHEPPlay started: the peer connection is closed
+// and its session DELETEd. It returns the status of the DELETE (0 when
+// there was no session).
+func (b *Browser) WHEPStop() (int, error) {
+	raw, err := b.Eval(whepStop, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	var code int
+	if err := json.Unmarshal(raw, &code); err != nil {
+		return 0, fmt.Errorf("firefoxtest: WHEP DELETE status %s: %w", raw, err)
+	}
+	return code, nil
+}
 
 // WHEPPlay makes the current page play url (absolute, or relative to the
 // page) over WHEP: a recvonly video+audio RTCPeerConnection whose complete
