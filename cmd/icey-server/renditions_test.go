@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/icey/icey-server/internal/rtsptest"
+	"github.com/icey/icey-server/media/childtest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/internal/testpeer"
 )
@@ -25,44 +24,19 @@ type child struct {
 	argv []string
 }
 
-// descendants lists the processes below pid, from /proc.
+// descendants lists the processes below pid with their argv.
 func descendants(t *testing.T, pid int) []child {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := map[int]int{}
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 2 {
-			pp, _ := strconv.Atoi(f[1])
-			parent[n] = pp
-		}
-	}
 	var out []child
-	for n := range parent {
-		for p := parent[n]; p > 1; p = parent[p] {
-			if p == pid {
-				b, _ := os.ReadFile("/proc/" + strconv.Itoa(n) + "/cmdline")
-				out = append(out, child{pid: n, argv: strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
-				break
-			}
+	for _, n := range childtest.Descendants(pid) {
+		if p, err := childtest.Read(n); err == nil {
+			out = append(out, child{pid: n, argv: p.Cmdline})
 		}
 	}
 	return out
 }
 
-// renditionChildren are the server's ffmpeg children encoding VP8.
+// vp8Children are the server's ffmpeg children encoding VP8.
 func vp8Children(t *testing.T, p *proc) []child {
 	var out []child
 	for _, c := range descendants(t, p.cmd.Process.Pid) {

@@ -28,8 +28,9 @@ type SourceConfig struct {
 	FFmpegPath string
 	// StallTimeout ends a run without media for this long (default 10 s).
 	StallTimeout time.Duration
-	// Fallback, when set, makes the source for a body that is not MPEG-TS
-	// with H.264 (another container or codec): typically a transcode whose
+	// Fallback, when set, makes the source for a body that is neither
+	// MPEG-TS nor fragmented MP4 with H.264 or H.265 (another container or
+	// codec, a non-fragmented MP4): typically a transcode whose
 	// Feed is the given function, which replays what was already read and
 	// copies the rest of the same response. Nil: such bodies fail with
 	// media.ErrUnsupportedCodec.
@@ -43,9 +44,10 @@ type SourceConfig struct {
 }
 
 // Source is an http(s) media source: the server GETs the URL itself. An
-// MPEG-TS body with H.264 is demuxed here (tsdemux: H.264 and Opus pass
-// through, AAC becomes Opus through an ffmpeg that reads only stdin);
-// anything else is handed to Fallback. It implements media.Source.
+// MPEG-TS or fragmented MP4 body with H.264 or H.265 is demuxed here
+// (H.264, H.265 and Opus pass through, AAC becomes Opus through an ffmpeg
+// that reads only stdin); anything else is handed to Fallback. It
+// implements media.Source.
 type Source struct {
 	cfg SourceConfig
 	f   *Feeder
