@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/icey/icey-server/internal/rtsptest"
-	"github.com/icey/icey-server/media/childtest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/internal/testpeer"
+	"github.com/icey/icey-server/media/childtest"
 )
 
 // child is a descendant process of the server.
