@@ -13,19 +13,14 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/media/transcode"
+	"github.com/icey/icey-server/media/tsfeed"
 )
-
-// tsBase is added to every timestamp fed to ffmpeg (and taken off its
-// output): the decoding times of a stream's first B-frames precede its
-// first presentation time, and MPEG-TS has no negative timestamps.
-const tsBase = 10 * 90000
 
 // args is ffmpeg's command line: MPEG-TS video on stdin, timestamps kept
 // (-copyts, no mux delay), every input frame encoded once (passthrough),
@@ -159,24 +154,14 @@ func (r *rendition) runOnce(ctx context.Context) error {
 	return fmt.Errorf("%s%s", why, stderr.Summary())
 }
 
-// feed writes the source's video units to ffmpeg as MPEG-TS (decoding
-// times recovered from the bitstream, since units carry presentation
-// times) and copies its audio units into the rendition's stream.
+// feed writes the source's video units to ffmpeg as MPEG-TS and copies
+// its audio units into the rendition's stream.
 func (r *rendition) feed(ctx context.Context, sub *media.Subscriber, inCodec string, w io.Writer, lastIn *atomic.Int64) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	vt := &mpegts.Track{Codec: &tscodecs.H264{}}
-	if inCodec == media.CodecH265 {
-		vt.Codec = &tscodecs.H265{}
-	}
-	tw := &mpegts.Writer{W: bw, Tracks: []*mpegts.Track{vt}}
-	if err := tw.Initialize(); err != nil {
+	tw, err := tsfeed.New(w, inCodec, false)
+	if err != nil {
 		return err
 	}
-	var (
-		dts264 *h264.DTSExtractor
-		dts265 *h265.DTSExtractor
-		units  = make([]*media.Unit, 64)
-	)
+	units := make([]*media.Unit, 64)
 	for {
 		n, err := sub.Read(ctx, units)
 		if err != nil {
@@ -192,56 +177,15 @@ func (r *rendition) feed(ctx context.Context, sub *media.Subscriber, inCodec str
 				}
 				continue
 			}
-			if u.Codec != inCodec {
-				return fmt.Errorf("the source's video changed from %s to %s", inCodec, u.Codec)
+			if err := tw.Write(u); err != nil {
+				return err
 			}
-			pts := tsBase + int64(u.PTS)*90000/int64(time.Second)
-			if u.Keyframe {
-				// A fresh extractor at each keyframe: a dropped unit (queue
-				// overflow) cannot poison the ones after it.
-				dts264, dts265 = nil, nil
-			}
-			var dts int64
-			switch inCodec {
-			case media.CodecH264:
-				if dts264 == nil {
-					dts264 = &h264.DTSExtractor{}
-					dts264.Initialize()
-				}
-				dts, err = dts264.Extract(u.Payload, pts)
-				if err == nil {
-					err = tw.WriteH264(vt, pts, dts, u.Payload)
-				}
-			case media.CodecH265:
-				if dts265 == nil {
-					dts265 = &h265.DTSExtractor{}
-					dts265.Initialize()
-				}
-				dts, err = dts265.Extract(u.Payload, pts)
-				if err == nil {
-					err = tw.WriteH265(vt, pts, dts, u.Payload)
-				}
-			}
-			if err != nil {
-				if isWriteErr(err) {
-					return err
-				}
-				// A unit the extractor cannot place: skip to the next keyframe.
-				dts264, dts265 = nil, nil
-				continue
-			}
-			lastIn.Store(time.Now().UnixNano())
+			lastIn.Store(tw.LastVideo.UnixNano())
 		}
-		if err := bw.Flush(); err != nil {
+		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
-}
-
-// isWriteErr tells a broken pipe to ffmpeg from a bitstream problem.
-func isWriteErr(err error) bool {
-	var pe *os.PathError
-	return errors.As(err, &pe) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
 }
 
 // watchStall cancels a run whose ffmpeg, though fed, produced nothing
@@ -295,8 +239,7 @@ func (r *rendition) readTS(out io.Reader, lastOut *atomic.Int64) error {
 		if first < 0 {
 			first = pts
 		}
-		t := first + td.Decode(pts) - tsBase
-		r.out.WriteH264(time.Duration(t)*time.Second/90000, au)
+		r.out.WriteH264(tsfeed.Time(first+td.Decode(pts)), au)
 		r.wrote(h264.IsRandomAccess(au), lastOut)
 		return nil
 	})
@@ -323,8 +266,7 @@ func (r *rendition) readIVF(out io.Reader, lastOut *atomic.Int64) error {
 		}
 		// pion scales the frame's pts by den/num; undo it, then seconds = pts*num/den.
 		pts := fh.Timestamp * num / den
-		t := time.Duration(pts*num)*time.Second/time.Duration(den) - tsBase*time.Second/90000
-		r.out.WriteVP8(t, frame)
+		r.out.WriteVP8(tsfeed.Time(int64(pts*num*90000/den)), frame)
 		r.wrote(frame[0]&0x01 == 0, lastOut)
 	}
 }
