@@ -183,15 +183,114 @@ func (m Media) VideoTarget() (width, height, fps, bitrate int) {
 	return v.Width, v.Height, v.FPS, v.Bitrate
 }
 
-// Intelligence mirrors existing icey configs; analysers are not built in yet.
+// Intelligence configures the analysis of a path's media (motion in its
+// video, voice activity in its audio), run once per path. The keys are the
+// original icey-server's; zero values take the defaults noted.
 type Intelligence struct {
-	Vision Analyser `json:"vision"`
-	Speech Analyser `json:"speech"`
+	Vision Vision `json:"vision"`
+	Speech Speech `json:"speech"`
 }
 
-// Analyser keeps the enabled flag; other keys are accepted and preserved.
-type Analyser struct {
+// Vision is media.intelligence.vision.
+type Vision struct {
+	// Enabled runs motion detection. It defaults to false.
 	Enabled bool `json:"enabled"`
+	// EveryNthFrame analyses one decoded frame in N. It defaults to 6.
+	EveryNthFrame int `json:"everyNthFrame"`
+	// MinIntervalUsec is the least media time between two analysed frames.
+	// It defaults to 200000.
+	MinIntervalUsec int64 `json:"minIntervalUsec"`
+	// QueueDepth bounds the frames waiting for analysis (more are dropped
+	// and counted). It defaults to 8.
+	QueueDepth int `json:"queueDepth"`
+	Motion     struct {
+		// GridWidth x GridHeight is the lattice the luma is sampled on.
+		// They default to 32 and 18.
+		GridWidth  int `json:"gridWidth"`
+		GridHeight int `json:"gridHeight"`
+		// WarmupFrames are analysed frames that never emit. It defaults to 2.
+		WarmupFrames int `json:"warmupFrames"`
+		// Threshold is the mean luma difference (0..1) that is motion. It
+		// defaults to 0.08.
+		Threshold float64 `json:"threshold"`
+		// CooldownUsec is the least media time between two events. It
+		// defaults to 500000.
+		CooldownUsec int64 `json:"cooldownUsec"`
+	} `json:"motion"`
+	Snapshots struct {
+		// Enabled writes a picture of the frame nearest each event (rate
+		// limited). It defaults to false.
+		Enabled bool `json:"enabled"`
+		// Dir defaults to <recordDir>/snapshots.
+		Dir string `json:"dir"`
+		// MinIntervalUsec between two snapshots. It defaults to 1000000.
+		MinIntervalUsec int64 `json:"minIntervalUsec"`
+	} `json:"snapshots"`
+	Clips struct {
+		// Enabled cuts an MP4 around each event from the path's history
+		// (no re-encode). It defaults to false.
+		Enabled bool `json:"enabled"`
+		// Dir defaults to <recordDir>/clips.
+		Dir string `json:"dir"`
+		// PreRollUsec and PostRollUsec: what a clip holds before and after
+		// its events. They default to 1000000 and 3000000.
+		PreRollUsec  int64 `json:"preRollUsec"`
+		PostRollUsec int64 `json:"postRollUsec"`
+	} `json:"clips"`
+}
+
+// Speech is media.intelligence.speech.
+type Speech struct {
+	// Enabled runs voice activity detection. It defaults to false.
+	Enabled bool `json:"enabled"`
+	// QueueDepth bounds the audio blocks waiting for analysis. It defaults
+	// to 32.
+	QueueDepth int `json:"queueDepth"`
+	// StartThreshold and StopThreshold are mean absolute levels (0..1).
+	// They default to 0.045 and 0.020.
+	StartThreshold float64 `json:"startThreshold"`
+	StopThreshold  float64 `json:"stopThreshold"`
+	// MinSilenceUsec below StopThreshold ends speech. It defaults to 250000.
+	MinSilenceUsec int64 `json:"minSilenceUsec"`
+	// UpdateIntervalUsec between speech:update events. It defaults to 250000.
+	UpdateIntervalUsec int64 `json:"updateIntervalUsec"`
+}
+
+// Enabled reports whether any analysis is on.
+func (i Intelligence) Enabled() bool { return i.Vision.Enabled || i.Speech.Enabled }
+
+// validate adds the errors of an intelligence object at key.
+func (i Intelligence) validate(key string, add func(key, format string, a ...any)) {
+	v, sp := i.Vision, i.Speech
+	rangeInt := func(k string, n, lo, hi int64) {
+		if n != 0 && (n < lo || n > hi) {
+			add(key+"."+k, "must be between %d and %d (got %d)", lo, hi, n)
+		}
+	}
+	rangeF := func(k string, f float64) {
+		if f < 0 || f > 1 {
+			add(key+"."+k, "must be between 0 and 1 (got %g)", f)
+		}
+	}
+	rangeInt("vision.everyNthFrame", int64(v.EveryNthFrame), 1, 1000)
+	rangeInt("vision.minIntervalUsec", v.MinIntervalUsec, 1, 3600e6)
+	rangeInt("vision.queueDepth", int64(v.QueueDepth), 1, 1024)
+	rangeInt("vision.motion.gridWidth", int64(v.Motion.GridWidth), 1, 256)
+	rangeInt("vision.motion.gridHeight", int64(v.Motion.GridHeight), 1, 256)
+	rangeInt("vision.motion.warmupFrames", int64(v.Motion.WarmupFrames), 0, 1000)
+	rangeF("vision.motion.threshold", v.Motion.Threshold)
+	rangeInt("vision.motion.cooldownUsec", v.Motion.CooldownUsec, 0, 3600e6)
+	rangeInt("vision.snapshots.minIntervalUsec", v.Snapshots.MinIntervalUsec, 1, 3600e6)
+	rangeInt("vision.clips.preRollUsec", v.Clips.PreRollUsec, 0, 60e6)
+	rangeInt("vision.clips.postRollUsec", v.Clips.PostRollUsec, 0, 600e6)
+	rangeInt("speech.queueDepth", int64(sp.QueueDepth), 1, 4096)
+	rangeF("speech.startThreshold", sp.StartThreshold)
+	rangeF("speech.stopThreshold", sp.StopThreshold)
+	rangeInt("speech.minSilenceUsec", sp.MinSilenceUsec, 0, 3600e6)
+	rangeInt("speech.updateIntervalUsec", sp.UpdateIntervalUsec, 1, 3600e6)
+	if sp.StartThreshold != 0 && sp.StopThreshold > sp.StartThreshold {
+		add(key+".speech.stopThreshold", "must not exceed startThreshold (%g > %g)", sp.StopThreshold, sp.StartThreshold)
+	}
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -410,6 +509,7 @@ func (c *Config) Validate() error {
 	default:
 		add("media.mode", "unknown mode %q (want stream, record or relay)", c.Media.Mode)
 	}
+	c.Media.Intelligence.validate("media.intelligence", add)
 	if c.WebRTC.MaxSessions < 1 || c.WebRTC.MaxSessions > 100000 {
 		add("webrtc.maxSessions", "%d out of range (1-100000)", c.WebRTC.MaxSessions)
 	}

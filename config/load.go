@@ -303,7 +303,7 @@ func has(raw map[string]any, keys ...string) bool {
 var rawMessageType = reflect.TypeOf(json.RawMessage{})
 
 // unknownKeys lists the dotted keys of raw that have no field in t. Fields of
-// kept-as-is sections (json.RawMessage, analysers) accept any key.
+// kept-as-is sections (json.RawMessage) accept any key.
 func unknownKeys(raw map[string]any, t reflect.Type, prefix string) []string {
 	fields := jsonFields(t)
 	var out []string
@@ -314,7 +314,7 @@ func unknownKeys(raw map[string]any, t reflect.Type, prefix string) []string {
 			continue
 		}
 		sub, isMap := v.(map[string]any)
-		if !isMap || f.Type == rawMessageType || f.Type == reflect.TypeOf(Analyser{}) || f.Type.Kind() != reflect.Struct {
+		if !isMap || f.Type == rawMessageType || f.Type.Kind() != reflect.Struct {
 			continue
 		}
 		out = append(out, unknownKeys(sub, f.Type, prefix+k+".")...)
@@ -331,7 +331,7 @@ func knownKeys(raw map[string]any, t reflect.Type) map[string]any {
 		if !ok {
 			continue
 		}
-		if sub, isMap := v.(map[string]any); isMap && f.Type != rawMessageType && f.Type != reflect.TypeOf(Analyser{}) && f.Type.Kind() == reflect.Struct {
+		if sub, isMap := v.(map[string]any); isMap && f.Type != rawMessageType && f.Type.Kind() == reflect.Struct {
 			v = knownKeys(sub, f.Type)
 		}
 		out[k] = v

@@ -69,6 +69,10 @@ type PathConfig struct {
 	// from logs.
 	// It defaults to none.
 	PublishToken string `json:"publishToken"`
+	// Intelligence analyses the path's media (the keys of
+	// media.intelligence, which configures the default path).
+	// It defaults to none.
+	Intelligence Intelligence `json:"intelligence"`
 }
 
 // UnmarshalJSON decodes a path with the defaults for the keys it leaves out.
@@ -103,6 +107,9 @@ type PathSpec struct {
 	Read         bool
 	Required     bool
 	PublishToken string
+	// Intelligence is the path's analysis (media.intelligence for the
+	// default path of the legacy keys).
+	Intelligence Intelligence
 	// Template is true for a path whose Name is a regular expression
 	// ("~" followed by the pattern, e.g. "~^(.+)$"): any requested path
 	// name it matches becomes a path of its own, on demand, its Source
@@ -192,7 +199,7 @@ func (c *Config) LookupPath(name string) (PathSpec, bool) {
 
 func (c *Config) legacyPath() PathSpec {
 	d := time.Duration(DefaultSourceOnDemandTimeoutSeconds) * time.Second
-	p := PathSpec{Name: DefaultPathName, StartTimeout: d, CloseAfter: d, Required: true}
+	p := PathSpec{Name: DefaultPathName, StartTimeout: d, CloseAfter: d, Required: true, Intelligence: c.Media.Intelligence}
 	switch c.Media.Mode {
 	case "record":
 		p.Publish, p.Record = true, true
@@ -224,6 +231,7 @@ func (p PathConfig) spec(name string) PathSpec {
 		Read:         p.ReadEnabled(),
 		Required:     p.Required,
 		PublishToken: p.PublishToken,
+		Intelligence: p.Intelligence,
 	}
 	switch {
 	case p.Publish:
@@ -287,6 +295,7 @@ func (c *Config) validatePaths(add func(key, format string, a ...any)) {
 		if !p.ReadEnabled() && !p.Publish && !p.Record {
 			add(key+".read", "false with publish and record off: the path would do nothing")
 		}
+		p.Intelligence.validate(key+".intelligence", add)
 	}
 }
 

@@ -325,3 +325,36 @@ func TestLegacyConfigHasOnlyMain(t *testing.T) {
 		t.Fatalf("paths %+v", ps)
 	}
 }
+
+// Intelligence per path: media.intelligence configures the default path,
+// paths.<name>.intelligence its own path; out-of-range values are errors
+// naming the key.
+func TestPathIntelligence(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.json", `{"media":{"intelligence":{"vision":{"enabled":true,"motion":{"threshold":0.1}}}},
+		"paths":{"cam":{"source":"rtsp://127.0.0.1/x","intelligence":{"speech":{"enabled":true,"startThreshold":0.05}}}}}`)
+	o, err := Parse([]string{"--config", p}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main, cam PathSpec
+	for _, s := range o.Config.ResolvedPaths() {
+		switch s.Name {
+		case DefaultPathName:
+			main = s
+		case "cam":
+			cam = s
+		}
+	}
+	if !main.Intelligence.Vision.Enabled || main.Intelligence.Vision.Motion.Threshold != 0.1 || main.Intelligence.Speech.Enabled {
+		t.Fatalf("main: %+v", main.Intelligence)
+	}
+	if cam.Intelligence.Vision.Enabled || !cam.Intelligence.Speech.Enabled || cam.Intelligence.Speech.StartThreshold != 0.05 {
+		t.Fatalf("cam: %+v", cam.Intelligence)
+	}
+	bad := writeFile(t, dir, "bad.json", `{"paths":{"cam":{"source":"rtsp://127.0.0.1/x","intelligence":{"vision":{"motion":{"threshold":2}},"speech":{"startThreshold":0.01,"stopThreshold":0.02}}}}}`)
+	_, err = Parse([]string{"--config", bad}, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "paths.cam.intelligence.vision.motion.threshold") || !strings.Contains(err.Error(), "paths.cam.intelligence.speech.stopThreshold") {
+		t.Fatalf("err = %v", err)
+	}
+}
