@@ -330,7 +330,7 @@ func (r *rendition) stats(viewers int) Stats {
 	}
 	cpu := time.Duration(r.cpuDone.Load())
 	if st.Pid > 0 {
-		cpu += processCPU(st.Pid)
+		cpu += transcode.ProcessCPU(st.Pid)
 	}
 	st.CPUSeconds = cpu.Seconds()
 	return st

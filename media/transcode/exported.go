@@ -3,7 +3,11 @@ package transcode
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Command prepares an ffmpeg (or other) child the way every child of the
@@ -49,3 +53,28 @@ func FFmpegPath(name string) (string, error) {
 	}
 	return p, nil
 }
+
+// ProcessCPU is the CPU time (user + system) process pid has used so far,
+// from Linux /proc; 0 when it cannot be read.
+func ProcessCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which may hold spaces, in ( ).
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
