@@ -46,21 +46,29 @@ type Writer struct {
 }
 
 // New returns a Writer for video in codec (media.CodecH264 or
-// media.CodecH265) and, when opus is set, an Opus audio track.
+// media.CodecH265; "" for none: video units are then ignored) and, when
+// opus is set, an Opus audio track.
 func New(w io.Writer, codec string, opus bool) (*Writer, error) {
 	f := &Writer{bw: bufio.NewWriterSize(w, 64<<10), codec: codec}
+	var tracks []*mpegts.Track
 	switch codec {
 	case media.CodecH264:
 		f.video = &mpegts.Track{Codec: &tscodecs.H264{}}
 	case media.CodecH265:
 		f.video = &mpegts.Track{Codec: &tscodecs.H265{}}
+	case "":
 	default:
 		return nil, fmt.Errorf("tsfeed: video %s cannot be fed", codec)
 	}
-	tracks := []*mpegts.Track{f.video}
+	if f.video != nil {
+		tracks = append(tracks, f.video)
+	}
 	if opus {
 		f.audio = &mpegts.Track{Codec: &tscodecs.Opus{ChannelCount: 2}}
 		tracks = append(tracks, f.audio)
+	}
+	if len(tracks) == 0 {
+		return nil, errors.New("tsfeed: nothing to feed (no video codec, no audio)")
 	}
 	f.tw = &mpegts.Writer{W: f.bw, Tracks: tracks}
 	if err := f.tw.Initialize(); err != nil {
@@ -90,6 +98,9 @@ func (f *Writer) Write(u *media.Unit) error {
 			return nil
 		}
 		return f.check(f.tw.WriteOpus(f.audio, Ticks(u.PTS), [][]byte{u.Payload[0]}))
+	}
+	if f.video == nil {
+		return nil
 	}
 	if u.Codec != f.codec {
 		return fmt.Errorf("%w from %s to %s", ErrCodecChanged, f.codec, u.Codec)
