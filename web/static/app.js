@@ -27,10 +27,24 @@
 //                       #recording-title and #recording-close)
 //   #banner, #banner-title, #banner-text; #conn-text; #peers (li.peer.server[data-peer="icey|…"][data-path]
 //                       with button[data-action="watch"|"broadcast"]); #events (li.ev-*); #ops-*
+//   #motion-overlay     over #video while a Watch call gets icey:vision from its path's server peer:
+//                       div.motion-box per detection (absolutely placed inside the displayed picture,
+//                       letterbox-aware; data-label, data-confidence, aria-label) and #heatmap (a canvas
+//                       of grid.width×grid.height pixels, one per cell, stretched over the picture;
+//                       class "off" when toggled off); the overlay fades ~1 s after the last event
+//                       (class "fading"), then the boxes are removed
+//   #btn-heatmap        toggles the heat map (aria-pressed; shown once vision events arrive, on by default)
+//   #voice-meter        icey:speech level bar (role meter, data-level = the raw level 0..1, data-active
+//                       "true"|"false"; shown once speech events arrive); #voice-level its fill
+//   #intel              the detections card; #intel-events (li.ev-motion[data-score] with
+//                       a.ev-link.ev-snapshot / a.ev-link.ev-clip opening in a new tab, li.ev-speech for
+//                       speech start and end), #intel-count, #intel-clear
 // Globals for tests: window.icey {connected, pc, server, path, servers, iceFailureText, selectPath,
-// refreshRecordings() → Promise of the list} and window.iceyState {path, paths, publishing, watching,
+// refreshRecordings() → Promise of the list, onMessage(m) (the Symple message handler), pictureRect()
+// → the displayed picture {x, y, width, height} in #stage's padding box} and window.iceyState {path, paths, publishing, watching,
 // call, lastState, lastDetail, publishState, error, recording (the selected path records now),
-// recordings (the last list fetched for the selected path)}, updated as things happen. publishing/watching turn true when this page's call is connected.
+// recordings (the last list fetched for the selected path), intel {vision, speech, ignored (counts),
+// boxes, heatmap, level, active, lastScore}}, updated as things happen. publishing/watching turn true when this page's call is connected.
 import { SympleClient, SERVER, address, isServerPeer } from "./symple.js";
 
 const $ = (id) => document.getElementById(id);
@@ -281,6 +295,7 @@ function onMessage(m) {
   if (sub.startsWith("icey:")) {
     if (fromServer(m) && m.from) {
       if (sub === "icey:state") return onPathState(m.from, m.data || {});
+      if (sub === "icey:vision" || sub === "icey:speech") return onIntel(sub, m);
       return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
     }
     return logEvent("peer", `${short(sub)} from ${m.from || "?"} ignored (only the server sends icey: messages)`);
@@ -549,6 +564,8 @@ const iceyState = {
   error: "", // the last error shown to the user
   recording: false, // the server records the selected path right now
   recordings: [], // the selected path's recordings (the last /api/recordings answer)
+  // icey:vision / icey:speech of the watched path: accepted counts, ignored ones, what shows now.
+  intel: { vision: 0, speech: 0, ignored: 0, boxes: 0, heatmap: true, level: 0, active: false, lastScore: null },
 };
 window.iceyState = iceyState;
 
@@ -995,6 +1012,7 @@ function endCall(reason, fromServer = false, isError = false, title = "Call ende
     try { state.client.sendCall("hangup", { reason: "hangup" }, call.peer); } catch {}
   }
   stopStats();
+  resetIntel();
   if (call.pc) call.pc.close();
   if (call.localStream) for (const t of call.localStream.getTracks()) t.stop();
   hidePreview();
@@ -1070,6 +1088,271 @@ function startStats(call) {
     $("hud-stalled").hidden = !stalled;
     prev = { t: now, bytes: v.bytesReceived || 0, frames, jbDelay, jbCount };
   }, 1000);
+}
+
+
+// ---------------------------------------------------------------- intelligence
+
+// The server analyses each path once and sends every page watching it
+// icey:vision (motion: normalized boxes and a grid of cell differences) and
+// icey:speech (voice activity) from the path's server peer
+// (../shared/spec/intelligence.md). Drawn over the displayed picture: the
+// <video> letterboxes it (object-fit: contain), so boxes are placed inside
+// the bars, never on them.
+const INTEL_FADE_MS = 1000; // boxes and heat map fade this long after the last vision event
+const INTEL_FADE_OUT_MS = 400; // the fade itself (.motion-overlay transition)
+const MAX_INTEL_EVENTS = 100;
+const intel = { last: null, fadeTimer: null, clearTimer: null, heatmap: true, speechActive: false };
+
+function clamp01(v) {
+  v = Number(v);
+  return Number.isFinite(v) ? Math.min(1, Math.max(0, v)) : 0;
+}
+
+// intelAccepted: a vision or speech event for this page: from the server
+// peer of the path this page watches (and about that path, when it says).
+function intelAccepted(m) {
+  const call = state.call;
+  const d = m.data;
+  if (!call || call.kind !== "view" || call.path !== state.path || m.from !== call.peer) return false;
+  if (!d || typeof d !== "object") return false;
+  return d.source === undefined || d.source === null || d.source === "" || d.source === call.path;
+}
+
+function onIntel(sub, m) {
+  if (!intelAccepted(m)) {
+    iceyState.intel.ignored++;
+    return;
+  }
+  if (sub === "icey:vision") onVision(m.data);
+  else onSpeech(m.data);
+}
+
+// pictureRect: where the picture shows in #stage's padding box (the
+// overlay's box), given the element and the picture's size (the decoded
+// size, else the event's frame size).
+function pictureRect(fw = 0, fh = 0) {
+  const v = $("video");
+  const ew = v.clientWidth, eh = v.clientHeight;
+  const w = v.videoWidth || fw, h = v.videoHeight || fh;
+  if (!(ew > 0 && eh > 0 && w > 0 && h > 0)) return null;
+  const s = Math.min(ew / w, eh / h);
+  const pw = w * s, ph = h * s;
+  return { x: v.offsetLeft + (ew - pw) / 2, y: v.offsetTop + (eh - ph) / 2, width: pw, height: ph };
+}
+
+function normRegion(r) {
+  if (!r || typeof r !== "object") return null;
+  const x = clamp01(r.x), y = clamp01(r.y);
+  const w = Math.min(clamp01(r.width), 1 - x), h = Math.min(clamp01(r.height), 1 - y);
+  return w > 0 && h > 0 ? { x, y, width: w, height: h } : null;
+}
+
+function normGrid(g) {
+  if (!g || typeof g !== "object" || !Array.isArray(g.cells)) return null;
+  const w = Math.floor(Number(g.width)), h = Math.floor(Number(g.height));
+  if (!(w > 0 && h > 0 && w <= 512 && h <= 512) || g.cells.length < w * h) return null;
+  return { width: w, height: h, cells: g.cells.slice(0, w * h).map(clamp01) };
+}
+
+function onVision(E) {
+  const data = (E.data && typeof E.data === "object") ? E.data : {};
+  const frame = (E.frame && typeof E.frame === "object") ? E.frame : {};
+  const boxes = [];
+  for (const d of Array.isArray(E.detections) ? E.detections.slice(0, 32) : []) {
+    const r = normRegion(d && d.region);
+    if (r) boxes.push({ ...r, label: typeof d.label === "string" ? d.label.slice(0, 24) : "motion", confidence: clamp01(d.confidence) });
+  }
+  const score = Number.isFinite(Number(data.score)) ? Number(data.score) : null;
+  intel.last = { boxes, grid: normGrid(data.grid), fw: Number(frame.width) || 0, fh: Number(frame.height) || 0 };
+  iceyState.intel.vision++;
+  iceyState.intel.lastScore = score;
+  const ov = $("motion-overlay");
+  ov.hidden = false;
+  ov.classList.remove("fading");
+  $("btn-heatmap").hidden = false;
+  drawHeatmap(intel.last.grid);
+  layoutIntel();
+  clearTimeout(intel.fadeTimer);
+  clearTimeout(intel.clearTimer);
+  intel.fadeTimer = setTimeout(() => {
+    ov.classList.add("fading");
+    intel.clearTimer = setTimeout(clearMotion, INTEL_FADE_OUT_MS);
+  }, INTEL_FADE_MS);
+  visionEntry(score, boxes.length, data);
+}
+
+// clearMotion removes the faded boxes and heat map.
+function clearMotion() {
+  clearTimeout(intel.fadeTimer);
+  clearTimeout(intel.clearTimer);
+  intel.last = null;
+  $("motion-boxes").textContent = "";
+  drawHeatmap(null);
+  $("motion-overlay").classList.remove("fading");
+  iceyState.intel.boxes = 0;
+}
+
+// drawHeatmap: one canvas pixel per grid cell (stretched over the picture
+// by CSS, smoothly): transparent where nothing moved, yellow to red, more
+// opaque, the more a cell changed (relative to the strongest cell).
+function drawHeatmap(g) {
+  const c = $("heatmap");
+  if (!g) {
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+    return;
+  }
+  if (c.width !== g.width) c.width = g.width;
+  if (c.height !== g.height) c.height = g.height;
+  const ctx = c.getContext("2d");
+  const img = ctx.createImageData(g.width, g.height);
+  const max = g.cells.reduce((a, v) => (v > a ? v : a), 0.1);
+  for (let i = 0; i < g.cells.length; i++) {
+    const v = g.cells[i];
+    if (v <= 0.002) continue;
+    const t = Math.min(1, v / max);
+    img.data[i * 4] = 255;
+    img.data[i * 4 + 1] = Math.round(220 * (1 - t));
+    img.data[i * 4 + 2] = 0;
+    img.data[i * 4 + 3] = Math.round(255 * (0.18 + 0.5 * t));
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+// layoutIntel places the boxes and the heat map over the displayed picture
+// (again whenever the element or the picture changes size).
+function layoutIntel() {
+  const last = intel.last;
+  const holder = $("motion-boxes");
+  const heat = $("heatmap");
+  heat.classList.toggle("off", !intel.heatmap);
+  iceyState.intel.heatmap = intel.heatmap;
+  const r = last && pictureRect(last.fw, last.fh);
+  if (!r) {
+    holder.textContent = "";
+    iceyState.intel.boxes = 0;
+    return;
+  }
+  const px = (v) => `${Math.round(v * 100) / 100}px`;
+  Object.assign(heat.style, { left: px(r.x), top: px(r.y), width: px(r.width), height: px(r.height) });
+  heat.hidden = !last.grid;
+  while (holder.children.length > last.boxes.length) holder.lastChild.remove();
+  while (holder.children.length < last.boxes.length) {
+    const d = document.createElement("div");
+    d.className = "motion-box";
+    d.setAttribute("role", "img");
+    holder.append(d);
+  }
+  last.boxes.forEach((b, i) => {
+    const d = holder.children[i];
+    const conf = b.confidence.toFixed(2);
+    d.dataset.label = `${b.label} ${conf}`;
+    d.dataset.confidence = conf;
+    d.setAttribute("aria-label", `${b.label} at ${Math.round(b.x * 100)}%, ${Math.round(b.y * 100)}% of the picture, confidence ${conf}`);
+    d.classList.toggle("top", b.y < 0.08);
+    Object.assign(d.style, { left: px(r.x + b.x * r.width), top: px(r.y + b.y * r.height), width: px(b.width * r.width), height: px(b.height * r.height) });
+  });
+  iceyState.intel.boxes = last.boxes.length;
+  $("motion-overlay").setAttribute("aria-label", `Motion detections: ${last.boxes.length} region${last.boxes.length === 1 ? "" : "s"}`);
+}
+
+if (typeof ResizeObserver === "function") new ResizeObserver(() => { if (intel.last) layoutIntel(); }).observe($("video"));
+$("video").addEventListener("resize", () => { if (intel.last) layoutIntel(); }); // the picture's size changed
+window.addEventListener("resize", () => { if (intel.last) layoutIntel(); });
+
+$("btn-heatmap").onclick = () => {
+  intel.heatmap = !intel.heatmap;
+  $("btn-heatmap").setAttribute("aria-pressed", String(intel.heatmap));
+  layoutIntel();
+};
+
+function onSpeech(S) {
+  const type = String(S.type || "");
+  const level = clamp01(S.level);
+  const active = type === "speech:end" ? false : typeof S.active === "boolean" ? S.active : type === "speech:start";
+  iceyState.intel.speech++;
+  iceyState.intel.level = level;
+  iceyState.intel.active = active;
+  const m = $("voice-meter");
+  m.hidden = false;
+  m.dataset.level = String(level);
+  m.dataset.active = String(active);
+  m.setAttribute("aria-valuenow", String(level));
+  m.setAttribute("aria-valuetext", `${active ? "speaking" : "silent"}, level ${level.toFixed(3)}`);
+  // Speech levels are small (mean |sample|): a square root spreads them over the bar.
+  $("voice-level").style.width = `${Math.round(Math.sqrt(level) * 1000) / 10}%`;
+  if (type === "speech:start" && !intel.speechActive) intelEntry("speech", `speech started · level ${level.toFixed(3)}`);
+  if (type === "speech:end") intelEntry("speech", `speech ended${S.peak !== undefined && Number.isFinite(Number(S.peak)) ? ` · peak ${clamp01(S.peak).toFixed(3)}` : ""}`);
+  intel.speechActive = active;
+}
+
+// artifactURL: a snapshot's or clip's address, only when it is the
+// server's own (a path under /), with the token as for recordings.
+function artifactURL(a) {
+  const u = a && typeof a.url === "string" ? a.url : "";
+  if (!u.startsWith("/") || u.startsWith("//") || u.startsWith("/\\")) return "";
+  return token ? u + (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : u;
+}
+
+function visionEntry(score, n, data) {
+  const li = intelEntry("motion", `${score === null ? "motion" : `score ${score.toFixed(3)}`} · ${n} region${n === 1 ? "" : "s"}`);
+  if (score !== null) li.dataset.score = String(score);
+  const text = li.querySelector(".ev-text");
+  const when = li.querySelector("time").textContent;
+  for (const [key, label] of [["snapshot", "snapshot"], ["clip", "clip"]]) {
+    const href = artifactURL(data[key]);
+    if (!href) continue;
+    const a = document.createElement("a");
+    a.className = `ev-link ev-${key}`;
+    a.href = href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = label;
+    a.setAttribute("aria-label", `${label === "clip" ? "Clip" : "Snapshot"} of the motion at ${when} (opens in a new tab)`);
+    text.append(a);
+  }
+}
+
+// intelEntry adds a line to #intel-events, as logEvent does to #events.
+function intelEntry(kind, text) {
+  const li = document.createElement("li");
+  li.className = `ev-${kind}`;
+  const t = document.createElement("time");
+  const now = new Date();
+  t.dateTime = now.toISOString();
+  t.textContent = now.toLocaleTimeString([], { hour12: false });
+  const k = document.createElement("span");
+  k.className = "ev-kind";
+  k.textContent = kind;
+  const x = document.createElement("span");
+  x.className = "ev-text";
+  x.textContent = text;
+  li.append(t, k, x);
+  const list = $("intel-events");
+  list.prepend(li);
+  while (list.children.length > MAX_INTEL_EVENTS) list.lastChild.remove();
+  $("intel-count").textContent = String(list.children.length);
+  $("intel").hidden = false;
+  return li;
+}
+$("intel-clear").onclick = () => { $("intel-events").textContent = ""; $("intel-count").textContent = "0"; };
+
+// resetIntel: the call ended: nothing shows over the picture any more (the
+// detections list stays).
+function resetIntel() {
+  clearMotion();
+  $("motion-overlay").hidden = true;
+  $("btn-heatmap").hidden = true;
+  const m = $("voice-meter");
+  m.hidden = true;
+  m.dataset.level = "0";
+  m.dataset.active = "false";
+  m.setAttribute("aria-valuenow", "0");
+  m.setAttribute("aria-valuetext", "silent");
+  $("voice-level").style.width = "0";
+  intel.speechActive = false;
+  iceyState.intel.level = 0;
+  iceyState.intel.active = false;
 }
 
 // ---------------------------------------------------------------- controls
@@ -1629,6 +1912,8 @@ window.icey = {
   get servers() { return sortedServers(); },
   selectPath,
   refreshRecordings,
+  onMessage,
+  pictureRect: () => pictureRect(),
 };
 
 // Live ops updates: the /api/events stream (as a WebSocket, since browsers
