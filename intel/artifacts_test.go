@@ -1,11 +1,16 @@
 package intel
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"image"
+	"image/draw"
 	"image/png"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -132,11 +137,64 @@ func TestSnapshotPNG(t *testing.T) {
 	if _, err := png.Decode(f); err != nil {
 		t.Errorf("png: %v", err)
 	}
+	// The frame nearest at: 1310 ms is frame 33 (1320 ms) of the clip,
+	// as ffmpeg decodes it from the elementary stream.
+	at = 1310 * time.Millisecond
+	if _, _, err := Snapshot(context.Background(), ffmpeg, st.Ring().Units(at), at, filepath.Join(dir, "n.png")); err != nil {
+		t.Fatal(err)
+	}
+	got := artDecodePNG(t, filepath.Join(dir, "n.png"))
+	if want := artReference(t, ffmpeg, 33); !bytes.Equal(got, want) {
+		t.Error("the snapshot at 1310 ms is not frame 33")
+	}
+	if other := artReference(t, ffmpeg, 32); bytes.Equal(got, other) {
+		t.Error("frames 32 and 33 are the same: the check proves nothing")
+	}
 	// Nothing to decode.
 	if _, _, err := Snapshot(context.Background(), ffmpeg, nil, at, filepath.Join(dir, "none.png")); !errors.Is(err, ErrNoFrame) {
 		t.Errorf("no units: %v", err)
 	}
 	artNoPart(t, dir)
+}
+
+// artDecodePNG returns a PNG file's RGBA pixels.
+func artDecodePNG(t *testing.T, file string) []byte {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rgba := image.NewRGBA(img.Bounds())
+	draw.Draw(rgba, rgba.Bounds(), img, img.Bounds().Min, draw.Src)
+	return rgba.Pix
+}
+
+// artReference decodes frame n of the clip's H.264 with ffmpeg.
+func artReference(t *testing.T, ffmpeg string, n int) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	var es bytes.Buffer
+	for _, au := range artClip(t).AUs {
+		for _, nalu := range au {
+			es.Write([]byte{0, 0, 0, 1})
+			es.Write(nalu)
+		}
+	}
+	in, out := filepath.Join(dir, "v.h264"), filepath.Join(dir, "ref.png")
+	if err := os.WriteFile(in, es.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-y", "-i", in, "-vf", fmt.Sprintf("select=eq(n\\,%d)", n),
+		"-fps_mode", "passthrough", "-frames:v", "1", "-c:v", "png", "-pix_fmt", "rgb24", "-f", "image2", "-update", "1", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("reference: %v\n%s", err, b)
+	}
+	return artDecodePNG(t, out)
 }
 
 // Snapshots names files <path>-<UTC time>.png in its directory (created)

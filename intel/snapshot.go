@@ -31,10 +31,10 @@ const SnapshotTimeout = 5 * time.Second
 const maxSnapshotBytes = 64 << 20
 
 // URL prefixes under which the artifacts are served (see
-// recordings.ArtifactHandler).
+// recordings.Artifacts).
 const (
-	SnapshotsURLPrefix = "/recordings/snapshots/"
-	ClipsURLPrefix     = "/recordings/clips/"
+	SnapshotsURLPrefix = recordings.SnapshotsPrefix
+	ClipsURLPrefix     = recordings.ClipsPrefix
 )
 
 // ErrNoFrame is returned by Snapshot when the units hold no decodable
