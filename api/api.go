@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/icey/icey-server/intel"
 	"github.com/icey/icey-server/internal/auth"
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/preflight"
@@ -108,17 +109,18 @@ type Config struct {
 	Source, SourceKind string // Source with credentials stripped
 	// SourceRemote: the source is pulled over the network (not a local
 	// file, device or the built-in stream).
-	SourceRemote   bool
-	Loop           bool
-	RecordDir      string
-	Vision, Speech bool
-	HTTPHost       string
-	TLS            bool
-	TURNEnabled    bool
-	TURNHost       string
-	TURNPort       int
-	STUNURLs       []string
-	HTTPPort       int
+	SourceRemote bool
+	Loop         bool
+	RecordDir    string
+	// Intelligence reports the default path's analysis (nil: none).
+	Intelligence func() Intelligence
+	HTTPHost     string
+	TLS          bool
+	TURNEnabled  bool
+	TURNHost     string
+	TURNPort     int
+	STUNURLs     []string
+	HTTPPort     int
 	// AllowedOrigins are the extra browser origins (auth.allowedOrigins)
 	// allowed besides this server's own; see auth.AllowOrigin.
 	AllowedOrigins []string
@@ -329,6 +331,8 @@ type PathStatus struct {
 	Renditions []renditions.Stats `json:"renditions"`
 	BytesIn    uint64             `json:"bytesIn"`
 	Required   bool               `json:"required"`
+	// Intelligence is the path's analysis, when enabled.
+	Intelligence *Intelligence `json:"intelligence,omitempty"`
 }
 
 // Peer is the server's signalling identity.
@@ -375,10 +379,13 @@ type RecordStats struct {
 	Active int   `json:"active"`
 }
 
-// Intelligence reports the analysers' state.
+// Intelligence reports the analysers' state: the seed's booleans (true
+// while the analyser runs) and, beside them, their counters.
 type Intelligence struct {
-	Vision bool `json:"vision"`
-	Speech bool `json:"speech"`
+	Vision      bool               `json:"vision"`
+	Speech      bool               `json:"speech"`
+	VisionStats *intel.VisionStats `json:"visionStats,omitempty"`
+	SpeechStats *intel.SpeechStats `json:"speechStats,omitempty"`
 }
 
 // TURNSection is the additive TURN part of the status.
@@ -386,6 +393,14 @@ type TURNSection struct {
 	Enabled bool `json:"enabled"`
 	Port    int  `json:"port"`
 	TURNStats
+}
+
+// intelligence is the default path's analysis (zero without one).
+func (h *Handler) intelligence() Intelligence {
+	if h.c.Intelligence == nil {
+		return Intelligence{}
+	}
+	return h.c.Intelligence()
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
@@ -400,7 +415,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		Port:         h.c.HTTPPort,
 		Stream:       StreamSection{Source: h.c.Source, SourceKind: h.c.SourceKind, Loop: h.c.Loop},
 		Record:       Record{Dir: h.c.RecordDir},
-		Intelligence: Intelligence{Vision: h.c.Vision, Speech: h.c.Speech},
+		Intelligence: h.intelligence(),
 		Checks:       rep.Checks,
 		Warnings:     rep.Warnings,
 	}

@@ -2,39 +2,15 @@ package intel
 
 import (
 	"context"
-	"math"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/icey/icey-server/internal/testenv"
+	"github.com/icey/icey-server/internal/testpeer"
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/media/file"
 )
-
-// motionClip writes a 6 s clip: a still grey picture where a white square
-// (120 px) moves from t=1 s to t=3 s (300 px/s, jumping back every 180 px),
-// then stays still, and a 440 Hz tone during
-// [0,1), [2,3), [4,5) (silence between).
-func motionClip(t *testing.T) string {
-	t.Helper()
-	ff := testenv.RequireTool(t, "ffmpeg")
-	out := filepath.Join(t.TempDir(), "motion.mp4")
-	cmd := exec.Command(ff, "-nostdin", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "color=c=0x404040:s=320x240:r=25",
-		"-f", "lavfi", "-i", "color=c=white:s=120x120:r=25",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-		"-filter_complex", "[0][1]overlay=x='if(lt(t,1),20,if(lt(t,3),20+mod((t-1)*300,180),20))':y=60[v];[2]volume=volume=0:enable='gte(mod(t,2),1)'[a]",
-		"-map", "[v]", "-map", "[a]", "-t", "6",
-		"-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "25", "-pix_fmt", "yuv420p",
-		"-c:a", "libopus", "-b:a", "64k", "-ac", "2", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, b)
-	}
-	return out
-}
 
 // One analyser on the clip: motion events only while the square moves
 // (±300 ms), the largest region over the square; speech:start and
@@ -42,7 +18,7 @@ func motionClip(t *testing.T) string {
 // payloads in the contract's shape.
 func TestAnalyzerMotionAndSpeech(t *testing.T) {
 	testenv.CheckGoroutines(t)
-	clip := motionClip(t)
+	clip := testpeer.MotionClip(t, t.TempDir())
 	src, err := file.New(file.Config{Path: clip}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +67,8 @@ func TestAnalyzerMotionAndSpeech(t *testing.T) {
 			t.Fatalf("event %+v", e)
 		}
 		// The square's box at that time, normalized.
-		x := 20 + math.Mod((pts.Seconds()-1)*300, 180)
-		sx, sy, sw, sh := x/320, 60.0/240, 120.0/320, 120.0/240
+		x := testpeer.MotionX(pts.Seconds())
+		sx, sy, sw, sh := x/320, float64(testpeer.MotionY)/240, float64(testpeer.MotionSquare)/320, float64(testpeer.MotionSquare)/240
 		r := e.Detections[0].Region
 		if r.X > sx+sw+0.1 || r.X+r.Width < sx-0.1 || r.Y > sy+sh+0.05 || r.Y+r.Height < sy-0.05 {
 			t.Fatalf("at %v the largest region %+v does not overlap the square (%.2f,%.2f %.2fx%.2f)", pts, r, sx, sy, sw, sh)

@@ -143,18 +143,31 @@ func recordingsCheck(cfg config.Config) (preflight.Result, string) {
 }
 
 func intelligenceCheck(cfg config.Config) (preflight.Result, string) {
-	in := cfg.Media.Intelligence
-	var on []string
-	if in.Vision.Enabled {
-		on = append(on, "vision")
+	var vision, speech []string
+	for _, p := range cfg.ResolvedPaths() {
+		if p.Intelligence.Vision.Enabled {
+			vision = append(vision, p.Name)
+		}
+		if p.Intelligence.Speech.Enabled {
+			speech = append(speech, p.Name)
+		}
 	}
-	if in.Speech.Enabled {
-		on = append(on, "speech")
-	}
-	if len(on) == 0 {
+	if len(vision)+len(speech) == 0 {
 		return preflight.Pass, "Intelligence disabled"
 	}
-	return preflight.Warn, fmt.Sprintf("%s analysis enabled in config but not available in this build", strings.Join(on, " and "))
+	var on []string
+	if len(vision) > 0 {
+		on = append(on, "motion on "+strings.Join(vision, ", "))
+	}
+	if len(speech) > 0 {
+		on = append(on, "voice activity on "+strings.Join(speech, ", "))
+	}
+	if !ffmpegAvailable() {
+		// Analysis never gates serving: warn, never fail.
+		return preflight.Warn, "Analysis enabled (" + strings.Join(on, "; ") +
+			") but ffmpeg, its decoder, is not installed: motion and Opus voice activity cannot run (G.711 audio is decoded without it)"
+	}
+	return preflight.Pass, "Analysing " + strings.Join(on, "; ") + " (one decoder per path)"
 }
 
 // webrtcCheck says whether browsers on other machines can reach the media

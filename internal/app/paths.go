@@ -215,10 +215,15 @@ func (a *app) pathStatuses() []api.PathStatus {
 	var out []api.PathStatus
 	for _, p := range a.paths.List() {
 		s := p.Status()
-		out = append(out, api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
+		ps := api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
 			State: string(s.State), OnDemand: s.OnDemand, FPS: s.FPS, Viewers: s.Viewers,
 			Publisher: s.Publisher, Recording: a.recordingOf(s.Name), Video: s.Video, Audio: s.Audio, Renditions: s.Renditions, BytesIn: s.BytesIn,
-			Required: s.Required})
+			Required: s.Required}
+		if a.intel[s.Name] != nil {
+			in := a.intelligenceOf(s.Name)
+			ps.Intelligence = &in
+		}
+		out = append(out, ps)
 	}
 	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/icey/icey-server/api"
 	"github.com/icey/icey-server/config"
+	"github.com/icey/icey-server/intel"
 	"github.com/icey/icey-server/internal/events"
 	"github.com/icey/icey-server/internal/healthping"
 	"github.com/icey/icey-server/internal/logging"
@@ -63,10 +64,11 @@ type app struct {
 	metrics     *metrics.Metrics
 	symple      atomic.Pointer[symple.Server] // set once built; path state changes read it
 	run         *Runner
-	recs        atomic.Pointer[recorders] // nil when no path records
-	ups         *upstreams                // servers behind on-demand sources
-	rtsp        *rtspserve.Server         // nil unless rtsp.enabled
-	errc        chan error                // a server goroutine failed
+	recs        atomic.Pointer[recorders]  // nil when no path records
+	intel       map[string]*intel.Analyzer // by path; set at startup
+	ups         *upstreams                 // servers behind on-demand sources
+	rtsp        *rtspserve.Server          // nil unless rtsp.enabled
+	errc        chan error                 // a server goroutine failed
 	startupDone atomic.Bool
 	lastReady   atomic.Int32 // -1 unknown, 0 not ready, 1 ready (for readiness events)
 	logTail     *healthping.Tail
@@ -193,6 +195,7 @@ func (a *app) start() int {
 		// Recordings are finalized after the sessions hang up and before
 		// the sources stop.
 		Component{Name: "recordings", Start: a.startRecordings, Stop: a.stopRecordings},
+		Component{Name: "intelligence", Start: a.startIntel, Stop: a.stopIntel},
 		Component{Name: "sessions", Start: a.startSessions, Stop: func() { a.sig.Close("shutdown") }},
 		Component{Name: "rtsp", Start: a.startRTSP, Timeout: 3 * time.Second,
 			Stop: func() {
@@ -372,8 +375,7 @@ func (a *app) routes() http.Handler {
 		AllowedOrigins: cfg.Auth.AllowedOrigins,
 		Loop:           cfg.Media.Loop,
 		RecordDir:      cfg.Media.RecordDir,
-		Vision:         false, // analysers are not part of this build
-		Speech:         false,
+		Intelligence:   func() api.Intelligence { return a.intelligenceOf(defaultPath) },
 		HTTPHost:       cfg.HTTP.Host,
 		TLS:            cfg.TLS.Cert != "",
 		TURNEnabled:    cfg.TURN.Enabled,

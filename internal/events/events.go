@@ -26,6 +26,10 @@ const (
 	RecordingFinalized = "recording.finalized"
 	RecordingFailed    = "recording.failed"
 	TURNRefused        = "turn.refused"
+	VisionDetect       = "vision.detect"
+	SpeechStart        = "speech.start"
+	SpeechUpdate       = "speech.update"
+	SpeechEnd          = "speech.end"
 	ShutdownStarted    = "shutdown"
 )
 

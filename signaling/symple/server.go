@@ -563,6 +563,13 @@ const (
 // frame goes through each receiver's server lane. A path without a server
 // peer has no callers; "" is the default path.
 func (s *Server) NotifyPath(path, state, detail string) {
+	s.SendPath(path, "icey:state", map[string]string{"path": path, "state": state, "detail": detail})
+}
+
+// SendPath sends a message of subtype (icey:state, icey:vision,
+// icey:speech) from path's server peer to every peer with a call on that
+// path: the viewers and the publisher of the path, nobody else.
+func (s *Server) SendPath(path, subtype string, data any) {
 	if path == "" {
 		path = signaling.DefaultPath
 	}
@@ -570,8 +577,7 @@ func (s *Server) NotifyPath(path, state, detail string) {
 	if sp == nil {
 		return
 	}
-	b := mustJSON(frame{"type": "message", "subtype": "icey:state", "id": randomID(8), "from": sp.addr,
-		"data": map[string]string{"path": path, "state": state, "detail": detail}})
+	b := mustJSON(frame{"type": "message", "subtype": subtype, "id": randomID(8), "from": sp.addr, "data": data})
 	s.mu.Lock()
 	list := make([]*conn, 0, len(s.peers))
 	for _, c := range s.peers {

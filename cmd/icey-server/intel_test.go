@@ -1,0 +1,176 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/icey/icey-server/internal/testenv"
+	"github.com/icey/icey-server/internal/testpeer"
+)
+
+// analysisChildren are the server's decode taps (ffmpeg with showinfo).
+func analysisChildren(t *testing.T, p *proc) []child {
+	var out []child
+	for _, c := range descendants(t, p.cmd.Process.Pid) {
+		if strings.Contains(strings.Join(c.argv, " "), "showinfo") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Intelligence on the default path with ten Symple viewers: exactly one
+// decoder for the path, every viewer receives every icey:vision and
+// icey:speech event once (the same events), /api/events carries them with
+// the path, /api/status has the seed's booleans and the counters, and a
+// killed decoder is restarted (counted) while the viewers' video goes on.
+func TestIntelligenceOncePerPath(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	clip := testpeer.MotionClip(t, t.TempDir())
+	cfg, _ := json.Marshal(map[string]any{
+		"webrtc": map[string]any{"maxPendingPerClient": 64},
+		"media": map[string]any{"source": clip, "loop": true,
+			"intelligence": map[string]any{"vision": map[string]any{"enabled": true}, "speech": map[string]any{"enabled": true}}},
+	})
+	p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+	evs, stopEvents := openSSE(t, p.base+"/api/events", "")
+	defer stopEvents()
+
+	type viewer struct {
+		c *symClient
+		v *symViewer
+	}
+	var viewers []viewer
+	for i := 0; i < 10; i++ {
+		c := mustSymDial(t, p)
+		c.mustLogin(fmt.Sprintf("viewer%d", i), "")
+		viewers = append(viewers, viewer{c, sympleCall(t, c)})
+	}
+	if n := len(analysisChildren(t, p)); n != 1 {
+		t.Fatalf("%d analysis decoders for one path with 10 viewers, want 1", n)
+	}
+	// Collect for one loop of the clip (6 s) and a bit.
+	time.Sleep(7 * time.Second)
+	type got struct{ vision, speech map[string]int }
+	results := make([]got, len(viewers))
+	var wg sync.WaitGroup
+	for i, vw := range viewers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := got{vision: map[string]int{}, speech: map[string]int{}}
+			from := 0
+			for {
+				m, err := vw.c.waitFrame(&from, 100*time.Millisecond, func(m map[string]any) bool {
+					return m["type"] == "message" && (m["subtype"] == "icey:vision" || m["subtype"] == "icey:speech")
+				})
+				if err != nil {
+					break
+				}
+				if m["from"] != "icey|server" {
+					t.Errorf("event from %v", m["from"])
+				}
+				d, _ := m["data"].(map[string]any)
+				if m["subtype"] == "icey:vision" {
+					fr, _ := d["frame"].(map[string]any)
+					g.vision[fmt.Sprint(fr["frameId"])]++
+					if d["schema"] != "vision.event.v1" || d["source"] != "main" || len(d["detections"].([]any)) == 0 {
+						t.Errorf("vision event %v", d)
+					}
+				} else {
+					g.speech[fmt.Sprint(d["type"], d["time"])]++
+				}
+			}
+			results[i] = g
+		}()
+	}
+	wg.Wait()
+	base := results[0]
+	if len(base.vision) == 0 || len(base.speech) == 0 {
+		t.Fatalf("viewer 0 got %d vision and %d speech events", len(base.vision), len(base.speech))
+	}
+	for i, g := range results {
+		for k, n := range g.vision {
+			if n != 1 {
+				t.Fatalf("viewer %d got vision event %s %d times", i, k, n)
+			}
+		}
+		for k, n := range g.speech {
+			if n != 1 {
+				t.Fatalf("viewer %d got speech event %s %d times", i, k, n)
+			}
+		}
+		// Every viewer the same events (those sent while all were in the
+		// call; the first viewers may have more from before the others).
+		if i > 0 {
+			for k := range results[len(results)-1].vision {
+				if g.vision[k] != 1 {
+					t.Fatalf("viewer %d lacks vision event %s", i, k)
+				}
+			}
+		}
+	}
+	t.Logf("each of 10 viewers: %d vision and %d speech events, each once", len(results[9].vision), len(results[9].speech))
+
+	// /api/events: vision.detect and speech.* with the path.
+	seen := map[string]bool{}
+	deadline := time.After(5 * time.Second)
+	for !(seen["vision.detect"] && seen["speech.start"]) {
+		select {
+		case e := <-evs:
+			if strings.HasPrefix(e.Type, "vision.") || strings.HasPrefix(e.Type, "speech.") {
+				if e.Data["path"] != "main" {
+					t.Fatalf("%s without its path: %v", e.Type, e.Data)
+				}
+				seen[e.Type] = true
+			}
+		case <-deadline:
+			t.Fatalf("/api/events had %v", seen)
+		}
+	}
+
+	_, st, body := p.get(t, "/api/status")
+	in, _ := st["intelligence"].(map[string]any)
+	vs, _ := in["visionStats"].(map[string]any)
+	if in["vision"] != true || in["speech"] != true || vs == nil || vs["detectorEmitted"].(float64) < 1 || in["speechStats"] == nil {
+		t.Fatalf("status intelligence %v\n%s", in, body)
+	}
+	t.Logf("visionStats %v", vs)
+
+	// Kill the decoder: restarted and counted, the viewers' video rate
+	// unchanged (the analysis is off the media path).
+	rate := func() []int64 {
+		b := make([]int64, len(viewers))
+		for i, vw := range viewers {
+			b[i] = vw.v.video.Load()
+		}
+		time.Sleep(3 * time.Second)
+		for i, vw := range viewers {
+			b[i] = vw.v.video.Load() - b[i]
+		}
+		return b
+	}
+	normal := rate()
+	dec := analysisChildren(t, p)
+	if err := syscall.Kill(dec[0].pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	after := rate()
+	for i := range viewers {
+		if float64(after[i]) < 0.8*float64(normal[i]) {
+			t.Fatalf("viewer %d: %d video packets in 3 s after the decoder was killed, %d before", i, after[i], normal[i])
+		}
+	}
+	t.Logf("video packets per viewer in 3 s: %v before the kill, %v after", normal[0], after[0])
+	_, st, _ = p.get(t, "/api/status")
+	vs = st["intelligence"].(map[string]any)["visionStats"].(map[string]any)
+	if vs["decoderRestarts"] != float64(1) || len(analysisChildren(t, p)) != 1 {
+		t.Fatalf("after the kill: %v, %d decoders", vs, len(analysisChildren(t, p)))
+	}
+}
