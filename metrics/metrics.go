@@ -42,6 +42,16 @@ type PathSnapshot struct {
 	RecordingFailures uint64
 	// Renditions are the path's running transcodes.
 	Renditions []RenditionSnapshot
+	// Intel is the path's analysis (nil when off).
+	Intel *IntelSnapshot
+}
+
+// IntelSnapshot is a path's analysis counters.
+type IntelSnapshot struct {
+	VisionEvents, SpeechEvents         uint64
+	FramesDropped, AudioDropped        uint64
+	DecoderRestarts                    uint64
+	DecoderCPUSeconds, LastLatencySecs float64
 }
 
 // RenditionSnapshot is one running rendition of a path (one per codec).
@@ -259,6 +269,11 @@ var (
 	dRendViewers  = desc("rendition_viewers", "Viewers of each running rendition (a transcode for viewers that cannot play the path's video), by path and target codec.", []string{"path", "codec"})
 	dRendRestarts = desc("rendition_restarts_total", "Restarts of the rendition's ffmpeg since the rendition started, by path and target codec.", []string{"path", "codec"})
 	dRendCPU      = desc("rendition_cpu_seconds_total", "CPU time of the rendition's ffmpeg since the rendition started, by path and target codec.", []string{"path", "codec"})
+	dIntelEvents  = desc("intel_events_total", "Analysis events emitted since start, by path and detector (motion, energy_vad).", []string{"path", "detector"})
+	dIntelDropped = desc("intel_dropped_total", "Decoded frames or audio blocks the analysis dropped (it was behind), by path and kind.", []string{"path", "kind"})
+	dIntelRestart = desc("intel_decoder_restarts_total", "Restarts of the path's analysis decoder since start, by path.", []string{"path"})
+	dIntelCPU     = desc("intel_decoder_cpu_seconds_total", "CPU time of the path's analysis decoder since start, by path.", []string{"path"})
+	dIntelLatency = desc("intel_motion_latency_seconds", "Time from a frame given to the decoder to its motion event, for the latest event, by path.", []string{"path"})
 	dRecBytes     = desc("recorded_bytes_total", "Bytes written to recordings since start, by path.", []string{"path"})
 	dRecFailures  = desc("recording_failures_total", "Recordings cut short by a write error (e.g. a full disk) since start, by path.", []string{"path"})
 	dTURNAllocs   = desc("turn_allocations", "Live TURN allocations.", nil)
@@ -275,7 +290,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dIntelEvents, dIntelDropped, dIntelRestart, dIntelCPU, dIntelLatency, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
 		ch <- d
 	}
 }
@@ -351,6 +366,15 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathRec, b2f(p.Recording), p.Path)
 		counter(dRecBytes, float64(p.RecordedBytes), p.Path)
 		counter(dRecFailures, float64(p.RecordingFailures), p.Path)
+		if in := p.Intel; in != nil {
+			counter(dIntelEvents, float64(in.VisionEvents), p.Path, "motion")
+			counter(dIntelEvents, float64(in.SpeechEvents), p.Path, "energy_vad")
+			counter(dIntelDropped, float64(in.FramesDropped), p.Path, "frames")
+			counter(dIntelDropped, float64(in.AudioDropped), p.Path, "audio")
+			counter(dIntelRestart, float64(in.DecoderRestarts), p.Path)
+			counter(dIntelCPU, in.DecoderCPUSeconds, p.Path)
+			gauge(dIntelLatency, in.LastLatencySecs, p.Path)
+		}
 		for _, r := range p.Renditions {
 			gauge(dRendViewers, float64(r.Viewers), p.Path, r.Codec)
 			counter(dRendRestarts, float64(r.Restarts), p.Path, r.Codec)

@@ -142,6 +142,10 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 		t.Fatalf("status intelligence %v\n%s", in, body)
 	}
 	t.Logf("visionStats %v", vs)
+	_, metrics := scrape(t, p.base+"/metrics")
+	if v := metricValue(t, metrics, `icey_intel_events_total{detector="motion",path="main"}`); v < 1 {
+		t.Fatalf("icey_intel_events_total motion = %v", v)
+	}
 
 	// Kill the decoder: restarted and counted, the viewers' video rate
 	// unchanged (the analysis is off the media path).

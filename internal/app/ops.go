@@ -184,6 +184,12 @@ func (a *app) metricsSources() metrics.Sources {
 				snap := metrics.PathSnapshot{Path: ps.Name, State: string(ps.State), FPS: ps.FPS,
 					Bytes: ps.BytesIn, Viewers: ps.Viewers, Publisher: ps.Publisher, OnDemand: ps.OnDemand}
 				snap.Packets = p.Stream().Stats().PacketsIn
+				if an := a.intel[ps.Name]; an != nil {
+					vs, ss := an.Stats()
+					snap.Intel = &metrics.IntelSnapshot{VisionEvents: vs.DetectorEmitted, SpeechEvents: ss.Emitted,
+						FramesDropped: vs.QueueDropped, AudioDropped: ss.QueueDropped, DecoderRestarts: vs.DecoderRestarts,
+						DecoderCPUSeconds: vs.DecoderCPU, LastLatencySecs: float64(vs.LastLatencyUsec) / 1e6}
+				}
 				for _, r := range ps.Renditions {
 					snap.Renditions = append(snap.Renditions, metrics.RenditionSnapshot{Codec: r.Codec,
 						Viewers: r.Viewers, Restarts: r.Restarts, CPUSeconds: r.CPUSeconds})
