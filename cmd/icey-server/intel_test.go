@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icey/icey-server/internal/browsertest"
 	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/internal/testpeer"
 )
@@ -177,4 +178,50 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 	if vs["decoderRestarts"] != float64(1) || len(analysisChildren(t, p)) != 1 {
 		t.Fatalf("after the kill: %v, %d decoders", vs, len(analysisChildren(t, p)))
 	}
+}
+
+// Real Chromium through the UI on a path with analysis: the moving square
+// draws motion boxes over the picture, and the tone moves the voice meter.
+func TestChromiumShowsMotionAndVoice(t *testing.T) {
+	testenv.LoopbackOnly(t)
+	testenv.RequireTool(t, "ffmpeg")
+	clip := testpeer.MotionClip(t, t.TempDir())
+	cfg, _ := json.Marshal(map[string]any{
+		"media": map[string]any{"loop": true},
+		"paths": map[string]any{"lobby": map[string]any{"source": clip,
+			"intelligence": map[string]any{"vision": map[string]any{"enabled": true}, "speech": map[string]any{"enabled": true}}}},
+	})
+	p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+	b := browsertest.Start(t, browsertest.Options{})
+	pg := chromiumPage{b}
+	if err := b.Navigate(p.base + "/lobby/"); err != nil {
+		b.Fatalf("open the UI: %v", err)
+	}
+	uiWatch(t, pg, p, "lobby")
+	// The clip loops every 6 s: motion from 1 s to 3 s, tone on and off.
+	if err := pagePoll(pg, `document.querySelectorAll('#motion-overlay .motion-box').length > 0`, 15*time.Second); err != nil {
+		b.Fatalf("no motion box drawn: %v\n%s", err, uiDump(pg))
+	}
+	if path := b.Screenshot("intel-motion-boxes.png"); path != "" {
+		t.Logf("screenshot %s", path)
+	}
+	box, err := browsertest.Eval[map[string]float64](b, 5*time.Second, `(() => {
+		const r = document.querySelector('#motion-overlay .motion-box').getBoundingClientRect();
+		const v = document.getElementById('video').getBoundingClientRect();
+		return {bx: r.x - v.x, by: r.y - v.y, bw: r.width, bh: r.height, vw: v.width, vh: v.height};
+	})()`)
+	if err != nil {
+		b.Fatalf("box: %v", err)
+	}
+	if box["bw"] <= 0 || box["bh"] <= 0 || box["bx"] < -1 || box["by"] < -1 || box["bx"]+box["bw"] > box["vw"]+1 || box["by"]+box["bh"] > box["vh"]+1 {
+		b.Fatalf("motion box %v is not within the video", box)
+	}
+	if err := pagePoll(pg, `document.getElementById('voice-meter').dataset.active === 'true' && parseFloat(document.getElementById('voice-meter').dataset.level) > 0.045`, 15*time.Second); err != nil {
+		b.Fatalf("the voice meter does not move: %v\n%s", err, uiDump(pg))
+	}
+	if err := pagePoll(pg, `document.getElementById('voice-meter').dataset.active === 'false'`, 10*time.Second); err != nil {
+		b.Fatalf("the voice meter does not fall back on silence: %v", err)
+	}
+	t.Logf("motion box %v; voice meter rose and fell", box)
 }
