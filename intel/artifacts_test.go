@@ -258,6 +258,35 @@ func TestSnapshotsRateLimit(t *testing.T) {
 	artNoPart(t, dir)
 }
 
+// Go returns the snapshot's name at once and writes it in the background;
+// a second call within the interval is refused; Close waits for it.
+func TestSnapshotsGo(t *testing.T) {
+	ffmpeg := testenv.RequireTool(t, "ffmpeg")
+	st := artSource(t)
+	at := artWaitMedia(t, st, 500*time.Millisecond)
+	dir := t.TempDir()
+	s, err := NewSnapshots(dir, time.Second, ffmpeg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	name, url, ok := s.Go("cam", st, at, now)
+	if !ok || name != SnapshotName("cam", now) || url != "/recordings/snapshots/cam/"+name {
+		t.Fatalf("go: %q %q %v", name, url, ok)
+	}
+	if _, _, ok := s.Go("cam", st, at, now.Add(10*time.Millisecond)); ok {
+		t.Error("second snapshot within the interval")
+	}
+	s.Close()
+	if p, err := testenv.FFprobe(t, filepath.Join(dir, name)); err != nil || p.Streams["video"].Width != 320 {
+		t.Errorf("snapshot: %+v %v", p, err)
+	}
+	if _, _, ok := s.Go("cam", st, at, now.Add(time.Hour)); ok {
+		t.Error("snapshot after Close")
+	}
+	artNoPart(t, dir)
+}
+
 // artClips collects the clipper's reports.
 type artClips struct {
 	ch chan ClipInfo

@@ -223,9 +223,13 @@ type Snapshots struct {
 	ffmpeg      string
 	log         *slog.Logger
 
-	mu    sync.Mutex
-	last  map[string]time.Time // path -> time of its latest snapshot (taken or under way)
-	taken atomic.Uint64
+	mu     sync.Mutex
+	last   map[string]time.Time // path -> time of its latest snapshot (taken or under way)
+	closed bool
+	taken  atomic.Uint64
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // NewSnapshots returns a Snapshots writing into dir (created when
@@ -241,8 +245,46 @@ func NewSnapshots(dir string, minInterval time.Duration, ffmpeg string, log *slo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Snapshots{dir: dir, minInterval: max(minInterval, 0), ffmpeg: ffmpeg,
-		log: log.With("module", "intel"), last: map[string]time.Time{}}, nil
+	s := &Snapshots{dir: dir, minInterval: max(minInterval, 0), ffmpeg: ffmpeg,
+		log: log.With("module", "intel"), last: map[string]time.Time{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Go takes pathName's snapshot of the frame nearest at in the background
+// (units from st's ring): unless rate limited or closed (ok false), it
+// returns at once the file's name and URL, where the image appears once
+// written (a failure is logged). Close waits for it.
+func (s *Snapshots) Go(pathName string, st *media.Stream, at time.Duration, now time.Time) (name, url string, ok bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", "", false
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	r, ok := s.reserve(pathName, now)
+	if !ok {
+		s.wg.Done()
+		return "", "", false
+	}
+	name = SnapshotName(pathName, now)
+	units := st.Ring().Units(at)
+	go func() {
+		defer s.wg.Done()
+		_, _ = s.take(s.ctx, r, units, at) // a failure is logged
+	}()
+	return name, SnapshotsURLPrefix + pathName + "/" + name, true
+}
+
+// Close refuses later Go calls and waits for the snapshots under way
+// (each bounded by SnapshotTimeout).
+func (s *Snapshots) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.cancel()
 }
 
 // Dir is the snapshots directory.
@@ -271,15 +313,34 @@ func (s *Snapshots) Due(pathName string, now time.Time) bool {
 // snapshot does not count against the interval. pathName must be a valid
 // path name ([A-Za-z0-9._-]).
 func (s *Snapshots) Take(ctx context.Context, pathName string, units []*media.Unit, at time.Duration, now time.Time) (SnapshotInfo, error) {
-	s.mu.Lock()
-	prev, had := s.last[pathName]
-	if had && now.Sub(prev) < s.minInterval && !now.Before(prev) {
-		s.mu.Unlock()
+	r, ok := s.reserve(pathName, now)
+	if !ok {
 		return SnapshotInfo{}, ErrRateLimited
 	}
-	s.last[pathName] = now
-	s.mu.Unlock()
+	return s.take(ctx, r, units, at)
+}
 
+// reservation is a snapshot counted against its path's interval.
+type reservation struct {
+	path      string
+	now, prev time.Time
+	had       bool
+}
+
+// reserve counts a snapshot of path at now, unless within the interval.
+func (s *Snapshots) reserve(pathName string, now time.Time) (reservation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, had := s.last[pathName]
+	if had && now.Sub(prev) < s.minInterval && !now.Before(prev) {
+		return reservation{}, false
+	}
+	s.last[pathName] = now
+	return reservation{path: pathName, now: now, prev: prev, had: had}, true
+}
+
+func (s *Snapshots) take(ctx context.Context, r reservation, units []*media.Unit, at time.Duration) (SnapshotInfo, error) {
+	pathName, now, prev, had := r.path, r.now, r.prev, r.had
 	name := SnapshotName(pathName, now)
 	file := filepath.Join(s.dir, name)
 	w, h, err := Snapshot(ctx, s.ffmpeg, units, at, file)
