@@ -94,13 +94,16 @@ func (s *Store) CreateClip(path string, start time.Time, st *media.Stream, log *
 func (c *Clip) Name() string { return c.name }
 
 // Write muxes one unit: video units before the first keyframe carrying
-// SPS and PPS are skipped, as is audio before it (and audio other than
-// Opus). After a write error the clip is finalized up to its last
+// SPS and PPS are skipped, as is audio before it, video other than H.264
+// and audio other than Opus (a clip of such a stream is discarded). After a write error the clip is finalized up to its last
 // complete fragment and further writes are ignored; the error is
 // returned once, and again by Close.
 func (c *Clip) Write(u *media.Unit) (err error) {
 	if c.done || c.err != nil {
 		return nil
+	}
+	if u.Kind == media.KindVideo && u.Codec != media.CodecH264 && u.Codec != "" {
+		return nil // the muxer writes H.264 only (as the Recorder)
 	}
 	defer func() {
 		// Media is untrusted input: a muxer bug must not take the server down.
