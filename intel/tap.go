@@ -248,7 +248,7 @@ func (t *Tap) runOnce(ctx context.Context) error {
 		// the lattice; showinfo reports each frame's timestamp on stderr.
 		args = append(args, "-map", "0:v:0", "-vf",
 			fmt.Sprintf("scale=%d:%d:flags=neighbor,format=gray,showinfo", t.cfg.GridWidth, t.cfg.GridHeight),
-			"-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1")
+			"-fps_mode", "passthrough", "-flush_packets", "1", "-f", "rawvideo", "pipe:1")
 	}
 	var audioR, audioW *os.File
 	if opus {
@@ -256,7 +256,7 @@ func (t *Tap) runOnce(ctx context.Context) error {
 			return err
 		}
 		defer audioR.Close()
-		args = append(args, "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-f", "s16le", "pipe:3")
+		args = append(args, "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-flush_packets", "1", "-f", "s16le", "pipe:3")
 	}
 	cmd := transcode.Command(runCtx, ffmpeg, args)
 	if audioW != nil {

@@ -58,7 +58,10 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 	}
 	// Collect for one loop of the clip (6 s) and a bit.
 	time.Sleep(7 * time.Second)
-	type got struct{ vision, speech map[string]int }
+	type got struct {
+		vision, speech map[string]int
+		latency        []float64 // ms, frame given to the decoder → event at this viewer
+	}
 	results := make([]got, len(viewers))
 	var wg sync.WaitGroup
 	for i, vw := range viewers {
@@ -81,6 +84,11 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 				if m["subtype"] == "icey:vision" {
 					fr, _ := d["frame"].(map[string]any)
 					g.vision[fmt.Sprint(fr["frameId"])]++
+					if at, ok := m["_arrivedAt"].(time.Time); ok {
+						if fed, _ := fr["receivedAtUsec"].(float64); fed > 0 {
+							g.latency = append(g.latency, float64(at.Sub(time.UnixMicro(int64(fed))).Microseconds())/1000)
+						}
+					}
 					if d["schema"] != "vision.event.v1" || d["source"] != "main" || len(d["detections"].([]any)) == 0 {
 						t.Errorf("vision event %v", d)
 					}
@@ -118,6 +126,15 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 		}
 	}
 	t.Logf("each of 10 viewers: %d vision and %d speech events, each once", len(results[9].vision), len(results[9].speech))
+	var lat []float64
+	for _, g := range results {
+		lat = append(lat, g.latency...)
+	}
+	if len(lat) == 0 {
+		t.Fatal("no latency measured")
+	}
+	t.Logf("motion event latency (frame given to the decoder → event at a viewer), %d samples: p50 %.0f ms, p95 %.0f ms",
+		len(lat), percentile(lat, 50), percentile(lat, 95))
 
 	// /api/events: vision.detect and speech.* with the path.
 	seen := map[string]bool{}

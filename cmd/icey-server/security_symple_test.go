@@ -8,6 +8,7 @@ package main
 // is involved, a pion PeerConnection that counts the video it receives.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -80,11 +81,14 @@ func (c *symClient) startReading() {
 				c.mu.Unlock()
 				return
 			}
-			if len(b) > 4096 {
+			// The server's icey: messages (analysis events carry a grid)
+			// are kept up to 64 KiB; other large frames are only counted.
+			if len(b) > 4096 && (len(b) > 64<<10 || !bytes.Contains(b, []byte(`"subtype":"icey:`))) {
 				c.big++
 			} else {
 				var m map[string]any
 				if json.Unmarshal(b, &m) == nil {
+					m["_arrivedAt"] = time.Now()
 					c.frames = append(c.frames, m)
 				}
 			}
