@@ -3,6 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -241,4 +245,115 @@ func TestChromiumShowsMotionAndVoice(t *testing.T) {
 		b.Fatalf("the voice meter does not fall back on silence: %v", err)
 	}
 	t.Logf("motion box %v; voice meter rose and fell", box)
+}
+
+// download GETs url into a file of dir and returns its path.
+func download(t *testing.T, url, dir, name string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Snapshots and clips: the first motion event names a snapshot and a clip;
+// the snapshot is a PNG of the picture's size, the clip (remuxed from the
+// path's history) starts on a keyframe and covers the pre-roll to the last
+// event's post-roll; both are listed and served like recordings.
+func TestIntelligenceSnapshotsAndClips(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	clip := testpeer.MotionClip(t, t.TempDir())
+	rec := t.TempDir()
+	cfg, _ := json.Marshal(map[string]any{
+		"media": map[string]any{"source": clip, "loop": true, "recordDir": rec,
+			"intelligence": map[string]any{"vision": map[string]any{"enabled": true,
+				"snapshots": map[string]any{"enabled": true},
+				"clips":     map[string]any{"enabled": true, "preRollUsec": 1000000, "postRollUsec": 2000000}}}},
+	})
+	p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
+	evs, stop := openSSE(t, p.base+"/api/events", "")
+	defer stop()
+	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+
+	var first map[string]any
+	var lastAt, clipAt time.Time
+	var clipURL string
+	deadline := time.After(25 * time.Second)
+	for clipURL == "" || clipAt.IsZero() {
+		select {
+		case e := <-evs:
+			switch e.Type {
+			case "vision.detect":
+				if first == nil {
+					first = e.Data
+				}
+				if dd, _ := e.Data["data"].(map[string]any); dd != nil {
+					if c, _ := dd["clip"].(map[string]any); c != nil && clipURL == "" {
+						clipURL, _ = c["url"].(string)
+					}
+				}
+				lastAt = time.Now()
+			case "clip.finalized":
+				if u, _ := e.Data["url"].(string); u == clipURL && clipURL != "" {
+					clipAt = time.Now()
+				}
+			}
+		case <-deadline:
+			t.Fatalf("no finalized clip: first event %v, clip %q", first, clipURL)
+		}
+	}
+	t.Logf("clip %s finalized %v after the last event before it", clipURL, clipAt.Sub(lastAt).Round(time.Millisecond))
+	data, _ := first["data"].(map[string]any)
+	snap, _ := data["snapshot"].(map[string]any)
+	if snap == nil {
+		t.Fatalf("first event without a snapshot: %v", first)
+	}
+	dir := t.TempDir()
+	// The snapshot is written just after its event.
+	var png string
+	for i := 0; ; i++ {
+		resp, err := http.Get(p.base + snap["url"].(string))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				png = download(t, p.base+snap["url"].(string), dir, "snap.png")
+				break
+			}
+		}
+		if i == 50 {
+			entries, _ := os.ReadDir(filepath.Join(rec, "snapshots"))
+			t.Fatalf("snapshot %v not served (dir has %v)\n%s", snap, entries, tail(p.stderr.String(), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pr, err := testenv.FFprobe(t, png)
+	if err != nil || pr.Streams["video"].Width != 320 || pr.Streams["video"].Height != 240 {
+		t.Fatalf("snapshot: %+v %v", pr, err)
+	}
+	mp4 := download(t, p.base+clipURL, dir, "clip.mp4")
+	pc, err := testenv.FFprobe(t, mp4)
+	if err != nil || pc.Streams["video"].Codec != "h264" || !pc.FirstVideoKey {
+		t.Fatalf("clip: %+v %v", pc, err)
+	}
+	// Motion lasts from 1 s to 3 s of each loop, events every 0.5 s or
+	// so: the clip spans ~1 s of pre-roll (back to a keyframe, 1 s GOP),
+	// the motion, and 2 s of post-roll after the last event: 3.5 to 6 s.
+	if pc.Duration < 3 || pc.Duration > 6.5 {
+		t.Fatalf("clip of %.2f s, want pre-roll + motion + post-roll (3.5-6 s ±0.5)", pc.Duration)
+	}
+	t.Logf("snapshot %dx%d, clip %.2f s", pr.Streams["video"].Width, pr.Streams["video"].Height, pc.Duration)
+	code, _, body := p.get(t, "/api/recordings/clips?path=main")
+	if code != 200 || !strings.Contains(body, filepath.Base(clipURL)) {
+		t.Fatalf("clips list %d: %s", code, body)
+	}
 }

@@ -66,6 +66,7 @@ type app struct {
 	run         *Runner
 	recs        atomic.Pointer[recorders]  // nil when no path records
 	intel       map[string]*intel.Analyzer // by path; set at startup
+	artifacts   *intelArtifacts            // snapshots and clips; nil when none
 	ups         *upstreams                 // servers behind on-demand sources
 	rtsp        *rtspserve.Server          // nil unless rtsp.enabled
 	errc        chan error                 // a server goroutine failed
@@ -421,13 +422,26 @@ func (a *app) routes() http.Handler {
 		ui.ServeHTTP(w, r)
 	}))
 	rec := a.recordingHandler()
-	if rec == nil {
+	arts := a.artifactRoutes()
+	if rec == nil && len(arts) == 0 {
 		return mux
 	}
+	opts := recordings.HandlerOptions{Token: cfg.Auth.Token, AllowedOrigins: cfg.Auth.AllowedOrigins}
+	artHandlers := make([]http.Handler, len(arts))
+	for i, x := range arts {
+		artHandlers[i] = x.Handler(opts)
+	}
 	// The recordings routes see the raw path (ServeMux would redirect a
-	// path with ".." instead of refusing it).
+	// path with ".." instead of refusing it). Snapshots and clips first:
+	// they claim only /recordings/{snapshots,clips}/<path>/<name>.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if recordings.HandlesPath(r.URL.Path) {
+		for i, x := range arts {
+			if x.HandlesPath(r.URL.Path) {
+				artHandlers[i].ServeHTTP(w, r)
+				return
+			}
+		}
+		if rec != nil && recordings.HandlesPath(r.URL.Path) {
 			rec.ServeHTTP(w, r)
 			return
 		}

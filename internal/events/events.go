@@ -27,6 +27,7 @@ const (
 	RecordingFailed    = "recording.failed"
 	TURNRefused        = "turn.refused"
 	VisionDetect       = "vision.detect"
+	ClipFinalized      = "clip.finalized"
 	SpeechStart        = "speech.start"
 	SpeechUpdate       = "speech.update"
 	SpeechEnd          = "speech.end"
