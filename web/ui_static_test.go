@@ -22,6 +22,8 @@ var uiIDs = []string{
 	// Recordings.
 	"recordings", "recordings-list", "recording-player", "rec-indicator", "record-note",
 	"recordings-count", "recordings-refresh", "recordings-note", "recording-viewer", "recording-title", "recording-close",
+	// Analysis: motion boxes and heat map over the picture, voice meter, detections.
+	"motion-overlay", "heatmap", "btn-heatmap", "voice-meter", "voice-level", "intel", "intel-events", "intel-count", "intel-clear",
 }
 
 func readUI(t *testing.T, name string) string {
@@ -58,7 +60,7 @@ func TestUIElementIDs(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"btn-watch", "broadcast", "broadcast-stop", "path-picker", "local-preview", "publish-state", "video", "live", "hud",
-		"recordings", "recordings-list", "recording-player", "rec-indicator"} {
+		"recordings", "recordings-list", "recording-player", "rec-indicator", "motion-overlay", "heatmap", "voice-meter", "intel-events"} {
 		if !strings.Contains(head, "#"+id) {
 			t.Errorf("the comment at the top of app.js does not document #%s", id)
 		}
