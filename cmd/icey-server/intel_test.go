@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,13 +38,21 @@ func analysisChildren(t *testing.T, p *proc) []child {
 func TestIntelligenceOncePerPath(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	clip := testpeer.MotionClip(t, t.TempDir())
+	solo := testpeer.MotionClip(t, t.TempDir()) // another file: a path of its own
 	cfg, _ := json.Marshal(map[string]any{
 		"webrtc": map[string]any{"maxPendingPerClient": 64},
 		"media": map[string]any{"source": clip, "loop": true,
 			"intelligence": map[string]any{"vision": map[string]any{"enabled": true}, "speech": map[string]any{"enabled": true}}},
+		"paths": map[string]any{"solo": map[string]any{"source": solo,
+			"intelligence": map[string]any{"vision": map[string]any{"enabled": true}}}},
 	})
 	p := launch(t, []string{"-c", writeConfig(t, string(cfg))})
 	p.waitFor(t, "/api/ready", 200, 30*time.Second)
+	one, err := testpeer.Connect(context.Background(), p.base+"/solo/whep", testpeer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
 	evs, stopEvents := openSSE(t, p.base+"/api/events", "")
 	defer stopEvents()
 
@@ -57,8 +66,8 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 		c.mustLogin(fmt.Sprintf("viewer%d", i), "")
 		viewers = append(viewers, viewer{c, sympleCall(t, c)})
 	}
-	if n := len(analysisChildren(t, p)); n != 1 {
-		t.Fatalf("%d analysis decoders for one path with 10 viewers, want 1", n)
+	if n := len(analysisChildren(t, p)); n != 2 {
+		t.Fatalf("%d analysis decoders for a path with 10 viewers and one with 1, want 2 (one per path)", n)
 	}
 	// Collect for one loop of the clip (6 s) and a bit.
 	time.Sleep(7 * time.Second)
@@ -147,10 +156,12 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 		select {
 		case e := <-evs:
 			if strings.HasPrefix(e.Type, "vision.") || strings.HasPrefix(e.Type, "speech.") {
-				if e.Data["path"] != "main" {
+				if e.Data["path"] != e.Data["source"] || (e.Data["path"] != "main" && e.Data["path"] != "solo") {
 					t.Fatalf("%s without its path: %v", e.Type, e.Data)
 				}
-				seen[e.Type] = true
+				if e.Data["path"] == "main" {
+					seen[e.Type] = true
+				}
 			}
 		case <-deadline:
 			t.Fatalf("/api/events had %v", seen)
@@ -194,10 +205,16 @@ func TestIntelligenceOncePerPath(t *testing.T) {
 		}
 	}
 	t.Logf("video packets per viewer in 3 s: %v before the kill, %v after", normal[0], after[0])
-	_, st, _ = p.get(t, "/api/status")
-	vs = st["intelligence"].(map[string]any)["visionStats"].(map[string]any)
-	if vs["decoderRestarts"] != float64(1) || len(analysisChildren(t, p)) != 1 {
-		t.Fatalf("after the kill: %v, %d decoders", vs, len(analysisChildren(t, p)))
+	// The killed decoder was one of the two paths': one restart between them.
+	var restarts float64
+	for _, name := range []string{"main", "solo"} {
+		in, _ := statusPaths(t, p)[name]["intelligence"].(map[string]any)
+		vs, _ := in["visionStats"].(map[string]any)
+		r, _ := vs["decoderRestarts"].(float64)
+		restarts += r
+	}
+	if restarts != 1 || len(analysisChildren(t, p)) != 2 {
+		t.Fatalf("after the kill: %v restarts, %d decoders", restarts, len(analysisChildren(t, p)))
 	}
 }
 
