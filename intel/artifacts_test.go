@@ -49,25 +49,7 @@ func artSource(t *testing.T) *media.Stream {
 	t.Cleanup(func() { cancel(); <-done; st.Close() })
 	go func() {
 		defer close(done)
-		st.SetTracks(media.Tracks{Video: &media.VideoParams{SPS: c.SPS, PPS: c.PPS},
-			Audio: &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}})
-		frame := time.Second / time.Duration(c.FPS)
-		tick := time.NewTicker(frame)
-		defer tick.Stop()
-		var pts time.Duration
-		a := 0
-		for i := 0; ; i++ {
-			st.WriteH264(pts, c.AUs[i%len(c.AUs)])
-			for ; time.Duration(a)*20*time.Millisecond <= pts; a++ {
-				st.WriteAudio(time.Duration(a)*20*time.Millisecond, c.Opus[a%len(c.Opus)])
-			}
-			pts += frame
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
+		testpeer.Play(ctx, st, c, true)
 	}()
 	artWaitMedia(t, st, 0)
 	return st

@@ -12,33 +12,6 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-// playClip writes clip into st in real time, looping, until ctx ends.
-func playClip(ctx context.Context, st *media.Stream, c *testpeer.Clip, audio *media.AudioParams, g711 []byte) {
-	st.SetTracks(media.Tracks{Video: &media.VideoParams{SPS: c.SPS, PPS: c.PPS}, Audio: audio})
-	frame := time.Second / time.Duration(c.FPS)
-	tick := time.NewTicker(frame)
-	defer tick.Stop()
-	var pts time.Duration
-	a := 0
-	for i := 0; ; i++ {
-		st.WriteH264(pts, c.AUs[i%len(c.AUs)])
-		for ; time.Duration(a)*20*time.Millisecond <= pts; a++ {
-			at := time.Duration(a) * 20 * time.Millisecond
-			if g711 != nil {
-				st.WriteAudio(at, g711)
-			} else if audio != nil {
-				st.WriteAudio(at, c.Opus[a%len(c.Opus)])
-			}
-		}
-		pts += frame
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
 // The tap decodes a stream once into grid-sized grey frames with the
 // stream's timestamps, at its frame rate, and Opus audio into 20 ms blocks
 // of 16 kHz PCM on the same timeline; a killed decoder is restarted and
@@ -54,7 +27,7 @@ func TestTapDecodesFramesAndAudio(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		playClip(ctx, st, clip, &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}, nil)
+		testpeer.Play(ctx, st, clip, true)
 	}()
 	defer func() { cancel(); wg.Wait() }()
 

@@ -12,29 +12,6 @@ import (
 	"github.com/icey/icey-server/media"
 )
 
-// feedClip writes the clip into st in real time (looping) until ctx ends.
-func feedClip(ctx context.Context, st *media.Stream, c *testpeer.Clip) {
-	st.SetTracks(media.Tracks{Video: &media.VideoParams{SPS: c.SPS, PPS: c.PPS},
-		Audio: &media.AudioParams{Codec: media.CodecOpus, ClockRate: 48000, Channels: 2}})
-	frame := time.Second / time.Duration(c.FPS)
-	t := time.NewTicker(frame)
-	defer t.Stop()
-	var pts time.Duration
-	a := 0
-	for i := 0; ; i++ {
-		st.WriteH264(pts, c.AUs[i%len(c.AUs)])
-		for ; time.Duration(a)*20*time.Millisecond <= pts; a++ {
-			st.WriteAudio(time.Duration(a)*20*time.Millisecond, c.Opus[a%len(c.Opus)])
-		}
-		pts += frame
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 func startSource(t *testing.T) (*media.Stream, func()) {
 	t.Helper()
 	clip := testpeer.MakeClip(t, testpeer.ClipOptions{FPS: 25, GOP: 50, Seconds: 4})
@@ -42,7 +19,7 @@ func startSource(t *testing.T) (*media.Stream, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); feedClip(ctx, src, clip) }()
+	go func() { defer wg.Done(); testpeer.Play(ctx, src, clip, true) }()
 	// Wait for the first keyframe, as a path does before its first viewer.
 	deadline := time.Now().Add(5 * time.Second)
 	for src.Stats().LastKeyframeAt.IsZero() && time.Now().Before(deadline) {
@@ -214,7 +191,7 @@ func TestRenditionSurvivesSourceRestart(t *testing.T) {
 	run := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { defer close(done); feedClip(ctx, src, clip) }()
+		go func() { defer close(done); testpeer.Play(ctx, src, clip, true) }()
 		return func() { cancel(); <-done }
 	}
 	stop := run()

@@ -27,10 +27,15 @@ type Renditions interface {
 	Rendition(ctx context.Context, path string, st *media.Stream, codec string) (*media.Stream, func(), error)
 }
 
-// offeredVideo lists the video codecs an offer can receive: H264 (with
-// packetization-mode=1, RFC 6184 §8.1), H265 and VP8.
-func offeredVideo(d *sdp.SessionDescription) map[string]bool {
-	out := map[string]bool{}
+// format is one rtpmap of an offer's media section with its fmtp.
+type format struct {
+	pt         uint8
+	name, fmtp string // encoding name as offered (e.g. "H264"), parameters
+}
+
+// videoFormats lists the formats of the offer's first active receiving
+// video section (RFC 8866 §6.6, §6.15).
+func videoFormats(d *sdp.SessionDescription) []format {
 	for _, md := range d.MediaDescriptions {
 		if md.MediaName.Media != "video" || md.MediaName.Port.Value == 0 {
 			continue
@@ -49,25 +54,38 @@ func offeredVideo(d *sdp.SessionDescription) map[string]bool {
 				}
 			}
 		}
+		var out []format
 		for _, a := range md.Attributes {
 			if a.Key != "rtpmap" {
 				continue
 			}
 			pt, enc, ok := strings.Cut(a.Value, " ")
-			if !ok {
+			n, err := strconv.ParseUint(pt, 10, 7)
+			if !ok || err != nil {
 				continue
 			}
 			name, _, _ := strings.Cut(enc, "/")
-			switch strings.ToUpper(name) {
-			case "H264":
-				if pm, _ := h264Fmtp(fmtp[pt]); pm == "1" {
-					out[media.CodecH264] = true
-				}
-			case "H265":
-				out[media.CodecH265] = true
-			case "VP8":
-				out[media.CodecVP8] = true
+			out = append(out, format{pt: uint8(n), name: name, fmtp: fmtp[pt]})
+		}
+		return out
+	}
+	return nil
+}
+
+// offeredVideo lists the video codecs an offer can receive: H264 (with
+// packetization-mode=1, RFC 6184 §8.1), H265 and VP8.
+func offeredVideo(d *sdp.SessionDescription) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range videoFormats(d) {
+		switch strings.ToUpper(f.name) {
+		case "H264":
+			if pm, _ := h264Fmtp(f.fmtp); pm == "1" {
+				out[media.CodecH264] = true
 			}
+		case "H265":
+			out[media.CodecH265] = true
+		case "VP8":
+			out[media.CodecVP8] = true
 		}
 	}
 	return out
@@ -171,41 +189,16 @@ func (m *Manager) chooseVideo(ctx context.Context, d *sdp.SessionDescription, pa
 func offerCodecs(d *sdp.SessionDescription, mime string) []webrtc.RTPCodecParameters {
 	var out []webrtc.RTPCodecParameters
 	_, want, _ := strings.Cut(mime, "/")
-	for _, md := range d.MediaDescriptions {
-		if md.MediaName.Media != "video" || md.MediaName.Port.Value == 0 {
+	for _, f := range videoFormats(d) {
+		if !strings.EqualFold(f.name, want) {
 			continue
 		}
-		fmtp := map[string]string{}
-		for _, a := range md.Attributes {
-			if a.Key == "fmtp" {
-				if pt, rest, ok := strings.Cut(a.Value, " "); ok {
-					fmtp[pt] = rest
-				}
-			}
+		if pm, _ := h264Fmtp(f.fmtp); strings.EqualFold(want, "H264") && pm != "1" {
+			continue
 		}
-		for _, a := range md.Attributes {
-			if a.Key != "rtpmap" {
-				continue
-			}
-			pt, enc, ok := strings.Cut(a.Value, " ")
-			name, _, _ := strings.Cut(enc, "/")
-			if !ok || !strings.EqualFold(name, want) {
-				continue
-			}
-			n, err := strconv.ParseUint(pt, 10, 7)
-			if err != nil {
-				continue
-			}
-			if strings.EqualFold(want, "H264") {
-				if pm, _ := h264Fmtp(fmtp[pt]); pm != "1" {
-					continue
-				}
-			}
-			out = append(out, webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(n),
-				RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000,
-					SDPFmtpLine: fmtp[pt], RTCPFeedback: videoFB}})
-		}
-		break // the first video section is the one the viewer's track answers
+		out = append(out, webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(f.pt),
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000,
+				SDPFmtpLine: f.fmtp, RTCPFeedback: videoFB}})
 	}
 	return out
 }
