@@ -563,6 +563,9 @@ const (
 // frame goes through each receiver's server lane. A path without a server
 // peer has no callers; "" is the default path.
 func (s *Server) NotifyPath(path, state, detail string) {
+	if path == "" {
+		path = signaling.DefaultPath
+	}
 	s.SendPath(path, "icey:state", map[string]string{"path": path, "state": state, "detail": detail})
 }
 

@@ -1096,7 +1096,7 @@ function startStats(call) {
 // The server analyses each path once and sends every page watching it
 // icey:vision (motion: normalized boxes and a grid of cell differences) and
 // icey:speech (voice activity) from the path's server peer
-// (../shared/spec/intelligence.md). Drawn over the displayed picture: the
+// (docs/intelligence.md). Drawn over the displayed picture: the
 // <video> letterboxes it (object-fit: contain), so boxes are placed inside
 // the bars, never on them.
 const INTEL_FADE_MS = 1000; // boxes and heat map fade this long after the last vision event
@@ -1121,8 +1121,10 @@ function intelAccepted(m) {
 
 function onIntel(sub, m) {
   if (!intelAccepted(m)) {
+    // The server's, but not for the picture on screen (no Watch call, or
+    // another path): only logged in the rail, as other icey: messages.
     iceyState.intel.ignored++;
-    return;
+    return logEvent("icey", `${sub.slice(5)} ${short(m.data)}`);
   }
   if (sub === "icey:vision") onVision(m.data);
   else onSpeech(m.data);
