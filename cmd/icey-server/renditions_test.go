@@ -201,7 +201,7 @@ func TestWithoutFFmpegRenditionsAreRefusedWithAReason(t *testing.T) {
 	}
 	_, st, body := p.get(t, "/api/status")
 	warns := fmt.Sprint(st["warnings"])
-	if !strings.Contains(warns, "ffmpeg is not installed") || !strings.Contains(warns, "without H.264") {
+	if !strings.Contains(warns, "ffmpeg is not installed") || !strings.Contains(warns, "without H.264") || !strings.Contains(warns, "path cam: ffmpeg is not installed") {
 		t.Fatalf("status warnings %v lack the rendition warning\n%s", warns, body)
 	}
 }

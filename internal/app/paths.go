@@ -158,13 +158,19 @@ func (a *app) pathsCheck() (preflight.Check, []string) {
 		c.Detail = "No paths"
 		return c, nil
 	}
-	var down, failing []string
+	var down, failing, warns []string
 	n := 0
+	rc := renditionsConfig(a.cfg)
 	for _, p := range a.paths.List() {
 		if p.Name() == defaultPath {
 			continue
 		}
 		n++
+		// Which viewers the path cannot serve without ffmpeg (the default
+		// path's source check says it for the default path).
+		if _, w := videoSummary(p.Stream(), rc); w != "" {
+			warns = append(warns, "path "+p.Name()+": "+w)
+		}
 		st := p.State()
 		sv := p.Supervisor()
 		if sv == nil {
@@ -204,7 +210,7 @@ func (a *app) pathsCheck() (preflight.Check, []string) {
 	default:
 		c.Detail = fmt.Sprintf("%d more path(s) healthy", n)
 	}
-	return c, nil
+	return c, warns
 }
 
 // pathStatuses adapts the path set to /api/status's paths array.
