@@ -275,33 +275,5 @@ func (h *artifactHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	root, err := os.OpenRoot(h.a.cfg.Dir)
-	if err != nil {
-		replyError(w, http.StatusNotFound, "not_found")
-		return
-	}
-	defer root.Close()
-	lfi, err := root.Lstat(name)
-	if err != nil || !lfi.Mode().IsRegular() {
-		replyError(w, http.StatusNotFound, "not_found")
-		return
-	}
-	f, err := root.Open(name)
-	if err != nil {
-		replyError(w, http.StatusNotFound, "not_found")
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || !os.SameFile(lfi, fi) {
-		replyError(w, http.StatusNotFound, "not_found")
-		return
-	}
-	hd := w.Header()
-	hd.Set("Content-Type", artifactTypes[filepath.Ext(name)])
-	hd.Set("Accept-Ranges", "bytes")
-	hd.Set("Cache-Control", "private")
-	hd.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
-	hd.Set("Content-Disposition", `inline; filename="`+name+`"`)
-	http.ServeContent(w, r, name, fi.ModTime(), f)
+	serveFile(w, r, h.a.cfg.Dir, name, artifactTypes[filepath.Ext(name)])
 }

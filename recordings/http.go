@@ -94,7 +94,7 @@ func (h *storeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
 			return
 		}
-		h.serveFile(w, r, name)
+		serveFile(w, r, h.s.cfg.Dir, name, "video/mp4")
 	default:
 		replyError(w, http.StatusNotFound, "not_found")
 	}
@@ -182,11 +182,12 @@ func (h *storeHandler) delete(w http.ResponseWriter, path, name string) {
 	}
 }
 
-// serveFile serves a finalized recording: a regular file directly in the
-// directory, opened through an os.Root (nothing outside it is reachable)
-// and checked to be the very file lstat saw (no symlink, none swapped in).
-func (h *storeHandler) serveFile(w http.ResponseWriter, r *http.Request, name string) {
-	root, err := os.OpenRoot(h.s.cfg.Dir)
+// serveFile serves a finished file of dir (a recording, a clip, a
+// snapshot): a regular file directly in the directory, opened through an
+// os.Root (nothing outside it is reachable) and checked to be the very file
+// lstat saw (no symlink, none swapped in); Range, ETag, inline.
+func serveFile(w http.ResponseWriter, r *http.Request, dir, name, contentType string) {
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		replyError(w, http.StatusNotFound, "not_found")
 		return
@@ -209,7 +210,7 @@ func (h *storeHandler) serveFile(w http.ResponseWriter, r *http.Request, name st
 		return
 	}
 	hd := w.Header()
-	hd.Set("Content-Type", "video/mp4")
+	hd.Set("Content-Type", contentType)
 	hd.Set("Accept-Ranges", "bytes")
 	hd.Set("Cache-Control", "private")
 	hd.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
