@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -253,32 +252,8 @@ func playFMP4(ctx context.Context, r io.Reader, st media.Writer, o fmp4Options) 
 	stop := context.AfterFunc(runCtx, o.Close)
 	defer stop()
 
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	go func() { // stall watchdog
-		t := time.NewTicker(min(o.StallTimeout/4, time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case now := <-t.C:
-				if idle := now.Sub(time.Unix(0, last.Load())); idle >= o.StallTimeout {
-					cancel(fmt.Errorf("no media for %s", idle.Round(100*time.Millisecond)))
-					return
-				}
-			}
-		}
-	}()
-	fail := func(err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-			return cause
-		}
-		return err
-	}
+	stall := media.WatchStall(runCtx, cancel, o.StallTimeout)
+	fail := func(err error) error { return media.RunErr(ctx, runCtx, err) }
 
 	br := &boxReader{r: r, limit: o.MaxBox}
 
@@ -471,7 +446,7 @@ func playFMP4(ctx context.Context, r io.Reader, st media.Writer, o fmp4Options) 
 		if err := safely(func() error { return parts.Unmarshal(frag) }); err != nil {
 			return fail(fmt.Errorf("MP4 fragment at offset %d: %w", br.off-uint64(len(frag)), err))
 		}
-		last.Store(time.Now().UnixNano())
+		stall.Touch()
 
 		batch = batch[:0]
 		for _, part := range parts {

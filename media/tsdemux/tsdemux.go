@@ -10,12 +10,10 @@ package tsdemux
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -67,32 +65,8 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	stop := context.AfterFunc(runCtx, o.Close)
 	defer stop()
 
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	go func() { // stall watchdog
-		t := time.NewTicker(min(o.StallTimeout/4, time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case now := <-t.C:
-				if idle := now.Sub(time.Unix(0, last.Load())); idle >= o.StallTimeout {
-					cancel(fmt.Errorf("no media for %s", idle.Round(100*time.Millisecond)))
-					return
-				}
-			}
-		}
-	}()
-	fail := func(err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-			return cause
-		}
-		return err
-	}
+	stall := media.WatchStall(runCtx, cancel, o.StallTimeout)
+	fail := func(err error) error { return media.RunErr(ctx, runCtx, err) }
 
 	tr := &mpegts.Reader{R: r}
 	if err := tr.Initialize(); err != nil {
@@ -196,7 +170,7 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	gotIDR := false
 	if isH265 {
 		tr.OnDataH265(video, func(pts, _ int64, au [][]byte) error {
-			last.Store(time.Now().UnixNano())
+			stall.Touch()
 			t := toDur(pts)
 			if !gotIDR {
 				if !h265.IsRandomAccess(au) {
@@ -209,7 +183,7 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 		})
 	} else {
 		tr.OnDataH264(video, func(pts, _ int64, au [][]byte) error {
-			last.Store(time.Now().UnixNano())
+			stall.Touch()
 			t := toDur(pts)
 			if !gotIDR {
 				if !h264.IsRandomAccess(au) {
@@ -224,13 +198,13 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	if audio != nil {
 		if aac != nil {
 			tr.OnDataMPEG4Audio(audio, func(pts int64, aus [][]byte) error {
-				last.Store(time.Now().UnixNano())
+				stall.Touch()
 				pipe.WriteAAC(toDur(pts), aus)
 				return nil
 			})
 		} else {
 			tr.OnDataOpus(audio, func(pts int64, packets [][]byte) error {
-				last.Store(time.Now().UnixNano())
+				stall.Touch()
 				t := toDur(pts)
 				for _, p := range packets {
 					st.WriteAudio(t, p)
