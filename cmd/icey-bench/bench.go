@@ -68,16 +68,23 @@ type result struct {
 
 	Server    *serverResult `json:"server,omitempty"`
 	Generator cpuResult     `json:"generator"`
+
+	// Floor is set on a floor measurement (-floor): Server then holds the
+	// ideal sender's figures.
+	Floor *floorResult `json:"floor,omitempty"`
 }
 
 type cpuResult struct {
-	CPUMs            float64 `json:"cpu_ms"`
-	CPUPct           float64 `json:"cpu_pct"` // of one core, over the window
-	CPUMsPerViewerS  float64 `json:"cpu_ms_per_viewer_s"`
-	CPUMsTotal       float64 `json:"cpu_ms_total,omitempty"` // whole run incl. joins
-	RSSBaselineMB    float64 `json:"rss_baseline_mb,omitempty"`
-	RSSMB            float64 `json:"rss_mb,omitempty"`
-	RSSPerViewerMB   float64 `json:"rss_per_viewer_mb,omitempty"`
+	CPUMs           float64 `json:"cpu_ms"`
+	CPUPct          float64 `json:"cpu_pct"` // of one core, over the window
+	CPUMsPerViewerS float64 `json:"cpu_ms_per_viewer_s"`
+	CPUMsTotal      float64 `json:"cpu_ms_total,omitempty"` // whole run incl. joins
+	RSSBaselineMB   float64 `json:"rss_baseline_mb,omitempty"`
+	RSSMB           float64 `json:"rss_mb,omitempty"`
+	RSSPerViewerMB  float64 `json:"rss_per_viewer_mb,omitempty"`
+	// USPerPacket is the CPU time in the window divided by the RTP
+	// packets the viewers received in it, in microseconds.
+	USPerPacket      float64 `json:"us_per_packet,omitempty"`
 	SampleErrorsSeen string  `json:"sample_error,omitempty"`
 }
 
@@ -251,13 +258,13 @@ func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 	res.FirstIDR = summarise(firstIDR)
 
 	viewerSeconds := float64(active) * window.Seconds()
-	res.Generator = cpuUse(selfAfter-selfBefore, window, viewerSeconds)
+	res.Generator = cpuUse(selfAfter-selfBefore, window, viewerSeconds, res.Packets)
 	if o.pid > 0 {
 		srv := &serverResult{PID: o.pid}
 		if sampleErr != nil {
 			srv.SampleErrorsSeen = sampleErr.Error()
 		} else {
-			srv.cpuResult = cpuUse(srvAfter.cpu-srvBefore.cpu, window, viewerSeconds)
+			srv.cpuResult = cpuUse(srvAfter.cpu-srvBefore.cpu, window, viewerSeconds, res.Packets)
 			srv.RSSBaselineMB = round(float64(baseline.rss)/1e6, 2)
 			srv.RSSMB = round(float64(srvAfter.rss)/1e6, 2)
 			if res.Connected > 0 {
@@ -294,13 +301,18 @@ func bench(ctx context.Context, o options, logw io.Writer) (*result, error) {
 	return res, nil
 }
 
-func cpuUse(cpu, window time.Duration, viewerSeconds float64) cpuResult {
+// cpuUse turns CPU time over a window into the reported figures: share of
+// a core, per viewer-second and per packet delivered.
+func cpuUse(cpu, window time.Duration, viewerSeconds float64, packets int64) cpuResult {
 	r := cpuResult{
 		CPUMs:  round(float64(cpu)/1e6, 1),
 		CPUPct: round(100*float64(cpu)/float64(window), 1),
 	}
 	if viewerSeconds > 0 {
 		r.CPUMsPerViewerS = round(float64(cpu)/1e6/viewerSeconds, 3)
+	}
+	if packets > 0 {
+		r.USPerPacket = round(float64(cpu)/1e3/float64(packets), 3)
 	}
 	return r
 }

@@ -151,6 +151,12 @@ func TestParseFlags(t *testing.T) {
 		{"zero viewers", []string{"-viewers", "0"}, false},
 		{"zero ramp", []string{"-ramp", "0"}, false},
 		{"stray argument", []string{"x"}, false},
+		{"floor", []string{"-floor", "-viewers", "200", "-gso"}, true},
+		{"gso without floor", []string{"-gso"}, false},
+		{"floor bad size", []string{"-floor", "-floor-size", "2000"}, false},
+		{"summary vs", []string{"-summary", "f", "-vs", "mediamtx,icey"}, true},
+		{"summary vs one label", []string{"-summary", "f", "-vs", "mediamtx"}, false},
+		{"vs without summary", []string{"-vs", "a,b"}, false},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer

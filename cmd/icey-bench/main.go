@@ -5,11 +5,18 @@
 // keyframe, and, given the server's PID, the server's CPU time per
 // viewer-second and resident memory per viewer, next to its own CPU.
 //
+// With -floor it measures instead the floor of a fan-out on this machine:
+// one goroutine SRTP-encrypting and sending a paced 720p30 2 Mb/s stream to
+// N loopback receivers in a child process (one sendto per packet, or with
+// -gso one sendmsg per receiver and frame), reporting the sender's CPU per
+// packet and per viewer-second, the figures a server cannot go below.
+//
 // It speaks plain WHEP (POST offer, 201 + answer + Location, DELETE), so it
 // measures icey-server and any other WHEP server the same way.
 //
 //	icey-bench -url http://127.0.0.1:4500/whep -viewers 200 -ramp 25 -duration 20s -pid $(pidof icey-server)
-//	icey-bench -summary bench-results/bench-2026-01-01.jsonl
+//	icey-bench -floor -viewers 200 -duration 10s [-gso] -json out.jsonl
+//	icey-bench -summary bench-results/bench-2026-01-01.jsonl [-vs mediamtx,icey]
 package main
 
 import (
@@ -23,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -53,6 +61,12 @@ type options struct {
 	cpuProfile      string
 	summary         string
 	vp8Only         bool
+	vs              string // -summary: "a,b" compares labels a-X with b-X
+
+	floor     bool
+	gso       bool
+	floorRate float64
+	floorSize int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -77,6 +91,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.vp8Only, "vp8-only", false, "offer VP8 as the only video codec (a browser without H.264: an H.264 source is then sent through its VP8 rendition)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile here")
 	fs.StringVar(&o.summary, "summary", "", "print a table of the JSON lines in this file and exit")
+	fs.StringVar(&o.vs, "vs", "", `with -summary: "a,b" adds the ratios a÷b of CPU per packet, CPU per viewer-second and RSS per viewer for every label pair a-X, b-X at the same viewer count`)
+	fs.BoolVar(&o.floor, "floor", false, "measure the fan-out floor of this machine for -viewers over -duration instead of a WHEP server")
+	fs.BoolVar(&o.gso, "gso", false, "with -floor: send each receiver's packets of one frame in one sendmsg with UDP_SEGMENT")
+	fs.Float64Var(&o.floorRate, "floor-rate", 213, "with -floor: packets per second per viewer (720p30 2 Mb/s is about 213)")
+	fs.IntVar(&o.floorSize, "floor-size", 1200, "with -floor: RTP payload bytes per packet")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -84,7 +103,31 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if o.summary != "" {
+		if o.vs != "" {
+			if a, b, ok := strings.Cut(o.vs, ","); !ok || a == "" || b == "" || strings.Contains(b, ",") {
+				return o, errors.New(`-vs wants two label prefixes, "a,b"`)
+			}
+		}
 		return o, nil
+	}
+	if o.vs != "" {
+		return o, errors.New("-vs goes with -summary")
+	}
+	if o.floor {
+		switch {
+		case o.viewers < 1:
+			return o, errors.New("-viewers must be at least 1")
+		case o.duration <= 0:
+			return o, errors.New("-duration must be positive")
+		case o.floorRate <= 0:
+			return o, errors.New("-floor-rate must be positive")
+		case o.floorSize < 1 || o.floorSize > 1400:
+			return o, errors.New("-floor-size must be between 1 and 1400")
+		}
+		return o, nil
+	}
+	if o.gso {
+		return o, errors.New("-gso goes with -floor")
 	}
 	switch {
 	case o.viewers < 1:
@@ -115,6 +158,9 @@ func isLoopbackHost(h string) bool {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == floorRecvArg { // the floor's child process
+		return floorReceivers(args[1], os.Stdin, stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -124,7 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if o.summary != "" {
-		if err := printSummary(o.summary, stdout); err != nil {
+		if err := printSummary(o.summary, o.vs, stdout); err != nil {
 			fmt.Fprintf(stderr, "icey-bench: %v\n", err)
 			return 1
 		}
@@ -144,7 +190,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer pprof.StopCPUProfile()
 	}
 
-	res, err := bench(ctx, o, stderr)
+	var res *result
+	if o.floor {
+		label := o.label
+		if label == "" {
+			label = "floor"
+			if o.gso {
+				label = "floor-gso"
+			}
+		}
+		res, err = runFloor(floorOptions{viewers: o.viewers, duration: o.duration, rate: o.floorRate, size: o.floorSize, gso: o.gso}, label, stderr)
+	} else {
+		res, err = bench(ctx, o, stderr)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "icey-bench: %v\n", err)
 		return 1
