@@ -5,9 +5,29 @@
 # For each GOP variant (1 s, 4 s) of a 720p30 2 Mb/s H.264 + Opus file it
 # starts bin/icey-server on 127.0.0.1 with that file as the source and runs
 # bin/icey-bench at each viewer count, restarting the server for every point
-# so each starts from the same memory baseline. Results:
+# so each starts from the same memory baseline. Before that, at each viewer
+# count, it measures the floor: the CPU an ideal fan-out cannot go below on
+# this machine (icey-bench -floor: one goroutine SRTP-encrypting a paced
+# 720p30 2 Mb/s stream, 1200-byte payloads, to N loopback sockets of another
+# process, one sendto per packet), and the same with UDP GSO (-floor -gso:
+# one sendmsg per viewer and frame). Every row reports the CPU per packet
+# delivered (µs/packet) and per viewer-second. Results:
 #   bench-results/bench-<stamp>.txt    the tables, then one summary table
-#   bench-results/bench-<stamp>.jsonl  one JSON line per point
+#   bench-results/bench-<stamp>.jsonl  one JSON line per point (labels
+#                                      "floor", "floor-gso", "gop<N>s")
+#
+# Side by side with mediamtx (MEDIAMTX=/path/to/mediamtx): both servers are
+# fed by the same RTSP camera, a second bin/icey-server (not measured) that
+# serves the clip at rtsp://127.0.0.1:$CAM_PORT/cam (RTSP over TCP), started
+# once per GOP. At each viewer count the measured icey-server (--source
+# rtsp://127.0.0.1:$CAM_PORT/cam), then mediamtx (its path cam pulls the same
+# URL over TCP, sourceOnDemand off, WHEP at http://127.0.0.1:$MTX_PORT/cam/whep,
+# WebRTC UDP on 127.0.0.1:$MTX_UDP_PORT, its API on 127.0.0.1:$MTX_API_PORT
+# only to wait for the path, log level warn, every other protocol off) serve
+# icey-bench -video-only viewers, labelled "icey-gop<N>s" and
+# "mediamtx-gop<N>s". The summary then adds the ratios mediamtx÷icey of CPU
+# per packet, CPU per viewer-second and RSS per viewer, next to the floors.
+# The config mediamtx ran with is kept as bench-results/mediamtx-<stamp>.yml.
 #
 # Knobs (environment):
 #   VIEWERS="50 100 200 400"  GOPS="1 4"  DURATION=20s  RAMP=25  PORT=4610
@@ -18,10 +38,19 @@
 #                  http://127.0.0.1:6060, with SERVER_ARGS="--pprof-listen
 #                  127.0.0.1:6060"); when set, a CPU profile of the window
 #                  and a heap profile from its middle are saved for
-#                  PROFILE_AT viewers (default 200).
+#                  PROFILE_AT viewers (default 200; icey-server only).
 #   BENCH_ARGS=""  extra icey-bench flags (e.g. "-nack=false -rcvbuf 0" for a
-#                  generator that neither NACKs nor enlarges its sockets)
+#                  generator that neither NACKs nor enlarges its sockets);
+#                  with MEDIAMTX, -video-only is added for both servers
 #   SKIP_BUILD=1   use the binaries already in bin/
+#   FLOOR=1        measure the floor rows; FLOOR=0 skips them
+#   FLOOR_DURATION=10s  the floor's measured window (after 1 s of warm-up)
+#   MEDIAMTX=""    path to a mediamtx binary: run the side by side (above)
+#   CAM_PORT=8654       the camera's RTSP port
+#   CAM_HTTP_PORT=4690  the camera's HTTP (and WebRTC) port
+#   MTX_PORT=8889       mediamtx's WHEP (HTTP) port
+#   MTX_UDP_PORT=8189   mediamtx's WebRTC UDP port
+#   MTX_API_PORT=9997   mediamtx's API port
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,10 +68,24 @@ BENCH_ARGS=${BENCH_ARGS:-}
 MAX_SESSIONS=${MAX_SESSIONS:-1000}
 PPROF_URL=${PPROF_URL:-}
 PROFILE_AT=${PROFILE_AT:-200}
+FLOOR=${FLOOR:-1}
+FLOOR_DURATION=${FLOOR_DURATION:-10s}
+MEDIAMTX=${MEDIAMTX:-}
+CAM_PORT=${CAM_PORT:-8654}
+CAM_HTTP_PORT=${CAM_HTTP_PORT:-4690}
+MTX_PORT=${MTX_PORT:-8889}
+MTX_UDP_PORT=${MTX_UDP_PORT:-8189}
+MTX_API_PORT=${MTX_API_PORT:-9997}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 TXT=$OUT/bench-$STAMP.txt
 JSONL=$OUT/bench-$STAMP.jsonl
 mkdir -p "$MEDIA"
+
+if [ -n "$MEDIAMTX" ]; then
+  [ -x "$MEDIAMTX" ] || { echo "bench: MEDIAMTX=$MEDIAMTX is not an executable" >&2; exit 1; }
+  MEDIAMTX=$(cd "$(dirname "$MEDIAMTX")" && pwd)/$(basename "$MEDIAMTX")
+  case " $BENCH_ARGS " in *" -video-only "*) ;; *) BENCH_ARGS="$BENCH_ARGS -video-only" ;; esac
+fi
 
 # One 60 s clip per GOP, encoded once and cached: baseline profile, no
 # B-frames, constant GOP (no scene-cut keyframes), 2 Mb/s CBR-ish, Opus.
@@ -71,18 +114,45 @@ fi
 
 SRV_PID=
 RUNDIR=
-stop_server() {
-  if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
-    kill -TERM "$SRV_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
+CAM_PID=
+CAMDIR=
+stop_pid() { # TERM, then KILL after 10 s
+  local pid=$1
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   fi
+}
+stop_server() {
+  stop_pid "$SRV_PID"
   SRV_PID=
   if [ -n "$RUNDIR" ]; then rm -rf "$RUNDIR"; RUNDIR=; fi
 }
-trap stop_server EXIT
+stop_camera() {
+  stop_pid "$CAM_PID"
+  CAM_PID=
+  if [ -n "$CAMDIR" ]; then rm -rf "$CAMDIR"; CAMDIR=; fi
+}
+trap 'stop_server; stop_camera' EXIT
 trap 'exit 130' INT TERM # exit (running the EXIT trap), do not carry on
+
+# wait_url URL PID LOG [PATTERN]: wait up to 30 s, while PID lives, for URL
+# to answer 2xx with a body matching PATTERN (if given).
+wait_url() {
+  local url=$1 pid=$2 log=$3 pat=${4:-} body
+  for _ in $(seq 150); do
+    if body=$(curl -fsS "$url" 2>/dev/null) && { [ -z "$pat" ] || printf '%s' "$body" | grep -q "$pat"; }; then
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "bench: $url did not become ready; log:" >&2
+  tail -20 "$log" >&2
+  return 1
+}
 
 start_server() {
   local src=$1 log=$2
@@ -94,54 +164,145 @@ start_server() {
   (cd "$RUNDIR" && exec "$SERVER" --host 127.0.0.1 --port "$PORT" --no-turn \
     --source "$src" --log-level warn $SERVER_ARGS) >"$log" 2>&1 &
   SRV_PID=$!
-  for _ in $(seq 150); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/ready" 2>/dev/null; then
-      sleep 2 # let the source reach its steady state before the baseline
-      return 0
-    fi
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "bench: server did not become ready; log:" >&2
-  tail -20 "$log" >&2
-  return 1
+  wait_url "http://127.0.0.1:$PORT/api/ready" "$SRV_PID" "$log" || return 1
+  sleep 2 # let the source reach its steady state before the baseline
+}
+
+# start_camera CLIP LOG: the side by side's RTSP camera, an icey-server (not
+# measured) serving CLIP at rtsp://127.0.0.1:$CAM_PORT/cam.
+start_camera() {
+  local clip=$1 log=$2
+  CAMDIR=$(mktemp -d "$OUT/cam.XXXXXX")
+  printf '{"rtsp": {"enabled": true, "port": %d}, "paths": {"cam": {"source": "%s"}}}\n' \
+    "$CAM_PORT" "$clip" >"$CAMDIR/config.json"
+  (cd "$CAMDIR" && exec "$SERVER" -c "$CAMDIR/config.json" --host 127.0.0.1 --port "$CAM_HTTP_PORT" \
+    --no-turn --log-level warn) >"$log" 2>&1 &
+  CAM_PID=$!
+  wait_url "http://127.0.0.1:$CAM_HTTP_PORT/api/ready" "$CAM_PID" "$log"
+}
+
+# start_mediamtx LOG: the measured mediamtx, pulling the camera.
+start_mediamtx() {
+  local log=$1
+  RUNDIR=$(mktemp -d "$OUT/run.XXXXXX")
+  cat >"$RUNDIR/mediamtx.yml" <<YML
+logLevel: warn
+logDestinations: [stdout]
+api: true
+apiAddress: 127.0.0.1:$MTX_API_PORT
+metrics: false
+pprof: false
+playback: false
+rtsp: false
+rtmp: false
+hls: false
+srt: false
+moq: false
+webrtc: true
+webrtcAddress: 127.0.0.1:$MTX_PORT
+webrtcLocalUDPAddress: 127.0.0.1:$MTX_UDP_PORT
+webrtcLocalTCPAddress: ""
+webrtcIPsFromInterfaces: false
+webrtcAdditionalHosts: [127.0.0.1]
+webrtcICEServers2: []
+paths:
+  cam:
+    source: rtsp://127.0.0.1:$CAM_PORT/cam
+    rtspTransport: tcp
+    sourceOnDemand: false
+YML
+  cp "$RUNDIR/mediamtx.yml" "$OUT/mediamtx-$STAMP.yml"
+  (cd "$RUNDIR" && exec "$MEDIAMTX" "$RUNDIR/mediamtx.yml") >"$log" 2>&1 &
+  SRV_PID=$!
+  wait_url "http://127.0.0.1:$MTX_API_PORT/v3/paths/get/cam" "$SRV_PID" "$log" '"available":true' || return 1
+  sleep 2 # as for icey-server: the steady state before the baseline
+}
+
+# profile_start N TAG: with PPROF_URL, at PROFILE_AT viewers, capture a CPU
+# profile of the window and a heap profile from its middle (PROF_PIDS).
+PROF_PIDS=
+profile_start() {
+  local n=$1 tag=$2 secs
+  PROF_PIDS=
+  if [ -n "$PPROF_URL" ] && [ "$n" = "$PROFILE_AT" ]; then
+    # Start profiling once the ramp and settle are over (a rough
+    # estimate: n/ramp + 4 s), for most of the window.
+    secs=${DURATION%s}
+    ( sleep $(( n / RAMP + 4 )) &&
+      curl -fsS -o "$OUT/cpu-$STAMP-$tag-$n.prof" \
+        "$PPROF_URL/debug/pprof/profile?seconds=$(( secs > 5 ? secs - 3 : secs ))" ) &
+    PROF_PIDS=$!
+    ( sleep $(( n / RAMP + 4 + secs / 2 )) &&
+      curl -fsS -o "$OUT/heap-$STAMP-$tag-$n.prof" "$PPROF_URL/debug/pprof/heap?gc=1" ) &
+    PROF_PIDS="$PROF_PIDS $!"
+  fi
+}
+profile_wait() {
+  for p in $PROF_PIDS; do wait "$p" || echo "bench: profile capture failed" >&2; done
+  PROF_PIDS=
+}
+
+# run_bench URL N LABEL: one icey-bench point against the server SRV_PID.
+run_bench() {
+  # shellcheck disable=SC2086
+  "$ROOT/bin/icey-bench" $BENCH_ARGS -url "$1" -viewers "$2" -ramp "$RAMP" \
+    -duration "$DURATION" -pid "$SRV_PID" -label "$3" -json "$JSONL" | tee -a "$TXT"
 }
 
 {
   echo "# icey-server fan-out benchmark $STAMP"
   echo "# $(uname -srm), $(nproc) cores, $(go version | cut -d' ' -f3)"
   echo "# viewers: $VIEWERS; GOPs: $GOPS s; window $DURATION; ramp $RAMP/s; server $SERVER $SERVER_ARGS; bench $BENCH_ARGS"
+  echo "# server binary: $(stat -c '%y, %s bytes' "$SERVER")"
+  if [ -n "$MEDIAMTX" ]; then
+    echo "# side by side with $MEDIAMTX $("$MEDIAMTX" --version 2>/dev/null | head -1), both fed by rtsp://127.0.0.1:$CAM_PORT/cam"
+  fi
 } | tee "$TXT"
+
+if [ "$FLOOR" != 0 ]; then
+  for n in $VIEWERS; do
+    for gso in "" -gso; do
+      # shellcheck disable=SC2086
+      "$ROOT/bin/icey-bench" -floor $gso -viewers "$n" -duration "$FLOOR_DURATION" -json "$JSONL" | tee -a "$TXT"
+    done
+  done
+fi
 
 for gop in $GOPS; do
   src=$(clip "$gop")
+  if [ -n "$MEDIAMTX" ]; then
+    start_camera "$src" "$OUT/camera-$STAMP-gop${gop}s.log"
+    cam=rtsp://127.0.0.1:$CAM_PORT/cam
+    for n in $VIEWERS; do
+      start_server "$cam" "$OUT/server-$STAMP-icey-gop${gop}s-$n.log"
+      profile_start "$n" "icey-gop${gop}s"
+      run_bench "http://127.0.0.1:$PORT/whep" "$n" "icey-gop${gop}s"
+      profile_wait
+      stop_server
+      start_mediamtx "$OUT/server-$STAMP-mediamtx-gop${gop}s-$n.log"
+      run_bench "http://127.0.0.1:$MTX_PORT/cam/whep" "$n" "mediamtx-gop${gop}s"
+      stop_server
+    done
+    stop_camera
+    continue
+  fi
   for n in $VIEWERS; do
-    log=$OUT/server-$STAMP-gop${gop}s-$n.log
-    start_server "$src" "$log"
-    prof_pid=
-    if [ -n "$PPROF_URL" ] && [ "$n" = "$PROFILE_AT" ]; then
-      # Start profiling once the ramp and settle are over (a rough
-      # estimate: n/ramp + 4 s), for most of the window.
-      secs=${DURATION%s}
-      ( sleep $(( n / RAMP + 4 )) &&
-        curl -fsS -o "$OUT/cpu-$STAMP-gop${gop}s-$n.prof" \
-          "$PPROF_URL/debug/pprof/profile?seconds=$(( secs > 5 ? secs - 3 : secs ))" ) &
-      prof_pid=$!
-      ( sleep $(( n / RAMP + 4 + secs / 2 )) &&
-        curl -fsS -o "$OUT/heap-$STAMP-gop${gop}s-$n.prof" "$PPROF_URL/debug/pprof/heap?gc=1" ) &
-      prof_pid="$prof_pid $!"
-    fi
-    # shellcheck disable=SC2086
-    "$ROOT/bin/icey-bench" $BENCH_ARGS -url "http://127.0.0.1:$PORT/whep" -viewers "$n" -ramp "$RAMP" \
-      -duration "$DURATION" -pid "$SRV_PID" -label "gop${gop}s" -json "$JSONL" | tee -a "$TXT"
-    for p in $prof_pid; do wait "$p" || echo "bench: profile capture failed" >&2; done
+    start_server "$src" "$OUT/server-$STAMP-gop${gop}s-$n.log"
+    profile_start "$n" "gop${gop}s"
+    run_bench "http://127.0.0.1:$PORT/whep" "$n" "gop${gop}s"
+    profile_wait
     stop_server
   done
 done
 
 {
   echo
-  echo "# summary (traffic over the steady-state window; latencies over all connected viewers)"
-  "$ROOT/bin/icey-bench" -summary "$JSONL"
+  echo "# summary (traffic over the steady-state window; latencies over all connected viewers;"
+  echo "# us/pkt = CPU per RTP packet the viewers received; floor rows: the ideal sender's CPU)"
+  if [ -n "$MEDIAMTX" ]; then
+    "$ROOT/bin/icey-bench" -summary "$JSONL" -vs mediamtx,icey
+  else
+    "$ROOT/bin/icey-bench" -summary "$JSONL"
+  fi
 } | tee -a "$TXT"
 echo "bench: wrote $TXT and $JSONL" >&2
