@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -70,7 +71,7 @@ type floorResult struct {
 // runFloor measures the floor and returns it as a result whose Server
 // figures are the sender's (it is the ideal server) so that the summary
 // lists it next to the real ones.
-func runFloor(o floorOptions, label string, logw io.Writer) (*result, error) {
+func runFloor(ctx context.Context, o floorOptions, label string, logw io.Writer) (*result, error) {
 	if o.viewers < 1 || o.rate <= 0 || o.size < 1 || o.size > 1400 {
 		return nil, errors.New("floor: -viewers >= 1, -floor-rate > 0 and 1 <= -floor-size <= 1400 are required")
 	}
@@ -117,14 +118,14 @@ func runFloor(o floorOptions, label string, logw io.Writer) (*result, error) {
 
 	tick := time.NewTicker(time.Second / floorFPS)
 	defer tick.Stop()
-	if _, err := s.sendFrames(tick, floorFPS); err != nil { // 1 s warm-up
+	if _, err := s.sendFrames(ctx, tick, floorFPS); err != nil { // 1 s warm-up
 		return nil, err
 	}
 	frames := max(1, int(o.duration.Seconds()*floorFPS))
 	sends0 := s.sends
 	cpu0 := selfCPU()
 	t0 := time.Now()
-	sent, err := s.sendFrames(tick, frames)
+	sent, err := s.sendFrames(ctx, tick, frames)
 	window := time.Since(t0)
 	cpu := selfCPU() - cpu0
 	if err != nil {
@@ -277,10 +278,14 @@ func (s *floorSender) stamp(k int) {
 
 // sendFrames sends frames frames, one per tick, and returns the packets
 // sent.
-func (s *floorSender) sendFrames(tick *time.Ticker, frames int) (int64, error) {
+func (s *floorSender) sendFrames(ctx context.Context, tick *time.Ticker, frames int) (int64, error) {
 	var sent int64
 	for range frames {
-		<-tick.C
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return sent, ctx.Err()
+		}
 		if s.gso {
 			seq0 := s.seq
 			for i := range s.addrs {

@@ -199,7 +199,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				label = "floor-gso"
 			}
 		}
-		res, err = runFloor(floorOptions{viewers: o.viewers, duration: o.duration, rate: o.floorRate, size: o.floorSize, gso: o.gso}, label, stderr)
+		res, err = runFloor(ctx, floorOptions{viewers: o.viewers, duration: o.duration, rate: o.floorRate, size: o.floorSize, gso: o.gso}, label, stderr)
 	} else {
 		res, err = bench(ctx, o, stderr)
 	}
