@@ -16,6 +16,7 @@ import (
 
 	"github.com/icey/icey-server/intel"
 	"github.com/icey/icey-server/internal/auth"
+	"github.com/icey/icey-server/internal/udpgso"
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/preflight"
 	"github.com/icey/icey-server/renditions"
@@ -33,6 +34,17 @@ type ReportSource interface{ Report() preflight.Report }
 // SessionCounter counts WebRTC sessions: active = connected now, total =
 // created since start.
 type SessionCounter interface{ Counts() (active, total int64) }
+
+// SessionCapacity is optionally implemented by a SessionCounter: the
+// session bound (webrtc.maxSessions) and the sessions still connecting,
+// which count against it.
+type SessionCapacity interface{ Capacity() (max, pending int64) }
+
+// MediaSender is optionally implemented by a SessionCounter: how the media
+// socket sends (UDP GSO or one sendto per datagram) and its counters.
+type MediaSender interface {
+	SendStats() (udpgso.Stats, bool)
+}
 
 // StreamInfo yields the live additive fields of the status "stream" section.
 type StreamInfo interface{ StreamDetails() StreamDetails }
@@ -294,6 +306,7 @@ type StatusBody struct {
 	Runtime      Runtime           `json:"runtime"`
 	UptimeSec    int64             `json:"uptimeSec"`
 	Sessions     Sessions          `json:"sessions"`
+	WebRTC       WebRTCSection     `json:"webrtc"`
 	HTTP         HTTPInfo          `json:"http"`
 	Host         string            `json:"host"`
 	Port         int               `json:"port"`
@@ -354,6 +367,20 @@ type Runtime struct {
 type Sessions struct {
 	Active int64 `json:"active"`
 	Total  int64 `json:"total"`
+	// Max is the bound on concurrent sessions (webrtc.maxSessions), Pending
+	// the sessions still connecting (they count against it), and Load
+	// (active+pending)/max: at 1 new viewers are refused with 503.
+	Max     int64   `json:"max,omitempty"`
+	Pending int64   `json:"pending"`
+	Load    float64 `json:"load"`
+}
+
+// WebRTCSection describes the media transport.
+type WebRTCSection struct {
+	// Send says how the media socket sends: "gso" (each viewer's packets
+	// of one frame in one sendmsg with UDP_SEGMENT) or "sendto" (one
+	// system call per packet, with the reason), with its counters.
+	Send *udpgso.Stats `json:"send,omitempty"`
 }
 
 // StreamSection is the stream part of the status.
@@ -431,6 +458,17 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.c.Sessions != nil {
 		b.Sessions.Active, b.Sessions.Total = h.c.Sessions.Counts()
+		if c, ok := h.c.Sessions.(SessionCapacity); ok {
+			b.Sessions.Max, b.Sessions.Pending = c.Capacity()
+			if b.Sessions.Max > 0 {
+				b.Sessions.Load = float64(b.Sessions.Active+b.Sessions.Pending) / float64(b.Sessions.Max)
+			}
+		}
+		if ms, ok := h.c.Sessions.(MediaSender); ok {
+			if st, ok := ms.SendStats(); ok {
+				b.WebRTC.Send = &st
+			}
+		}
 	}
 	if h.c.Stream != nil {
 		b.Stream.StreamDetails = h.c.Stream.StreamDetails()

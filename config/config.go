@@ -121,6 +121,12 @@ type WebRTC struct {
 	MaxPending            int `json:"maxPending"`
 	MaxPendingPerClient   int `json:"maxPendingPerClient"`
 	PendingTimeoutSeconds int `json:"pendingTimeoutSeconds"`
+	// SendMode is how the media socket sends: "gso" (default: each
+	// viewer's packets of one frame in one system call with UDP generic
+	// segmentation offload, falling back to "sendmmsg" where the kernel
+	// cannot), "sendmmsg" (one system call per viewer and frame, one
+	// message per packet) or "sendto" (one system call per packet).
+	SendMode string `json:"sendMode"`
 }
 
 // TLS enables HTTPS when both files are set.
@@ -323,7 +329,7 @@ type HealthCheck struct {
 func Default() Config {
 	return Config{
 		HTTP:   HTTP{Host: DefaultHost, Port: DefaultPort, DrainSeconds: 1},
-		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10},
+		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10, SendMode: "gso"},
 		TURN: TURN{Enabled: true, Port: DefaultTURNPort, Realm: DefaultRealm,
 			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
@@ -518,6 +524,11 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.MaxPendingPerClient < 1 || c.WebRTC.MaxPendingPerClient > 100000 {
 		add("webrtc.maxPendingPerClient", "%d out of range (1-100000)", c.WebRTC.MaxPendingPerClient)
+	}
+	switch c.WebRTC.SendMode {
+	case "", "gso", "sendmmsg", "sendto":
+	default:
+		add("webrtc.sendMode", "%q is not one of gso, sendmmsg, sendto", c.WebRTC.SendMode)
 	}
 	if c.WebRTC.PendingTimeoutSeconds < 1 || c.WebRTC.PendingTimeoutSeconds > 120 {
 		add("webrtc.pendingTimeoutSeconds", "%d out of range (1-120)", c.WebRTC.PendingTimeoutSeconds)

@@ -20,6 +20,8 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/icey/icey-server/internal/udpgso"
 )
 
 // Sentinel errors. The HTTP edge maps them to status codes.
@@ -82,8 +84,14 @@ var (
 type Config struct {
 	// UDPConn is the one shared media socket (webrtc.port), bound by the
 	// caller; every session is multiplexed on it by ICE ufrag. Required.
-	// Manager.Close closes it.
+	// Manager.Close closes it. A *net.UDPConn is wrapped so that what a
+	// viewer's pump reads in one go leaves in one system call, a frame's
+	// packets as UDP GSO segments (internal/udpgso).
 	UDPConn net.PacketConn
+	// SendMode is how that socket sends (webrtc.sendMode): "gso" (default;
+	// falls back to "sendmmsg" where the kernel cannot segment),
+	// "sendmmsg" or "sendto" (one system call per packet).
+	SendMode string
 	// PublicIPs replace the host candidate addresses (NAT 1:1), e.g. the
 	// elastic IP of a cloud VM. Default none.
 	PublicIPs []string
@@ -202,6 +210,9 @@ type Manager struct {
 	log   *slog.Logger
 	api   *webrtc.API
 	mux   ice.UDPMux
+	// gso is the media socket's coalescing wrapper (nil when UDPConn was
+	// not a *net.UDPConn).
+	gso *udpgso.Conn
 
 	mu       sync.Mutex
 	closed   bool
@@ -257,18 +268,49 @@ func NewManager(cfg Config, paths Router, log *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signaling: interceptors: %w", err)
 	}
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), cfg.UDPConn)
+	conn := cfg.UDPConn
+	var gso *udpgso.Conn
+	if udp, ok := conn.(*net.UDPConn); ok {
+		if gso, err = udpgso.New(udp, cfg.SendMode); err != nil {
+			return nil, fmt.Errorf("signaling: media socket: %w", err)
+		}
+		conn = gso
+		if st := gso.Stats(); st.Mode == udpgso.ModeGSO {
+			log.Info("media socket sends with UDP GSO: one system call per viewer and frame")
+		} else {
+			log.Info("media socket sends without UDP GSO", "mode", st.Mode, "reason", st.Reason)
+		}
+	}
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
 	se, err := newSettingEngine(&cfg, mux, lf)
 	if err != nil {
 		_ = mux.Close()
 		return nil, err
 	}
 	m := &Manager{
-		cfg: cfg, paths: paths, log: log, mux: mux,
+		cfg: cfg, paths: paths, log: log, mux: mux, gso: gso,
 		api:      webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)),
 		sessions: map[string]*Session{}, byRes: map[string]*Session{}, pendingByClient: map[string]int{},
 	}
 	return m, nil
+}
+
+// SendStats reports how the media socket sends (UDP GSO or one sendto per
+// datagram, and why) with its counters; ok is false when the socket is not
+// a UDP socket this package wraps.
+func (m *Manager) SendStats() (st udpgso.Stats, ok bool) {
+	if m.gso == nil {
+		return st, false
+	}
+	return m.gso.Stats(), true
+}
+
+// Capacity reports the session bound (Config.MaxSessions) and the sessions
+// still connecting, which count against it.
+func (m *Manager) Capacity() (max, pending int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int64(m.cfg.MaxSessions), m.pending
 }
 
 // Counts reports sessions connected now and sessions created since start.

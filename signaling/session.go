@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	ilog "github.com/icey/icey-server/internal/logging"
+	"github.com/icey/icey-server/internal/udpgso"
 	"github.com/icey/icey-server/media"
 )
 
@@ -552,6 +554,13 @@ func (s *Session) pump() {
 	errLog := ilog.Limiter{Interval: 10 * time.Second}
 	pace := burstPacer{speed: s.m.cfg.CacheBurstSpeed}
 	defer pace.stop()
+	// What one Read returns leaves in as few system calls as the kernel
+	// allows: the writes below are held by the media socket and sent at
+	// Flush, a frame's equal-sized packets in one GSO send.
+	gb := s.openBatch()
+	if gb != nil {
+		defer gb.Close()
+	}
 	sawKeyframe := false
 	for {
 		n, err := sub.Read(s.ctx, buf)
@@ -561,11 +570,17 @@ func (s *Session) pump() {
 			}
 			return
 		}
+		gb.Begin()
 		for i, u := range buf[:n] {
 			buf[i] = nil
-			// Cached units are paced by their (whole-frame) timestamps.
-			if u.FromCache && !pace.wait(s.ctx, u.Packets[0].RTP.Timestamp) {
-				return
+			// Cached units are paced by their (whole-frame) timestamps;
+			// nothing is held while waiting.
+			if u.FromCache {
+				gb.Flush()
+				if !pace.wait(s.ctx, u.Packets[0].RTP.Timestamp) {
+					return
+				}
+				gb.Begin()
 			}
 			var tr *viewerTrack
 			var b *trackBinding
@@ -601,7 +616,31 @@ func (s *Session) pump() {
 				}
 			}
 		}
+		gb.Flush()
 	}
+}
+
+// openBatch registers the session's peer with the media socket's GSO
+// coalescing when the peer is reached directly over UDP through the shared
+// socket (not through a TURN relay, not over TCP). nil (no coalescing) is a
+// valid *udpgso.Batch whose methods do nothing.
+func (s *Session) openBatch() *udpgso.Batch {
+	if s.m.gso == nil {
+		return nil
+	}
+	pair, err := s.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local == nil || pair.Remote == nil {
+		return nil
+	}
+	if pair.Remote.Protocol != webrtc.ICEProtocolUDP || pair.Local.Protocol != webrtc.ICEProtocolUDP ||
+		pair.Remote.Typ == webrtc.ICECandidateTypeRelay || pair.Local.Typ != webrtc.ICECandidateTypeHost {
+		return nil
+	}
+	ip, err := netip.ParseAddr(pair.Remote.Address)
+	if err != nil || pair.Remote.Port == 0 {
+		return nil
+	}
+	return s.m.gso.Open(netip.AddrPortFrom(ip, pair.Remote.Port))
 }
 
 // burstPacer spreads the cached-GOP burst: cached packets go out at most

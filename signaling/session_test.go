@@ -217,6 +217,47 @@ func TestManyViewers(t *testing.T) {
 	if got := len(h.m.Sessions()); got != n {
 		t.Errorf("Sessions() lists %d, want %d", got, n)
 	}
+	// Each viewer's frames left as GSO segments, one batch per viewer.
+	st, ok := h.m.SendStats()
+	if !ok || st.Mode != "gso" || st.Batches != n || st.Segmented == 0 || st.Errors != 0 {
+		t.Errorf("send stats %+v (ok %v)", st, ok)
+	}
+	if max, _ := h.m.Capacity(); max != 200 {
+		t.Errorf("capacity %d, want the default 200", max)
+	}
+}
+
+// Every send mode delivers whole pictures; only GSO segments them, and a
+// sendto server opens no batches.
+func TestSendModes(t *testing.T) {
+	c := getClip(t)
+	for _, mode := range []string{"gso", "sendmmsg", "sendto"} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarness(t, c, Config{SendMode: mode}, nil)
+			v := startViewer(t, h)
+			waitChan(t, "connected", v.connected, 20*time.Second)
+			v.waitFrames(t, 30, 20*time.Second)
+			frames, _, _ := v.snapshot()
+			if !frames[0].idr {
+				t.Fatalf("first frame %v", frames[0].nalTypes)
+			}
+			st, ok := h.m.SendStats()
+			if !ok || st.Mode != mode || st.Errors != 0 {
+				t.Fatalf("send stats %+v", st)
+			}
+			if (st.Segmented > 0) != (mode == "gso") {
+				t.Errorf("%s: %d datagrams segmented", mode, st.Segmented)
+			}
+			if wantBatches := map[bool]int{true: 0, false: 1}[mode == "sendto"]; st.Batches != wantBatches {
+				t.Errorf("%s: %d batches open, want %d", mode, st.Batches, wantBatches)
+			}
+			if mode != "sendto" && st.Syscalls >= st.Datagrams {
+				t.Errorf("%s: %d system calls for %d datagrams", mode, st.Syscalls, st.Datagrams)
+			}
+			v.close()
+			waitFor(t, "batch closed", 10*time.Second, func() bool { st, _ := h.m.SendStats(); return st.Batches == 0 })
+		})
+	}
 }
 
 // A viewer joining mid-GOP starts at once from the cached GOP: its first

@@ -237,6 +237,7 @@ func (a *app) startSessions() (err error) {
 		MaxSessions:         cfg.WebRTC.MaxSessions,
 		MaxPending:          cfg.WebRTC.MaxPending,
 		MaxPendingPerClient: cfg.WebRTC.MaxPendingPerClient,
+		SendMode:            cfg.WebRTC.SendMode,
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
 		PublicURL:           cfg.HTTP.PublicURL,
