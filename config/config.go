@@ -127,6 +127,10 @@ type WebRTC struct {
 	// cannot), "sendmmsg" (one system call per viewer and frame, one
 	// message per packet) or "sendto" (one system call per packet).
 	SendMode string `json:"sendMode"`
+	// Fanout is who writes a live viewer's packets: "shared" (default: a
+	// few writers per stream, one per CPU, each writing every unit to its
+	// share of the viewers) or "per-viewer" (a goroutine per viewer).
+	Fanout string `json:"fanout"`
 }
 
 // TLS enables HTTPS when both files are set.
@@ -329,7 +333,7 @@ type HealthCheck struct {
 func Default() Config {
 	return Config{
 		HTTP:   HTTP{Host: DefaultHost, Port: DefaultPort, DrainSeconds: 1},
-		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10, SendMode: "gso"},
+		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10, SendMode: "gso", Fanout: "shared"},
 		TURN: TURN{Enabled: true, Port: DefaultTURNPort, Realm: DefaultRealm,
 			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
@@ -529,6 +533,11 @@ func (c *Config) Validate() error {
 	case "", "gso", "sendmmsg", "sendto":
 	default:
 		add("webrtc.sendMode", "%q is not one of gso, sendmmsg, sendto", c.WebRTC.SendMode)
+	}
+	switch c.WebRTC.Fanout {
+	case "", "shared", "per-viewer":
+	default:
+		add("webrtc.fanout", "%q is not one of shared, per-viewer", c.WebRTC.Fanout)
 	}
 	if c.WebRTC.PendingTimeoutSeconds < 1 || c.WebRTC.PendingTimeoutSeconds > 120 {
 		add("webrtc.pendingTimeoutSeconds", "%d out of range (1-120)", c.WebRTC.PendingTimeoutSeconds)

@@ -152,6 +152,9 @@ type Unit struct {
 	// FromCache is true for units replayed from the GOP cache at subscribe
 	// time (FromCache copies of published units; Payload is shared).
 	FromCache bool
+	// Seq numbers the stream's published units in publishing order (from
+	// 1; a FromCache copy keeps its original's).
+	Seq uint64
 
 	wire int // RTP payload bytes of Packets
 	mem  int // bytes of the unit's buffer (RTP payloads + NALU copies)
@@ -167,6 +170,14 @@ type SubscribeOptions struct {
 	NoCache bool
 	// VideoOnly / AudioOnly filter tracks.
 	VideoOnly, AudioOnly bool
+	// Live delivers every unit published from now on: no cached burst and
+	// no initial wait for a keyframe (for a consumer that relays units to
+	// receivers which start elsewhere).
+	Live bool
+	// Group, when set, makes the subscriber stand for the receivers it
+	// relays to: the stream's Stats count and list what Group returns
+	// instead of the subscriber itself. Called without the stream's lock.
+	Group func() []SubscriberStats
 }
 
 // SourceState is the supervision state of a stream's source.

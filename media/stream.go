@@ -142,6 +142,11 @@ type Stream struct {
 	ring *Ring
 
 	subs []*Subscriber
+	// unitSeq numbers published units (Unit.Seq).
+	unitSeq uint64
+	// clocks map each kind's RTP timestamps to wall-clock time: the latest
+	// unit's first timestamp and when it was published (RTPClock).
+	clocks [2]rtpClock
 
 	// Keyframe requests (a publisher's PLI), rate limited; no lock.
 	kfReq  atomic.Pointer[func()]
@@ -411,7 +416,12 @@ func allocUnit(npk, nnal int) (*Unit, []Packet, [][]byte) {
 // publishLocked updates counters and hands a unit to the ring and the
 // subscribers.
 func (s *Stream) publishLocked(u *Unit) {
+	s.unitSeq++
+	u.Seq = s.unitSeq
 	now := s.now()
+	if k := int(u.Kind); k >= 0 && k < len(s.clocks) && len(u.Packets) > 0 {
+		s.clocks[k] = rtpClock{ts: u.Packets[0].RTP.Timestamp, at: now, ok: true}
+	}
 	s.packetsIn += uint64(len(u.Packets))
 	s.bytesIn += uint64(u.wire)
 	s.lastMediaAt = now
@@ -437,6 +447,29 @@ func (s *Stream) publishLocked(u *Unit) {
 	for _, sub := range s.subs {
 		sub.push(u)
 	}
+}
+
+// rtpClock is one RTP timestamp of a track and the time it was published.
+type rtpClock struct {
+	ts uint32
+	at time.Time
+	ok bool
+}
+
+// RTPClock maps the RTP timestamps of the stream's track of kind to
+// wall-clock time: the first timestamp of the latest unit published and
+// when. Every viewer of the stream is sent these timestamps, so this is what
+// their RTCP sender reports carry (the RTP time at another instant follows
+// from the track's clock rate). ok is false before the first unit.
+func (s *Stream) RTPClock(kind Kind) (ts uint32, at time.Time, ok bool) {
+	k := int(kind)
+	if k < 0 || k >= len(s.clocks) {
+		return 0, time.Time{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clocks[k]
+	return c.ts, c.at, c.ok
 }
 
 // RecentVideo returns the published video packet with hub sequence number
@@ -533,6 +566,7 @@ func (s *Stream) subscribe(id string, o SubscribeOptions) (sub *Subscriber, need
 		audio:  !o.VideoOnly,
 		ring:   make([]*Unit, o.QueuePackets),
 		notify: make(chan struct{}, 1),
+		group:  o.Group,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -542,7 +576,7 @@ func (s *Stream) subscribe(id string, o SubscribeOptions) (sub *Subscriber, need
 	if !s.tracksSet {
 		return nil, false, ErrNoTracks
 	}
-	if sub.video {
+	if sub.video && !o.Live {
 		if !o.NoCache {
 			sub.burst, sub.burstPkts = s.ring.gop()
 		}
@@ -579,7 +613,6 @@ func (s *Stream) Stats() StreamStats {
 		st.State, st.StateSince, st.LastError, st.Reconnects = ss.State, ss.Since, ss.LastError, ss.Reconnects
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if sup == nil {
 		switch {
 		case s.closed:
@@ -592,15 +625,24 @@ func (s *Stream) Stats() StreamStats {
 	}
 	st.FPS = s.fpsLocked(s.now())
 	st.Tracks = s.tracksCopyLocked()
-	st.Subscribers = len(s.subs)
 	st.PacketsIn = s.packetsIn
 	st.BytesIn = s.bytesIn
 	st.LastMediaAt = s.lastMediaAt
 	st.LastKeyframeAt = s.lastKeyAt
 	st.Viewers = make([]SubscriberStats, 0, len(s.subs))
+	var groups []func() []SubscriberStats
 	for _, sub := range s.subs {
+		if sub.group != nil {
+			groups = append(groups, sub.group)
+			continue
+		}
 		st.Viewers = append(st.Viewers, sub.Stats())
 	}
+	s.mu.Unlock()
+	for _, g := range groups {
+		st.Viewers = append(st.Viewers, g()...)
+	}
+	st.Subscribers = len(st.Viewers)
 	return st
 }
 

@@ -14,6 +14,7 @@ type Subscriber struct {
 	st           *Stream
 	video, audio bool
 	notify       chan struct{} // 1-buffered wake-up for a blocked Read
+	group        func() []SubscriberStats
 
 	mu      sync.Mutex
 	closed  bool
@@ -160,6 +161,19 @@ func (sub *Subscriber) Read(ctx context.Context, dst []*Unit) (int, error) {
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// Live reports whether the reader has caught up: the cached burst read,
+// nothing queued, no wait for a keyframe, not closed. It is decided under
+// the stream's lock, between two publications: every unit published before
+// it was queued for (or skipped by) this subscriber and the stream's others
+// alike, and every unit published after it is queued as usual.
+func (sub *Subscriber) Live() bool {
+	sub.st.mu.Lock()
+	defer sub.st.mu.Unlock()
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return !sub.closed && sub.burst == nil && sub.count == 0 && !sub.waitKey
 }
 
 // Stats returns the subscriber's counters.

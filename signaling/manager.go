@@ -92,6 +92,10 @@ type Config struct {
 	// falls back to "sendmmsg" where the kernel cannot segment),
 	// "sendmmsg" or "sendto" (one system call per packet).
 	SendMode string
+	// PerViewerPumps keeps a goroutine per viewer writing its packets for
+	// the whole session instead of handing live viewers over to the
+	// stream's shared writers (for comparison; webrtc.fanout "per-viewer").
+	PerViewerPumps bool
 	// PublicIPs replace the host candidate addresses (NAT 1:1), e.g. the
 	// elastic IP of a cloud VM. Default none.
 	PublicIPs []string
@@ -213,6 +217,10 @@ type Manager struct {
 	// gso is the media socket's coalescing wrapper (nil when UDPConn was
 	// not a *net.UDPConn).
 	gso *udpgso.Conn
+	// fan holds the shared fan-out of each stream (see fanout.go).
+	fan fanouts
+	// The sender report loop (reports.go): closed to stop it, closed by it.
+	stopReports, reportsDone chan struct{}
 
 	mu       sync.Mutex
 	closed   bool
@@ -264,7 +272,7 @@ func NewManager(cfg Config, paths Router, log *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signaling: media engine: %w", err)
 	}
-	reg, err := newInterceptors(lf)
+	reg, err := newInterceptors()
 	if err != nil {
 		return nil, fmt.Errorf("signaling: interceptors: %w", err)
 	}
@@ -291,7 +299,9 @@ func NewManager(cfg Config, paths Router, log *slog.Logger) (*Manager, error) {
 		cfg: cfg, paths: paths, log: log, mux: mux, gso: gso,
 		api:      webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)),
 		sessions: map[string]*Session{}, byRes: map[string]*Session{}, pendingByClient: map[string]int{},
+		stopReports: make(chan struct{}), reportsDone: make(chan struct{}),
 	}
+	go m.reportLoop()
 	return m, nil
 }
 
@@ -331,8 +341,9 @@ func (m *Manager) Totals() Totals {
 	m.mu.Unlock()
 	t.Refusals = m.Refusals()
 	for _, s := range list {
-		t.PacketsSent += s.packetsOut.Load()
-		t.BytesSent += s.bytesOut.Load()
+		pkts, bytes := s.sentCounts()
+		t.PacketsSent += pkts
+		t.BytesSent += bytes
 		info := s.info()
 		t.Dropped += info.Drops
 		if info.State == "connected" {
@@ -427,6 +438,8 @@ func (m *Manager) Close(reason string) {
 	}
 	m.wg.Wait()
 	if !wasClosed {
+		close(m.stopReports)
+		<-m.reportsDone
 		_ = m.mux.Close()
 	}
 }

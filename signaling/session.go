@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,10 +62,22 @@ type Session struct {
 	isActive  bool
 	finalStat media.SubscriberStats
 
-	sub        atomic.Pointer[media.Subscriber]
-	writeErrs  atomic.Uint64
-	packetsOut atomic.Uint64 // written to the peer (only this session's goroutine adds)
-	bytesOut   atomic.Uint64
+	sub atomic.Pointer[media.Subscriber]
+	// The write side, owned by the session's pump, then (after the
+	// handover, see fanout.go) by its shard's writer.
+	vb, ab      *trackBinding
+	gb          *udpgso.Batch
+	sawKeyframe bool
+	errLog      ilog.Limiter
+	lastSeq     uint64 // Seq of the last unit written
+	handover    uint64 // the shard writes units after this one
+	// The shard the viewer was handed over to (nil before), and its drop
+	// counter's value then; shardDrops is what it dropped there (set when
+	// it leaves).
+	shard                     atomic.Pointer[shard]
+	fan                       *fanout
+	shardDropBase, shardDrops uint64
+	writeErrs                 atomic.Uint64
 	// NACK answers, added when the RTCP reader ends (before rtcpWG.Done).
 	retransmits, nackMisses atomic.Uint64
 	live                    atomic.Bool // setup finished: visible to Manager.Session
@@ -184,6 +197,16 @@ func (s *Session) info() SessionInfo {
 	s.mu.Unlock()
 	if sub := s.sub.Load(); sub != nil {
 		st = sub.Stats()
+	} else if sh := s.shard.Load(); sh != nil {
+		// Handed over: what the shard sent it since, and dropped.
+		sh.mu.Lock()
+		drops := s.shardDrops
+		if !sh.stopped && slices.Contains(sh.viewers, s) {
+			drops = sh.dropped - s.shardDropBase
+		}
+		sh.mu.Unlock()
+		st.Dropped += drops
+		st.Sent, _ = s.sentCounts()
 	}
 	return SessionInfo{ID: s.id, Role: s.role, Path: s.path, Remote: s.remote, State: state,
 		CreatedAt: s.createdAt, Sent: st.Sent, Drops: st.Dropped}
@@ -480,6 +503,11 @@ func (s *Session) run() {
 			s.pub.run()
 		} else {
 			s.pump()
+			if s.shard.Load() != nil {
+				<-s.ctx.Done() // the shard writes until the session ends
+				m.leave(s)
+			}
+			s.gb.Close()
 		}
 	}
 
@@ -504,8 +532,9 @@ func (s *Session) run() {
 	s.isActive = false
 	st := s.finalStat
 	s.mu.Unlock()
-	m.endedPackets.Add(s.packetsOut.Load())
-	m.endedBytes.Add(s.bytesOut.Load())
+	pkts, bytes := s.sentCounts()
+	m.endedPackets.Add(pkts)
+	m.endedBytes.Add(bytes)
 	m.endedDrops.Add(st.Dropped)
 	reason := "ended"
 	if err := s.Err(); err != nil {
@@ -524,44 +553,55 @@ func (s *Session) run() {
 	close(s.done)
 }
 
-// rtpHeaderLen is the fixed RTP header size counted in bytesOut.
+// rtpHeaderLen is the fixed RTP header size counted in sentCounts' bytes.
 const rtpHeaderLen = 12
+
+// sentCounts is what the session's writer sent the peer: RTP packets, and
+// bytes counting a fixed 12-byte header each (retransmissions not counted).
+func (s *Session) sentCounts() (packets, bytes uint64) {
+	for _, t := range []*viewerTrack{s.video, s.audio} {
+		if t != nil {
+			n := t.packets.Load()
+			packets += n
+			bytes += t.octets.Load() + n*rtpHeaderLen
+		}
+	}
+	return packets, bytes
+}
 
 // pumpBatch is how many hub units one Read may return.
 const pumpBatch = 64
 
-// pump copies the packets of the hub's units to the peer's tracks until the
-// session ends.
+// pump copies the packets of the hub's units to the peer's tracks from the
+// session's own subscriber until the viewer is live (the cached GOP sent,
+// paced), then hands the viewer over to its stream's shared fan-out (see
+// fanout.go) and returns; or until the session ends.
 func (s *Session) pump() {
-	var vb, ab *trackBinding
 	if s.video != nil {
-		vb = s.video.bound()
+		s.vb = s.video.bound()
 	}
 	if s.audio != nil {
-		ab = s.audio.bound()
+		s.ab = s.audio.bound()
 	}
 	sub, err := s.st.Subscribe(s.id, media.SubscribeOptions{
 		QueuePackets: s.m.cfg.SubscriberQueue,
-		VideoOnly:    ab == nil,
-		AudioOnly:    vb == nil,
+		VideoOnly:    s.ab == nil,
+		AudioOnly:    s.vb == nil,
 	})
 	if err != nil {
 		s.end(fmt.Errorf("%w: %v", ErrSourceClosed, err))
 		return
 	}
 	s.sub.Store(sub)
+	s.errLog = ilog.Limiter{Interval: 10 * time.Second}
 	buf := make([]*media.Unit, pumpBatch)
-	errLog := ilog.Limiter{Interval: 10 * time.Second}
 	pace := burstPacer{speed: s.m.cfg.CacheBurstSpeed}
 	defer pace.stop()
 	// What one Read returns leaves in as few system calls as the kernel
 	// allows: the writes below are held by the media socket and sent at
-	// Flush, a frame's equal-sized packets in one GSO send.
-	gb := s.openBatch()
-	if gb != nil {
-		defer gb.Close()
-	}
-	sawKeyframe := false
+	// Flush, a frame's equal-sized packets in one GSO send. Closed when the
+	// session ends (run), not at the handover: the shard uses it too.
+	s.gb = s.openBatch()
 	for {
 		n, err := sub.Read(s.ctx, buf)
 		if err != nil {
@@ -570,54 +610,92 @@ func (s *Session) pump() {
 			}
 			return
 		}
-		gb.Begin()
+		s.gb.Begin()
 		for i, u := range buf[:n] {
 			buf[i] = nil
 			// Cached units are paced by their (whole-frame) timestamps;
 			// nothing is held while waiting.
 			if u.FromCache {
-				gb.Flush()
+				s.gb.Flush()
 				if !pace.wait(s.ctx, u.Packets[0].RTP.Timestamp) {
 					return
 				}
-				gb.Begin()
+				s.gb.Begin()
 			}
-			var tr *viewerTrack
-			var b *trackBinding
-			switch {
-			case u.Kind == media.KindVideo && vb != nil:
-				tr, b = s.video, vb
-			case u.Kind == media.KindAudio && ab != nil:
-				tr, b = s.audio, ab
-			default:
-				continue
-			}
-			for _, p := range u.Packets {
-				werr := tr.write(b, p)
-				if werr == nil {
-					s.packetsOut.Add(1)
-					s.bytesOut.Add(uint64(len(p.RTP.Payload) + rtpHeaderLen))
-					if !sawKeyframe && p.Keyframe && p.Kind == media.KindVideo {
-						sawKeyframe = true
-						if obs := s.m.cfg.Observer; obs != nil {
-							obs.FirstKeyframe(s.id, time.Since(s.createdAt))
-						}
-					}
-					continue
-				}
-				if errors.Is(werr, io.ErrClosedPipe) {
-					s.end(ErrPeerClosed)
-					return
-				}
-				// Per-packet failures are counted and logged at most every 10 s.
-				s.writeErrs.Add(1)
-				if ok, held := errLog.Allow(time.Now()); ok {
-					s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", held+1)
-				}
+			if !s.writeUnit(u) {
+				s.gb.Flush()
+				return
 			}
 		}
-		gb.Flush()
+		s.gb.Flush()
+		if !s.m.cfg.PerViewerPumps && (s.sawKeyframe || s.vb == nil) && s.m.join(s, sub) {
+			// The shard writes from now on; this subscriber is done.
+			st := sub.Stats()
+			sub.Close()
+			s.mu.Lock()
+			s.finalStat = st
+			s.mu.Unlock()
+			s.sub.Store(nil)
+			return
+		}
 	}
+}
+
+// writeUnits writes units that follow the viewer's handover (the shard's
+// writer calls it; see fanout.go).
+func (s *Session) writeUnits(units []*media.Unit) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	s.gb.Begin()
+	for _, u := range units {
+		if u.Seq <= s.handover {
+			continue
+		}
+		if !s.writeUnit(u) {
+			break
+		}
+	}
+	s.gb.Flush()
+}
+
+// writeUnit writes one unit's packets to the track of its kind (if the
+// viewer has one). false means the peer is gone (the session is ended).
+// One goroutine at a time: the pump, then the shard.
+func (s *Session) writeUnit(u *media.Unit) bool {
+	s.lastSeq = u.Seq
+	var tr *viewerTrack
+	var b *trackBinding
+	switch {
+	case u.Kind == media.KindVideo && s.vb != nil:
+		tr, b = s.video, s.vb
+	case u.Kind == media.KindAudio && s.ab != nil:
+		tr, b = s.audio, s.ab
+	default:
+		return true
+	}
+	for _, p := range u.Packets {
+		werr := tr.write(b, p)
+		if werr == nil {
+			if !s.sawKeyframe && p.Keyframe && p.Kind == media.KindVideo {
+				s.sawKeyframe = true
+				if obs := s.m.cfg.Observer; obs != nil {
+					obs.FirstKeyframe(s.id, time.Since(s.createdAt))
+				}
+			}
+			continue
+		}
+		if errors.Is(werr, io.ErrClosedPipe) {
+			s.end(ErrPeerClosed)
+			return false
+		}
+		// Per-packet failures are counted and logged at most every 10 s.
+		s.writeErrs.Add(1)
+		if ok, held := s.errLog.Allow(time.Now()); ok {
+			s.m.log.Warn("writing media to peer failed", "id", s.id, "err", werr, "count", held+1)
+		}
+	}
+	return true
 }
 
 // openBatch registers the session's peer with the media socket's GSO

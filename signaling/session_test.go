@@ -473,3 +473,75 @@ func TestReasonOf(t *testing.T) {
 		}
 	}
 }
+
+// Viewers joining at different moments of a GOP catch up on their own and
+// are handed over to the stream's shared writers without losing or
+// repeating a frame: after the first IDR each one's frames are complete and
+// consecutive. The stream counts them as viewers, and the per-viewer setting
+// keeps them on their own goroutines with the same result.
+func TestHandoverToSharedFanout(t *testing.T) {
+	c := getClip(t)
+	for _, perViewer := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shared", true: "per-viewer"}[perViewer], func(t *testing.T) {
+			const n = 8
+			h := newHarness(t, c, Config{MaxPendingPerClient: n, PerViewerPumps: perViewer}, nil)
+			time.Sleep(300 * time.Millisecond)
+			viewers := make([]*testViewer, n)
+			for i := range viewers {
+				v, err := tryViewer(t, h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				viewers[i] = v
+				time.Sleep(170 * time.Millisecond) // joins spread over a GOP
+			}
+			for i, v := range viewers {
+				waitChan(t, fmt.Sprintf("viewer %d connected", i), v.connected, 20*time.Second)
+			}
+			waitFor(t, "all handed over", 20*time.Second, func() bool {
+				h.m.fan.mu.Lock()
+				defer h.m.fan.mu.Unlock()
+				f := h.m.fan.byStream[h.st]
+				if perViewer {
+					return f == nil
+				}
+				return f != nil && f.members == n
+			})
+			for _, v := range viewers {
+				v.waitFrames(t, 75, 30*time.Second) // past the burst, well into live
+			}
+			if st := h.st.Stats(); st.Subscribers != n || len(st.Viewers) != n {
+				t.Errorf("stream counts %d subscribers, lists %d; want %d", st.Subscribers, len(st.Viewers), n)
+			}
+			for i, v := range viewers {
+				frames, _, _ := v.snapshot()
+				if !frames[0].idr {
+					t.Fatalf("viewer %d: first frame not an IDR", i)
+				}
+				for k := 1; k < len(frames); k++ {
+					d := int32(frames[k].ts - frames[k-1].ts)
+					if frames[k].truncated || d < 2990 || d > 3010 {
+						t.Fatalf("viewer %d: frame %d of %d truncated=%v, timestamp step %d (want 3000)",
+							i, k, len(frames), frames[k].truncated, d)
+					}
+				}
+			}
+			for _, v := range viewers[:n/2] {
+				v.close()
+			}
+			waitFor(t, "half left", 20*time.Second, func() bool { return h.st.Stats().Subscribers == n/2 })
+			for _, v := range viewers[n/2:] {
+				before := v.gotFrames.Load()
+				v.waitFrames(t, int(before)+15, 10*time.Second)
+			}
+			for _, v := range viewers[n/2:] {
+				v.close()
+			}
+			waitFor(t, "fan-out gone", 20*time.Second, func() bool {
+				h.m.fan.mu.Lock()
+				defer h.m.fan.mu.Unlock()
+				return len(h.m.fan.byStream) == 0 && h.st.Stats().Subscribers == 0
+			})
+		})
+	}
+}

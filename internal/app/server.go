@@ -238,6 +238,7 @@ func (a *app) startSessions() (err error) {
 		MaxPending:          cfg.WebRTC.MaxPending,
 		MaxPendingPerClient: cfg.WebRTC.MaxPendingPerClient,
 		SendMode:            cfg.WebRTC.SendMode,
+		PerViewerPumps:      cfg.WebRTC.Fanout == "per-viewer",
 		HandshakeTimeout:    time.Duration(cfg.WebRTC.PendingTimeoutSeconds) * time.Second,
 		ICEServers:          a.iceServers,
 		PublicURL:           cfg.HTTP.PublicURL,
