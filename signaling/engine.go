@@ -10,7 +10,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
@@ -100,17 +99,13 @@ func newMediaEngine(viewer bool) (*webrtc.MediaEngine, error) {
 	return m, nil
 }
 
-// newInterceptors builds the sender-side interceptor chain. There is no
-// NACK responder: NACKs are answered from the stream's shared history (see
-// nack.go) instead of a per-viewer copy of every packet sent.
-func newInterceptors(lf logging.LoggerFactory) (*interceptor.Registry, error) {
+// newInterceptors builds the sender-side interceptor chain: only the
+// transport-wide sequence numbers. There is no NACK responder (NACKs are
+// answered from the stream's shared history, see nack.go) and no report
+// interceptor (sender reports come from one loop for every viewer, see
+// reports.go): neither costs anything per packet or per viewer here.
+func newInterceptors() (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
-	// Sender reports carry the RTP/NTP mapping browsers need for lip-sync.
-	sr, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(lf))
-	if err != nil {
-		return nil, err
-	}
-	reg.Add(sr)
 	twccExt, err := twcc.NewHeaderExtensionInterceptor()
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -31,15 +32,21 @@ type viewerTrack struct {
 	// only; nil when the track is not retransmitted).
 	hist *seqMap
 
-	// Owned by the session's pump goroutine.
+	// Owned by the session's writer (its pump, then its shard).
 	seq uint16
 	hdr rtp.Header
+
+	// What was sent, for the RTCP sender reports (reports.go): packets and
+	// payload octets written by the writer, and retransmitted.
+	packets, octets       atomic.Uint64
+	rtxPackets, rtxOctets atomic.Uint64
 }
 
 type trackBinding struct {
 	id    string
 	ssrc  uint32
 	pt    uint8
+	clock uint32 // the codec's RTP clock rate
 	write webrtc.TrackLocalWriter
 }
 
@@ -86,7 +93,8 @@ func (t *viewerTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamet
 		return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
 	}
 	t.mu.Lock()
-	t.binding = &trackBinding{id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(best.PayloadType), write: ctx.WriteStream()}
+	t.binding = &trackBinding{id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(best.PayloadType),
+		clock: best.ClockRate, write: ctx.WriteStream()}
 	t.mu.Unlock()
 	return best, nil
 }
@@ -118,6 +126,10 @@ func (t *viewerTrack) write(b *trackBinding, p *media.Packet) error {
 	h := &t.hdr
 	fillHeader(h, b, p, seq)
 	_, err := b.write.WriteRTP(h, p.RTP.Payload)
+	if err == nil {
+		t.packets.Add(1)
+		t.octets.Add(uint64(len(p.RTP.Payload)))
+	}
 	return err
 }
 
@@ -175,6 +187,8 @@ func (r *retransmitter) handleRTCP(b []byte) {
 		// A failed write is the peer going away; the pump notices that.
 		if _, err := bnd.write.WriteRTP(&r.hdr, p.RTP.Payload); err == nil {
 			r.sent++
+			r.t.rtxPackets.Add(1)
+			r.t.rtxOctets.Add(uint64(len(p.RTP.Payload)))
 		}
 	})
 }

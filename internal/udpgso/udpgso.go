@@ -307,7 +307,8 @@ func getPending() *pending {
 	case p := <-free:
 		return p
 	default:
-		return &pending{buf: make([]byte, 0, maxHeld), lens: make([]uint16, 0, maxMsgs)}
+		// A P-frame fits; a keyframe grows it (up to maxHeld).
+		return &pending{buf: make([]byte, 0, 16<<10), lens: make([]uint16, 0, maxMsgs)}
 	}
 }
 
