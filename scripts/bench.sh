@@ -46,6 +46,11 @@
 #   FLOOR=1        measure the floor rows; FLOOR=0 skips them
 #   FLOOR_DURATION=10s  the floor's measured window (after 1 s of warm-up)
 #   MEDIAMTX=""    path to a mediamtx binary: run the side by side (above)
+#   VARIANTS=""    icey-server variants measured one after the other at each
+#                  point, as LABEL:SENDMODE:FANOUT (webrtc.sendMode,
+#                  webrtc.fanout), e.g. "sendto:sendto:per-viewer
+#                  gso:gso:per-viewer shared:gso:shared"; rows are labelled
+#                  gop<N>s-LABEL. Empty: the server's defaults, one row.
 #   CAM_PORT=8654       the camera's RTSP port
 #   CAM_HTTP_PORT=4690  the camera's HTTP (and WebRTC) port
 #   MTX_PORT=8889       mediamtx's WHEP (HTTP) port
@@ -154,12 +159,14 @@ wait_url() {
   return 1
 }
 
+# start_server SRC LOG [SENDMODE FANOUT]
 start_server() {
-  local src=$1 log=$2
+  local src=$1 log=$2 extra=""
+  if [ -n "${3:-}" ]; then extra=$(printf ', "sendMode": "%s", "fanout": "%s"' "$3" "$4"); fi
   RUNDIR=$(mktemp -d "$OUT/run.XXXXXX") # the server's cwd: its config.json, anything it writes
   # every generated viewer comes from one address: lift the per-client
   # pending bound (a real audience comes from many addresses)
-  printf '{"webrtc": {"maxSessions": %d, "maxPendingPerClient": %d}}\n' "$MAX_SESSIONS" "$MAX_SESSIONS" >"$RUNDIR/config.json"
+  printf '{"webrtc": {"maxSessions": %d, "maxPendingPerClient": %d%s}}\n' "$MAX_SESSIONS" "$MAX_SESSIONS" "$extra" >"$RUNDIR/config.json"
   # shellcheck disable=SC2086
   (cd "$RUNDIR" && exec "$SERVER" --host 127.0.0.1 --port "$PORT" --no-turn \
     --source "$src" --log-level warn $SERVER_ARGS) >"$log" 2>&1 &
@@ -252,7 +259,7 @@ run_bench() {
 {
   echo "# icey-server fan-out benchmark $STAMP"
   echo "# $(uname -srm), $(nproc) cores, $(go version | cut -d' ' -f3)"
-  echo "# viewers: $VIEWERS; GOPs: $GOPS s; window $DURATION; ramp $RAMP/s; server $SERVER $SERVER_ARGS; bench $BENCH_ARGS"
+  echo "# viewers: $VIEWERS; GOPs: $GOPS s; window $DURATION; ramp $RAMP/s; server $SERVER $SERVER_ARGS; bench $BENCH_ARGS${VARIANTS:+; variants $VARIANTS}"
   echo "# server binary: $(stat -c '%y, %s bytes' "$SERVER")"
   if [ -n "$MEDIAMTX" ]; then
     echo "# side by side with $MEDIAMTX $("$MEDIAMTX" --version 2>/dev/null | head -1), both fed by rtsp://127.0.0.1:$CAM_PORT/cam"
@@ -274,11 +281,15 @@ for gop in $GOPS; do
     start_camera "$src" "$OUT/camera-$STAMP-gop${gop}s.log"
     cam=rtsp://127.0.0.1:$CAM_PORT/cam
     for n in $VIEWERS; do
-      start_server "$cam" "$OUT/server-$STAMP-icey-gop${gop}s-$n.log"
-      profile_start "$n" "icey-gop${gop}s"
-      run_bench "http://127.0.0.1:$PORT/whep" "$n" "icey-gop${gop}s"
-      profile_wait
-      stop_server
+      for v in ${VARIANTS:-default}; do
+        IFS=: read -r vl vs vf <<<"$v"
+        label=icey-gop${gop}s${VARIANTS:+-$vl}
+        start_server "$cam" "$OUT/server-$STAMP-$label-$n.log" $vs $vf
+        profile_start "$n" "$label"
+        run_bench "http://127.0.0.1:$PORT/whep" "$n" "$label"
+        profile_wait
+        stop_server
+      done
       start_mediamtx "$OUT/server-$STAMP-mediamtx-gop${gop}s-$n.log"
       run_bench "http://127.0.0.1:$MTX_PORT/cam/whep" "$n" "mediamtx-gop${gop}s"
       stop_server
@@ -287,11 +298,15 @@ for gop in $GOPS; do
     continue
   fi
   for n in $VIEWERS; do
-    start_server "$src" "$OUT/server-$STAMP-gop${gop}s-$n.log"
-    profile_start "$n" "gop${gop}s"
-    run_bench "http://127.0.0.1:$PORT/whep" "$n" "gop${gop}s"
-    profile_wait
-    stop_server
+    for v in ${VARIANTS:-default}; do
+      IFS=: read -r vl vs vf <<<"$v"
+      label=gop${gop}s${VARIANTS:+-$vl}
+      start_server "$src" "$OUT/server-$STAMP-$label-$n.log" $vs $vf
+      profile_start "$n" "$label"
+      run_bench "http://127.0.0.1:$PORT/whep" "$n" "$label"
+      profile_wait
+      stop_server
+    done
   done
 done
 
