@@ -468,7 +468,6 @@ func (s *Session) readRTCP(snd *webrtc.RTPSender, tr *viewerTrack) {
 // until the session ends, then cleans up.
 func (s *Session) run() {
 	m := s.m
-	defer m.wg.Done()
 	timer := time.NewTimer(m.cfg.HandshakeTimeout)
 	ready := false
 	for !ready {
@@ -504,15 +503,24 @@ func (s *Session) run() {
 		} else {
 			s.pump()
 			if s.shard.Load() != nil {
-				<-s.ctx.Done() // the shard writes until the session ends
-				m.leave(s)
+				// Handed over: the shard writes until the session ends,
+				// and this goroutine is not needed till then.
+				context.AfterFunc(s.ctx, s.finish)
+				return
 			}
-			s.gb.Close()
 		}
 	}
+	s.finish()
+}
 
-	// Cleanup, in order: stop reading the hub, close the peer (which stops
-	// the RTCP readers), then forget the session.
+// finish cleans up after the session ended, in order: stop writing (leave
+// the shard) and reading the hub, close the peer (which stops the RTCP
+// readers), then forget the session.
+func (s *Session) finish() {
+	m := s.m
+	defer m.wg.Done()
+	m.leave(s)
+	s.gb.Close()
 	if sub := s.sub.Load(); sub != nil {
 		st := sub.Stats()
 		sub.Close()
@@ -532,6 +540,7 @@ func (s *Session) run() {
 	s.isActive = false
 	st := s.finalStat
 	s.mu.Unlock()
+	st.Dropped += s.shardDrops // set by leave, above
 	pkts, bytes := s.sentCounts()
 	m.endedPackets.Add(pkts)
 	m.endedBytes.Add(bytes)
@@ -542,7 +551,7 @@ func (s *Session) run() {
 	}
 	m.log.Info("session ended", "id", s.id, "role", s.role, "remote", s.remote, "reason", reason,
 		"duration", time.Since(s.createdAt).Round(time.Millisecond),
-		"sent", st.Sent, "dropped", st.Dropped, "writeErrors", s.writeErrs.Load(),
+		"sent", pkts, "dropped", st.Dropped, "writeErrors", s.writeErrs.Load(),
 		"retransmitted", s.retransmits.Load(), "nackMissed", s.nackMisses.Load())
 	if m.cfg.Observer != nil {
 		info := s.info()
