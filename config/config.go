@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -25,11 +26,20 @@ const (
 	DefaultRealm                = "icey"
 	DefaultCredentialTTLSeconds = 3600
 	MaxCredentialTTLSeconds     = 86400
-	DefaultMaxSessions          = 200
-	DefaultRecordDir            = "./recordings"
-	DefaultSourceGraceSeconds   = 10
-	DefaultConfigFile           = "config.json"
+	// SessionsPerCPU sizes the default webrtc.maxSessions: per CPU the
+	// process may use (GOMAXPROCS, which follows a container's CPU limit).
+	// Measured (docs/performance.md): a core fans a 2 Mb/s path out to
+	// ~750 viewers; 300 leaves room for twice the bitrate, joins, GOP
+	// bursts, renditions and recording.
+	SessionsPerCPU            = 300
+	DefaultRecordDir          = "./recordings"
+	DefaultSourceGraceSeconds = 10
+	DefaultConfigFile         = "config.json"
 )
+
+// DefaultMaxSessions is webrtc.maxSessions when not configured:
+// SessionsPerCPU for each CPU the process may use.
+func DefaultMaxSessions() int { return SessionsPerCPU * max(1, runtime.GOMAXPROCS(0)) }
 
 // ErrInvalid marks configuration errors (exit code 3); ErrUsage marks bad
 // flags or flag values (exit code 2).
@@ -111,7 +121,7 @@ type RTSP struct {
 type WebRTC struct {
 	Port        int      `json:"port"`        // UDP; default: the HTTP port number
 	PublicIPs   []string `json:"publicIps"`   // NAT 1:1 addresses; default turn.externalIp
-	MaxSessions int      `json:"maxSessions"` // default 200
+	MaxSessions int      `json:"maxSessions"` // default DefaultMaxSessions(): 300 per CPU
 	// MaxPending bounds sessions that have not connected yet (ICE and DTLS
 	// in progress), in total and per client address (IPv6: per /64); a
 	// pending session that does not connect within PendingTimeoutSeconds is
@@ -333,7 +343,7 @@ type HealthCheck struct {
 func Default() Config {
 	return Config{
 		HTTP:   HTTP{Host: DefaultHost, Port: DefaultPort, DrainSeconds: 1},
-		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions, MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10, SendMode: "gso", Fanout: "shared"},
+		WebRTC: WebRTC{MaxSessions: DefaultMaxSessions(), MaxPending: 64, MaxPendingPerClient: 8, PendingTimeoutSeconds: 10, SendMode: "gso", Fanout: "shared"},
 		TURN: TURN{Enabled: true, Port: DefaultTURNPort, Realm: DefaultRealm,
 			CredentialTTLSeconds: DefaultCredentialTTLSeconds},
 		Media: Media{Mode: "stream", RecordDir: DefaultRecordDir, Loop: true,
