@@ -114,6 +114,8 @@ type Conn struct {
 	batches atomic.Pointer[map[netip.AddrPort]*Batch]
 
 	datagrams, syscalls, segmented, errs atomic.Uint64
+
+	sendmmsg func(fd uintptr, msgs []mmsghdr) (int, unix.Errno)
 }
 
 // New wraps udp. mode is ModeGSO (the default for ""; falls back to
@@ -124,7 +126,7 @@ func New(udp *net.UDPConn, mode string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{udp: udp, raw: raw}
+	c := &Conn{udp: udp, raw: raw, sendmmsg: sendmmsg}
 	empty := map[netip.AddrPort]*Batch{}
 	c.batches.Store(&empty)
 	var domain int
@@ -550,7 +552,7 @@ func segments(m *mmsghdr) int {
 // sendRaw is the RawConn.Write callback of a sendmmsg (a method value made
 // once per Batch, so a send allocates nothing).
 func (b *Batch) sendRaw(fd uintptr) bool {
-	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), 0, 0, 0)
+	n, e := b.c.sendmmsg(fd, b.msgs)
 	if e == unix.EAGAIN {
 		return false // wait until the socket is writable
 	}
@@ -560,6 +562,13 @@ func (b *Batch) sendRaw(fd uintptr) bool {
 	}
 	b.sent = int(n)
 	return true
+}
+
+// sendmmsg is the system call (a variable of the Conn only so that tests
+// can make the kernel refuse GSO).
+func sendmmsg(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
+	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+	return int(n), e
 }
 
 // setAddr stores dst in the Batch as the socket's family expects it

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pair is a wrapped sender socket and a plain receiver on loopback.
@@ -328,5 +331,42 @@ func BenchmarkFlush(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*8), "ns/datagram")
 		})
+	}
+}
+
+// A route that cannot segment (the kernel answers a GSO message with EIO,
+// as for a device without checksum offload) switches the Conn to one
+// message per datagram for good, says why, and loses nothing: the refused
+// batch is sent again that way.
+func TestGSORefusedFallsBack(t *testing.T) {
+	c, r, dst := pair(t, "udp4", ModeGSO)
+	refused := 0
+	c.sendmmsg = func(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
+		if msgs[0].hdr.Controllen != 0 {
+			refused++
+			return 0, unix.EIO
+		}
+		return sendmmsg(fd, msgs)
+	}
+	b := c.Open(dst)
+	defer b.Close()
+	for round := 0; round < 2; round++ {
+		b.Begin()
+		for i := 0; i < 6; i++ {
+			if _, err := c.WriteToAddrPort(datagram(round*6+i, 1200), dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.Flush()
+		for i, g := range receive(t, r, 6) {
+			if !bytes.Equal(g, datagram(round*6+i, 1200)) {
+				t.Fatalf("round %d datagram %d wrong", round, i)
+			}
+		}
+	}
+	st := c.Stats()
+	if refused != 1 || st.Mode != ModeSendmmsg || !strings.Contains(st.Reason, "GSO send failed") ||
+		st.Datagrams != 12 || st.Segmented != 0 || st.Errors != 0 {
+		t.Fatalf("refused %d times; stats %+v", refused, st)
 	}
 }
