@@ -80,6 +80,7 @@ func (m *Manager) join(s *Session, sub *media.Subscriber) bool {
 	s.shard.Store(sh)
 	s.fan = f
 	s.shardDropBase = sh.dropped
+	s.inShard = true
 	vs := make([]*Session, len(sh.viewers), len(sh.viewers)+1)
 	copy(vs, sh.viewers)
 	sh.viewers = append(vs, s)
@@ -103,7 +104,10 @@ func (m *Manager) leave(s *Session) {
 		}
 	}
 	sh.viewers = vs
-	s.shardDrops = sh.dropped - s.shardDropBase
+	if s.inShard {
+		s.shardDrops = sh.dropped - s.shardDropBase
+		s.inShard = false
+	}
 	sh.mu.Unlock()
 	m.fan.release(f)
 }

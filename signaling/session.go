@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +75,7 @@ type Session struct {
 	// it leaves).
 	shard                     atomic.Pointer[shard]
 	fan                       *fanout
+	inShard                   bool // in shard.viewers (under the shard's lock)
 	shardDropBase, shardDrops uint64
 	writeErrs                 atomic.Uint64
 	// NACK answers, added when the RTCP reader ends (before rtcpWG.Done).
@@ -201,7 +201,7 @@ func (s *Session) info() SessionInfo {
 		// Handed over: what the shard sent it since, and dropped.
 		sh.mu.Lock()
 		drops := s.shardDrops
-		if !sh.stopped && slices.Contains(sh.viewers, s) {
+		if s.inShard {
 			drops = sh.dropped - s.shardDropBase
 		}
 		sh.mu.Unlock()

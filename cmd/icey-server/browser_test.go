@@ -273,6 +273,11 @@ func TestChromiumPlaysThroughEmbeddedTURN(t *testing.T) {
 				t.Fatalf("/api/status turn.allocations %v while relaying (%v)", ts["allocations"], ts)
 			}
 			t.Logf("via %s: turn status %v", url, ts)
+			// A relayed viewer stays on one sendto per packet: no GSO batch
+			// for the TURN server's relayed address.
+			if send, _ := st["webrtc"].(map[string]any)["send"].(map[string]any); send["batches"] != 0.0 {
+				t.Fatalf("/api/status webrtc.send %v: a relayed viewer got a GSO batch", send)
+			}
 			if err := b.WHEPClose(); err != nil {
 				t.Fatal(err)
 			}
