@@ -264,6 +264,22 @@ func newOfferPC(t *testing.T, kinds ...webrtc.RTPCodecType) (*webrtc.PeerConnect
 	return pc, offer
 }
 
+// postWHEP sends pc's recvonly offer to POST /whep and applies the answer.
+func (h *harness) postWHEP(t *testing.T, pc *webrtc.PeerConnection) {
+	t.Helper()
+	offer, err := testpeer.RecvOffer(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", offer)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /whep: %d %s", resp.StatusCode, body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startViewer connects a viewer through POST /whep and starts reading media.
 func startViewer(t *testing.T, h *harness) *testViewer {
 	t.Helper()

@@ -2,8 +2,6 @@ package signaling
 
 import (
 	"encoding/binary"
-	"github.com/icey/icey-server/internal/testpeer"
-	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -441,17 +439,7 @@ func TestNACKedPacketsAreRetransmitted(t *testing.T) {
 			}
 		}()
 	})
-	offer, err := testpeer.RecvOffer(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", offer)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /whep: %d %s", resp.StatusCode, body)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: body}); err != nil {
-		t.Fatal(err)
-	}
+	h.postWHEP(t, pc)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		lost, rec, _ := d.counts()

@@ -1,15 +1,12 @@
 package signaling
 
 import (
-	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
-
-	"github.com/icey/icey-server/internal/testpeer"
 )
 
 // srSeen is a sender report as a viewer received it, with what the viewer
@@ -71,17 +68,7 @@ func TestSenderReports(t *testing.T) {
 			tmu.Unlock()
 		}
 	})
-	offer, err := testpeer.RecvOffer(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, body := h.do(http.MethodPost, "/whep", "application/sdp", offer)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /whep: %d %s", resp.StatusCode, body)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: body}); err != nil {
-		t.Fatal(err)
-	}
+	h.postWHEP(t, pc)
 	waitFor(t, "three sender reports per track", 20*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()

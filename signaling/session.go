@@ -521,14 +521,7 @@ func (s *Session) finish() {
 	defer m.wg.Done()
 	m.leave(s)
 	s.gb.Close()
-	if sub := s.sub.Load(); sub != nil {
-		st := sub.Stats()
-		sub.Close()
-		s.mu.Lock()
-		s.finalStat = st
-		s.mu.Unlock()
-		s.sub.Store(nil)
-	}
+	s.closeSub()
 	_ = s.pc.GracefulClose()
 	if s.pub != nil {
 		s.pub.stop() // nothing of it writes into the stream after this
@@ -638,16 +631,25 @@ func (s *Session) pump() {
 		}
 		s.gb.Flush()
 		if !s.m.cfg.PerViewerPumps && (s.sawKeyframe || s.vb == nil) && s.m.join(s, sub) {
-			// The shard writes from now on; this subscriber is done.
-			st := sub.Stats()
-			sub.Close()
-			s.mu.Lock()
-			s.finalStat = st
-			s.mu.Unlock()
-			s.sub.Store(nil)
+			s.closeSub() // the shard writes from now on
 			return
 		}
 	}
+}
+
+// closeSub detaches the session's own subscriber, if any, keeping its
+// final counters for info.
+func (s *Session) closeSub() {
+	sub := s.sub.Load()
+	if sub == nil {
+		return
+	}
+	st := sub.Stats()
+	sub.Close()
+	s.mu.Lock()
+	s.finalStat = st
+	s.mu.Unlock()
+	s.sub.Store(nil)
 }
 
 // writeUnits writes units that follow the viewer's handover (the shard's

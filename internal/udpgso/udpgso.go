@@ -293,11 +293,12 @@ type mmsghdr struct {
 // Pooled: only the batches being written at this moment hold one, not every
 // viewer.
 type pending struct {
-	buf  []byte
-	lens []uint16
-	msgs [maxMsgs]mmsghdr
-	iovs [maxMsgs]unix.Iovec
-	cmsg [maxMsgs][3]uint64 // CmsgSpace(2) bytes each (one cmsghdr and a uint16), 8-byte aligned
+	buf   []byte
+	lens  []uint16
+	msgs  [maxMsgs]mmsghdr
+	iovs  [maxMsgs]unix.Iovec
+	count [maxMsgs]uint8     // datagrams in each message
+	cmsg  [maxMsgs][3]uint64 // CmsgSpace(2) bytes each (one cmsghdr and a uint16), 8-byte aligned
 }
 
 // free keeps up to spares idle pendings (a bounded free list rather than a
@@ -419,27 +420,12 @@ func (b *Batch) flushLocked() {
 	gso := b.c.mode.Load() == modeGSO
 	off, first := 0, 0
 	for first < len(p.lens) {
-		nmsg, segmented := 0, 0
-		start := off
-		for i := first; i < len(p.lens) && nmsg < maxMsgs; {
-			seg := int(p.lens[i])
-			j, size := i+1, seg
-			if gso {
-				for j < len(p.lens) && j-i < maxSegments && size+int(p.lens[j]) <= maxPayload {
-					l := int(p.lens[j])
-					if l > seg {
-						break
-					}
-					size += l
-					j++
-					if l < seg {
-						break // a shorter datagram ends a GSO run
-					}
-				}
-			}
+		nmsg := 0
+		for i, o := first, off; i < len(p.lens) && nmsg < maxMsgs; nmsg++ {
+			j, size := runEnd(p.lens, i, gso)
 			m := &p.msgs[nmsg]
 			iov := &p.iovs[nmsg]
-			iov.Base = &p.buf[off]
+			iov.Base = &p.buf[o]
 			iov.SetLen(size)
 			m.hdr = unix.Msghdr{Name: b.sa, Namelen: b.salen, Iov: iov}
 			m.hdr.SetIovlen(1)
@@ -449,25 +435,21 @@ func (b *Batch) flushLocked() {
 				h.Level = unix.IPPROTO_UDP
 				h.Type = unix.UDP_SEGMENT
 				h.SetLen(unix.CmsgLen(2))
-				*(*uint16)(unsafe.Pointer(&cm[unix.CmsgLen(0)])) = uint16(seg) // native byte order
+				*(*uint16)(unsafe.Pointer(&cm[unix.CmsgLen(0)])) = p.lens[i] // native byte order
 				m.hdr.Control = &cm[0]
 				m.hdr.SetControllen(len(cm))
-				segmented += j - i
 			}
 			m.n = 0
-			nmsg++
-			off += size
+			p.count[nmsg] = uint8(j - i)
+			o += size
 			i = j
 		}
 		consumed, fallback := b.sendMsgs(p.msgs[:nmsg])
 		for k := 0; k < consumed; k++ {
-			if p.msgs[k].hdr.Controllen != 0 {
-				b.c.segmented.Add(uint64(segments(&p.msgs[k])))
+			if p.count[k] > 1 {
+				b.c.segmented.Add(uint64(p.count[k]))
 			}
-		}
-		first += countDatagrams(p.lens[first:], consumed, gso)
-		off = start
-		for k := 0; k < consumed; k++ {
+			first += int(p.count[k])
 			off += int(p.iovs[k].Len)
 		}
 		if fallback {
@@ -476,30 +458,25 @@ func (b *Batch) flushLocked() {
 	}
 }
 
-// countDatagrams is how many datagrams of lens the first nmsg messages
-// carried (the same runs flushLocked built).
-func countDatagrams(lens []uint16, nmsg int, gso bool) int {
-	if !gso {
-		return min(nmsg, len(lens))
-	}
-	i := 0
-	for k := 0; k < nmsg && i < len(lens); k++ {
-		seg := int(lens[i])
-		j, size := i+1, seg
-		for j < len(lens) && j-i < maxSegments && size+int(lens[j]) <= maxPayload {
-			l := int(lens[j])
-			if l > seg {
-				break
-			}
-			size += l
-			j++
-			if l < seg {
-				break
-			}
+// runEnd returns the end j (exclusive) and the byte size of the message
+// that starts at datagram i of lens: in GSO mode the run of datagrams of
+// lens[i]'s size (a shorter one ends it, as its last), bounded by the
+// kernel's segment count and payload size; otherwise datagram i alone.
+func runEnd(lens []uint16, i int, gso bool) (j, size int) {
+	seg := int(lens[i])
+	j, size = i+1, seg
+	for gso && j < len(lens) && j-i < maxSegments && size+int(lens[j]) <= maxPayload {
+		l := int(lens[j])
+		if l > seg {
+			break
 		}
-		i = j
+		size += l
+		j++
+		if l < seg {
+			break // a shorter datagram ends a GSO run
+		}
 	}
-	return i
+	return j, size
 }
 
 // sendMsgs sends msgs with sendmmsg, going on after a partial send. It
