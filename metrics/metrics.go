@@ -105,6 +105,17 @@ type SessionTotals struct {
 	// exported only when Refusals is non-nil (the source reports them).
 	Pending  int64
 	Refusals map[string]uint64
+	// Max is the session bound (webrtc.maxSessions; 0: not reported).
+	Max int64
+	// Send is how the media socket sends, with its counters (nil: not
+	// reported).
+	Send *SendSnapshot
+}
+
+// SendSnapshot describes the media socket's sends (internal/udpgso).
+type SendSnapshot struct {
+	Mode                                   string // gso | sendmmsg | sendto
+	Datagrams, Syscalls, Segmented, Errors uint64
 }
 
 // Sources are read at scrape time; nil members are skipped.
@@ -251,6 +262,12 @@ var (
 	dActive       = desc("sessions_active", "WebRTC sessions connected now, by role.", []string{"role"})
 	dTotal        = desc("sessions_total", "WebRTC sessions created since start.", nil)
 	dPending      = desc("sessions_pending", "WebRTC sessions created but not connected (ICE+DTLS) yet.", nil)
+	dMax          = desc("sessions_max", "The bound on concurrent WebRTC sessions, connected plus pending (webrtc.maxSessions): at it new viewers get 503.", nil)
+	dSendMode     = desc("media_send_mode", "1 for how the media socket sends: gso (a viewer's packets of one frame in one system call, UDP GSO), sendmmsg, sendto.", []string{"mode"})
+	dSendDgrams   = desc("media_send_datagrams_total", "Datagrams the kernel accepted from the media socket.", nil)
+	dSendCalls    = desc("media_send_syscalls_total", "System calls that sent them (datagrams per call is the coalescing achieved).", nil)
+	dSendSeg      = desc("media_send_segmented_total", "Datagrams sent as UDP GSO segments.", nil)
+	dSendErrs     = desc("media_send_errors_total", "Datagrams the kernel refused (lost).", nil)
 	dRefusals     = desc("session_refusals_total", "WebRTC sessions refused by admission control, by reason (capacity, pending, client_pending).", []string{"reason"})
 	dPktSent      = desc("packets_sent_total", "RTP packets handed to viewers.", nil)
 	dBytesSent    = desc("bytes_sent_total", "RTP bytes handed to viewers.", nil)
@@ -289,7 +306,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 }
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dRefusals, dPktSent, dBytesSent, dDropped,
+	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dMax, dSendMode, dSendDgrams, dSendCalls, dSendSeg, dSendErrs, dRefusals, dPktSent, dBytesSent, dDropped,
 		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dIntelEvents, dIntelDropped, dIntelRestart, dIntelCPU, dIntelLatency, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
 		ch <- d
 	}
@@ -321,6 +338,18 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 			gauge(dActive, float64(n), r)
 		}
 		counter(dTotal, float64(t.Total))
+		if t.Max > 0 {
+			gauge(dMax, float64(t.Max))
+		}
+		if sd := t.Send; sd != nil {
+			for _, m := range []string{"gso", "sendmmsg", "sendto"} {
+				gauge(dSendMode, b2f(sd.Mode == m), m)
+			}
+			counter(dSendDgrams, float64(sd.Datagrams))
+			counter(dSendCalls, float64(sd.Syscalls))
+			counter(dSendSeg, float64(sd.Segmented))
+			counter(dSendErrs, float64(sd.Errors))
+		}
 		if t.Refusals != nil {
 			gauge(dPending, float64(t.Pending))
 			for reason, n := range t.Refusals {

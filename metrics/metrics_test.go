@@ -110,8 +110,17 @@ func TestScrapeExportsPendingAndRefusals(t *testing.T) {
 			t.Errorf("scrape lacks %q", want)
 		}
 	}
-	if body := bodyFor(SessionTotals{}); strings.Contains(body, "icey_sessions_pending") || strings.Contains(body, "icey_session_refusals_total") {
-		t.Error("admission series exported without a source reporting them")
+	if body := bodyFor(SessionTotals{}); strings.Contains(body, "icey_sessions_pending") || strings.Contains(body, "icey_session_refusals_total") ||
+		strings.Contains(body, "icey_sessions_max") || strings.Contains(body, "icey_media_send_") {
+		t.Error("admission or send series exported without a source reporting them")
+	}
+	body = bodyFor(SessionTotals{Max: 600, Send: &SendSnapshot{Mode: "sendmmsg", Datagrams: 90, Syscalls: 12, Segmented: 0, Errors: 1}})
+	for _, want := range []string{"icey_sessions_max 600", `icey_media_send_mode{mode="sendmmsg"} 1`, `icey_media_send_mode{mode="gso"} 0`,
+		"icey_media_send_datagrams_total 90", "icey_media_send_syscalls_total 12", "icey_media_send_segmented_total 0",
+		"icey_media_send_errors_total 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
 	}
 }
 

@@ -94,6 +94,11 @@ func TestViewerSessionMovesMetricsAndStatus(t *testing.T) {
 		t.Fatalf("status webrtc.send %v", send)
 	}
 	_, mid := scrape(t, p.base+"/metrics")
+	if metricValue(t, mid, "icey_sessions_max") != wantMax || metricValue(t, mid, `icey_media_send_mode{mode="gso"}`) != 1 ||
+		metricValue(t, mid, "icey_media_send_segmented_total") < 50 ||
+		metricValue(t, mid, "icey_media_send_syscalls_total") >= metricValue(t, mid, "icey_media_send_datagrams_total") {
+		t.Fatalf("capacity and send metrics:\n%s", grepIcey(mid))
+	}
 	if metricValue(t, mid, `icey_sessions_active{role="viewer"}`) != 1 || metricValue(t, mid, "icey_packets_sent_total") < 100 ||
 		metricValue(t, mid, "icey_first_keyframe_seconds_count") != 1 || metricValue(t, mid, "icey_bytes_sent_total") < 10000 {
 		t.Fatalf("metrics during the session:\n%s", grepIcey(mid))

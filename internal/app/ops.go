@@ -173,9 +173,15 @@ func (a *app) metricsSources() metrics.Sources {
 		Sessions: func() metrics.SessionTotals {
 			t := a.sig.Totals()
 			_, total := a.sig.Counts()
-			return metrics.SessionTotals{ActiveByRole: t.ActiveByRole, Total: total,
+			out := metrics.SessionTotals{ActiveByRole: t.ActiveByRole, Total: total,
 				PacketsSent: t.PacketsSent, BytesSent: t.BytesSent, Dropped: t.Dropped,
 				Pending: t.Pending, Refusals: t.Refusals, ActiveByPath: t.ActiveByPath}
+			out.Max, _ = a.sig.Capacity()
+			if st, ok := a.sig.SendStats(); ok {
+				out.Send = &metrics.SendSnapshot{Mode: st.Mode, Datagrams: st.Datagrams, Syscalls: st.Syscalls,
+					Segmented: st.Segmented, Errors: st.Errors}
+			}
+			return out
 		},
 		Paths: func() []metrics.PathSnapshot {
 			var out []metrics.PathSnapshot
