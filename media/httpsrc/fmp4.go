@@ -301,7 +301,6 @@ func playFMP4(ctx context.Context, r io.Reader, st media.Writer, o fmp4Options) 
 
 	var video, audio *fmp4Track
 	var found []string
-	var warnings []string
 	for _, t := range init.Tracks {
 		name := strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs.")
 		found = append(found, name)
@@ -335,6 +334,7 @@ func playFMP4(ctx context.Context, r io.Reader, st media.Writer, o fmp4Options) 
 		return fmt.Errorf("%w: no H.264 or H.265 video in the fragmented MP4 (found: %s)", media.ErrUnsupportedCodec, strings.Join(found, ", "))
 	}
 	var aacConf *fmp4.CodecMPEG4Audio
+	var dropped []string
 	for _, t := range init.Tracks {
 		if t.ID == video.id || t.Codec.IsVideo() {
 			continue
@@ -345,18 +345,9 @@ func playFMP4(ctx context.Context, r io.Reader, st media.Writer, o fmp4Options) 
 			}
 			continue
 		}
-		name := strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs.")
-		warnings = append(warnings, "audio "+name+" dropped: only Opus is passed through (AAC is transcoded when ffmpeg is installed)")
+		dropped = append(dropped, strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs."))
 	}
-	if aacConf != nil {
-		warnings = append(warnings, "audio AAC is transcoded to Opus with ffmpeg")
-	}
-	if o.OnTracks != nil {
-		o.OnTracks(warnings)
-	}
-	for _, w := range warnings {
-		o.Log.Warn(w)
-	}
+	media.ReportWarnings(o.Log, o.OnTracks, media.DemuxAudioWarnings(dropped, aacConf != nil))
 
 	tracks := media.Tracks{Video: &media.VideoParams{Codec: media.CodecH264}}
 	for _, t := range init.Tracks {

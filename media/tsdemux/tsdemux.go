@@ -101,23 +101,14 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	if video == nil {
 		return fmt.Errorf("%w: no H.264 or H.265 video (found: %s)", media.ErrUnsupportedCodec, strings.Join(found, ", "))
 	}
-	var warnings []string
+	var dropped []string
 	for _, t := range tr.Tracks() {
 		if t == video || t == audio || t.Codec.IsVideo() {
 			continue
 		}
-		name := strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs.")
-		warnings = append(warnings, "audio "+name+" dropped: only Opus is passed through (AAC is transcoded when ffmpeg is installed)")
+		dropped = append(dropped, strings.TrimPrefix(fmt.Sprintf("%T", t.Codec), "*codecs."))
 	}
-	if aac != nil {
-		warnings = append(warnings, "audio AAC is transcoded to Opus with ffmpeg")
-	}
-	if o.OnTracks != nil {
-		o.OnTracks(warnings)
-	}
-	for _, w := range warnings {
-		o.Log.Warn(w)
-	}
+	media.ReportWarnings(o.Log, o.OnTracks, media.DemuxAudioWarnings(dropped, aac != nil))
 
 	tracks := media.Tracks{Video: &media.VideoParams{Codec: media.CodecH264}}
 	if isH265 {
