@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/icey/icey-server/internal/auth"
 )
 
 // Artifact URL prefixes (what intel's SnapshotsURLPrefix and
@@ -231,12 +230,7 @@ type artifactHandler struct {
 }
 
 func (h *artifactHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !auth.AllowOrigin(r, h.o.AllowedOrigins) {
-		replyError(w, http.StatusForbidden, "origin_not_allowed")
-		return
-	}
-	if h.o.Token != "" && !auth.TokenOK(h.o.Token, auth.QueryToken(r)) {
-		replyError(w, http.StatusUnauthorized, "unauthorized")
+	if !h.o.admit(w, r) {
 		return
 	}
 	p := r.URL.EscapedPath()

@@ -52,18 +52,27 @@ func (s *Store) Handler(o HandlerOptions) http.Handler {
 	return &storeHandler{s: s, o: o}
 }
 
+// admit answers 403 to a foreign browser Origin and 401 to a request
+// without the token (when one is set); true lets the request through.
+func (o HandlerOptions) admit(w http.ResponseWriter, r *http.Request) bool {
+	if !auth.AllowOrigin(r, o.AllowedOrigins) {
+		replyError(w, http.StatusForbidden, "origin_not_allowed")
+		return false
+	}
+	if o.Token != "" && !auth.TokenOK(o.Token, auth.QueryToken(r)) {
+		replyError(w, http.StatusUnauthorized, "unauthorized")
+		return false
+	}
+	return true
+}
+
 type storeHandler struct {
 	s *Store
 	o HandlerOptions
 }
 
 func (h *storeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !auth.AllowOrigin(r, h.o.AllowedOrigins) {
-		replyError(w, http.StatusForbidden, "origin_not_allowed")
-		return
-	}
-	if h.o.Token != "" && !auth.TokenOK(h.o.Token, auth.QueryToken(r)) {
-		replyError(w, http.StatusUnauthorized, "unauthorized")
+	if !h.o.admit(w, r) {
 		return
 	}
 	// Route on the escaped path, so that an encoded '/' stays inside its
