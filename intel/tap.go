@@ -371,16 +371,8 @@ func (t *Tap) feedUnits(ctx context.Context, sub *media.Subscriber, w io.Writer,
 		}
 	}
 	g711 := audioCodec == media.CodecPCMU || audioCodec == media.CodecPCMA
-	units := make([]*media.Unit, 64)
-	for {
-		n, err := sub.Read(ctx, units)
-		if err != nil {
-			if errors.Is(err, media.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		for _, u := range units[:n] {
+	return sub.ReadBatches(ctx, func(units []*media.Unit) error {
+		for _, u := range units {
 			if u.Kind == media.KindAudio && g711 && u.Codec == audioCodec && len(u.Payload) == 1 {
 				t.pushAudio(AudioBlock{PTS: u.PTS, Samples: decodeG711(u.Payload[0], u.Codec == media.CodecPCMA),
 					SampleRate: 8000, Sequence: t.blockSeq.Add(1)})
@@ -400,11 +392,10 @@ func (t *Tap) feedUnits(ctx context.Context, sub *media.Subscriber, w io.Writer,
 			}
 		}
 		if tw != nil {
-			if err := tw.Flush(); err != nil {
-				return err
-			}
+			return tw.Flush()
 		}
-	}
+		return nil
+	})
 }
 
 // readFrames reads grey frames from the decoder and pairs each with its

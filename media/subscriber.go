@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -217,4 +218,25 @@ func (sub *Subscriber) flushLocked() {
 	clear(sub.ring)
 	sub.head, sub.count, sub.pkts = 0, 0, 0
 	sub.burst, sub.burstPos, sub.burstPkts = nil, 0, 0
+}
+
+// ReadBatches calls fn with each batch Read returns (at most 64 units;
+// the units are shared, do not modify them) until the subscriber or its
+// stream closes or ctx ends, which return nil, or fn fails, which returns
+// fn's error.
+func (sub *Subscriber) ReadBatches(ctx context.Context, fn func([]*Unit) error) error {
+	units := make([]*Unit, 64)
+	for {
+		n, err := sub.Read(ctx, units)
+		if err != nil {
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := fn(units[:n]); err != nil {
+			return err
+		}
+		clear(units[:n])
+	}
 }

@@ -160,16 +160,8 @@ func (r *rendition) feed(ctx context.Context, sub *media.Subscriber, inCodec str
 	if err != nil {
 		return err
 	}
-	units := make([]*media.Unit, 64)
-	for {
-		n, err := sub.Read(ctx, units)
-		if err != nil {
-			if errors.Is(err, media.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		for _, u := range units[:n] {
+	return sub.ReadBatches(ctx, func(units []*media.Unit) error {
+		for _, u := range units {
 			if u.Kind == media.KindAudio {
 				if len(u.Payload) == 1 {
 					r.out.WriteAudio(u.PTS, u.Payload[0])
@@ -181,10 +173,8 @@ func (r *rendition) feed(ctx context.Context, sub *media.Subscriber, inCodec str
 			}
 			lastIn.Store(tw.LastVideo.UnixNano())
 		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
+		return tw.Flush()
+	})
 }
 
 // watchStall cancels a run whose ffmpeg, though fed, produced nothing
