@@ -207,29 +207,21 @@ func (s *Source) runWith(ctx context.Context, st media.Writer, paced bool) error
 	defer cancel(nil)
 	var pipe *transcode.AudioPipe
 	if c.aac != nil {
-		pipe, err = transcode.StartAudio(runCtx, transcode.AudioConfig{
+		var stop func()
+		pipe, stop, err = transcode.StartAudioForRun(runCtx, transcode.AudioConfig{
 			AAC:        c.aac.Config,
 			FFmpegPath: s.ffmpegPath,
 			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
 			// A file is read faster than real time when unpaced, and the
 			// pacer may catch up after a stall: room for a few seconds.
 			Queue: 512,
-		}, s.log)
+		}, func(err error) {
+			cancel(fmt.Errorf("%w: %s: audio transcode: %v", media.ErrSourceUnavailable, s.name, err))
+		}, func(pid int) { s.audioPid.Store(int64(pid)) }, s.log)
 		if err != nil {
 			return fmt.Errorf("%w: %s: AAC to Opus transcode: %v", media.ErrSourceUnavailable, s.name, err)
 		}
-		s.audioPid.Store(int64(pipe.Pid()))
-		defer func() {
-			pipe.Close()
-			s.audioPid.Store(0)
-		}()
-		go func() {
-			select {
-			case <-pipe.Done():
-				cancel(fmt.Errorf("%w: %s: audio transcode: %v", media.ErrSourceUnavailable, s.name, pipe.Err()))
-			case <-runCtx.Done():
-			}
-		}()
+		defer stop()
 	}
 	// fail is why the run stopped: ctx's error, or the audio transcode's.
 	fail := func(err error) error {

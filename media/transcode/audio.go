@@ -526,3 +526,31 @@ func MPEGAudioFrameLen(h mpeg1audio.FrameHeader) int {
 	}
 	return 144*h.Bitrate/h.SampleRate + pad
 }
+
+// StartAudioForRun is StartAudio for one run of a source: onPid (if set)
+// is told the ffmpeg process id, and 0 when the pipe is stopped; died is
+// called with the pipe's error if it ends before runCtx (the caller ends
+// the run). Call stop when the run ends.
+func StartAudioForRun(runCtx context.Context, cfg AudioConfig, died func(error),
+	onPid func(int), log *slog.Logger) (pipe *AudioPipe, stop func(), err error) {
+	pipe, err = StartAudio(runCtx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if onPid != nil {
+		onPid(pipe.Pid())
+	}
+	go func() {
+		select {
+		case <-pipe.Done():
+			died(pipe.Err())
+		case <-runCtx.Done():
+		}
+	}()
+	return pipe, func() {
+		pipe.Close()
+		if onPid != nil {
+			onPid(0)
+		}
+	}, nil
+}

@@ -125,34 +125,18 @@ func Play(ctx context.Context, r io.Reader, st media.Writer, o Options) error {
 	}
 
 	var pipe *transcode.AudioPipe
-	var pipeDone <-chan struct{}
 	if aac != nil {
+		var stop func()
 		var err error
-		pipe, err = transcode.StartAudio(runCtx, transcode.AudioConfig{
+		pipe, stop, err = transcode.StartAudioForRun(runCtx, transcode.AudioConfig{
 			AAC:        aac.Config,
 			FFmpegPath: o.FFmpegPath,
 			OnOpus:     func(pts time.Duration, frame []byte) { st.WriteAudio(pts, frame) },
-		}, o.Log)
+		}, func(err error) { cancel(fmt.Errorf("audio transcode: %v", err)) }, o.OnAudioPid, o.Log)
 		if err != nil {
 			return fmt.Errorf("AAC to Opus transcode: %w", err)
 		}
-		if o.OnAudioPid != nil {
-			o.OnAudioPid(pipe.Pid())
-		}
-		pipeDone = pipe.Done()
-		defer func() {
-			pipe.Close()
-			if o.OnAudioPid != nil {
-				o.OnAudioPid(0)
-			}
-		}()
-		go func() {
-			select {
-			case <-pipeDone:
-				cancel(fmt.Errorf("audio transcode: %v", pipe.Err()))
-			case <-runCtx.Done():
-			}
-		}()
+		defer stop()
 	}
 	st.SetTracks(tracks)
 
