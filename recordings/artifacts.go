@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
 )
 
 // Artifact URL prefixes (what intel's SnapshotsURLPrefix and
