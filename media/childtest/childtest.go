@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Proc is what the kernel shows about a process to anyone who can read
@@ -26,15 +27,30 @@ type Proc struct {
 }
 
 // Read reads /proc/<pid>/cmdline and /proc/<pid>/environ.
-func Read(pid int) (Proc, error) {
+//
+// A process that has just been started may show an empty command line
+// for a moment: os/exec returns once the parent's close-on-exec pipe
+// closes, which the kernel does before it lays out the new argv. Read
+// retries for up to a second before calling it exited or a zombie.
+func Read(pid int) (Proc, error) { return read(pid, 100) }
+
+func read(pid, retries int) (Proc, error) {
 	p := Proc{Pid: pid}
 	dir := "/proc/" + strconv.Itoa(pid)
-	cmd, err := os.ReadFile(dir + "/cmdline")
-	if err != nil {
-		return p, err
-	}
-	if len(cmd) == 0 {
-		return p, fmt.Errorf("pid %d: empty cmdline (exited or a zombie)", pid)
+	var cmd []byte
+	for i := 0; ; i++ {
+		var err error
+		cmd, err = os.ReadFile(dir + "/cmdline")
+		if err != nil {
+			return p, err
+		}
+		if len(cmd) > 0 {
+			break
+		}
+		if i == retries {
+			return p, fmt.Errorf("pid %d: empty cmdline (exited or a zombie)", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	env, err := os.ReadFile(dir + "/environ")
 	if err != nil {
@@ -126,7 +142,7 @@ func Descendants(pid int) []int {
 func FFmpegs(match string) []Proc {
 	var out []Proc
 	for _, pid := range Descendants(os.Getpid()) {
-		p, err := Read(pid)
+		p, err := read(pid, 0) // no wait on zombies
 		if err == nil && p.Exe() == "ffmpeg" && strings.Contains(strings.Join(p.Cmdline, " "), match) {
 			out = append(out, p)
 		}
