@@ -28,8 +28,8 @@ const (
 	// request's (RFC 2326 §12.17 requires it to be echoed).
 	BadWrongCSeq BadMode = "wrong-cseq"
 	// BadNoCSeq answers without any CSeq header but is otherwise a
-	// working camera: after PLAY it sends an H.264 keyframe (a real SPS
-	// and PPS in the SDP, an IDR NAL unit in one RTP packet) every 100 ms.
+	// working camera: after PLAY it sends an H.264 keyframe (SPS and PPS
+	// in the SDP, a real IDR slice in one RTP packet) every 100 ms.
 	// A tolerant client plays it.
 	BadNoCSeq BadMode = "no-cseq"
 	// BadHugeHeaderLine answers OPTIONS with a 1 MiB header line.
@@ -61,10 +61,12 @@ var BadModes = []BadMode{
 	BadSDPNoMedia, BadSDPBrokenSprop, BadInterleavedGarbage, BadSilent, BadCloseMidReply,
 }
 
-// A 160x120 H.264 Constrained Baseline SPS and its PPS (made by x264).
+// A 160x120 H.264 Constrained Baseline SPS, its PPS and the IDR slice of
+// a flat grey picture (made by x264): a decodable keyframe.
 var (
 	badSPS = mustB64("Z0LAC9woR+XARAAAAwAEAAADAMg8UK4=")
 	badPPS = mustB64("aM4PLIA=")
+	badIDR = mustB64("ZYiEBLyYoAAgLycnJycnJycnJ11111111111111111111111111111111111111111111111111111111111111111111114")
 )
 
 // BadServer is a fake RTSP server on 127.0.0.1 written on raw TCP (no
@@ -322,7 +324,7 @@ func interleaved(ch byte, payload []byte) []byte {
 // sendKeyframes sends an IDR (one single-NAL-unit RTP packet, RFC 6184
 // §5.6) on channel 0 every 100 ms.
 func (bc *badConn) sendKeyframes() {
-	idr := append([]byte{0x65, 0x88, 0x84}, make([]byte, 200)...)
+	idr := badIDR
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for seq, ts := uint16(1), uint32(0); ; seq, ts = seq+1, ts+9000 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/icey/icey-server/internal/leaktest"
 	"github.com/icey/icey-server/internal/rtsptest"
+	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/media"
 )
 
@@ -34,8 +35,6 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 		// want: substrings of Status().LastError (and the Run error);
 		// anyOf: at least one of these too.
 		want, anyOf []string
-		// slow: each run fails only after ReadTimeout.
-		slow bool
 		// log: a line the source logged (aggregated problems).
 		log string
 
@@ -49,7 +48,7 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 		attempts []time.Time
 	}
 	scenarios := []*scenario{
-		{mode: rtsptest.BadWrongCSeq, want: []string{"DESCRIBE", "request timed out"}, slow: true},
+		{mode: rtsptest.BadWrongCSeq, want: []string{"DESCRIBE", "request timed out"}},
 		{mode: rtsptest.BadHugeHeaderLine, want: []string{"DESCRIBE", "buffer length exceeds 2048"}},
 		{mode: rtsptest.BadManyHeaders, want: []string{"DESCRIBE", "headers count exceeds 255"}},
 		{mode: rtsptest.BadSDPGarbage, want: []string{"DESCRIBE", "invalid SDP"}},
@@ -57,8 +56,8 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 		{mode: rtsptest.BadSDPBrokenSprop, want: []string{"DESCRIBE", "invalid sprop-parameter-sets"}},
 		// gortsplib's TCP read timeout and the source's media watchdog
 		// race: both say that nothing playable arrived.
-		{mode: rtsptest.BadInterleavedGarbage, anyOf: []string{"no media for 1s", "connection: TCP timeout"}, slow: true, log: "RTP decode error"},
-		{mode: rtsptest.BadSilent, want: []string{"DESCRIBE", "request timed out"}, slow: true},
+		{mode: rtsptest.BadInterleavedGarbage, anyOf: []string{"no media for 1s", "connection: TCP timeout"}, log: "RTP decode error"},
+		{mode: rtsptest.BadSilent, want: []string{"DESCRIBE", "request timed out"}},
 		{mode: rtsptest.BadCloseMidReply, want: []string{"DESCRIBE", "value is missing"}},
 	}
 	// All cameras run at once (the machine has 2 cores, so t.Parallel
@@ -132,10 +131,12 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 				t.Errorf("no %q in the logs:\n%s", sc.log, sc.logs.String())
 			}
 
-			// Retried, with waits that grow: each wait is drawn from
-			// [d/2, d) and d doubles, so until the cap each gap between
-			// connections exceeds the one before. A hot loop would show
-			// hundreds of connections here.
+			// Retried, with waits that grow: the n-th wait is drawn from
+			// [d/2, d) with d = MinBackoff doubled n times (capped at
+			// MaxBackoff), so the n-th gap between connections is at
+			// least d/2 (less a little scheduling slack at accept), and
+			// at most 1 + (how many such lower bounds fit) connections
+			// happen in the window. A hot loop would show hundreds.
 			gaps := make([]time.Duration, 0, len(attempts))
 			for i := 1; i < len(attempts); i++ {
 				gaps = append(gaps, attempts[i].Sub(attempts[i-1]))
@@ -145,18 +146,19 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 			if len(attempts) < 2 {
 				t.Errorf("%d connection(s) in %s: the supervisor did not retry", len(attempts), window)
 			}
-			// Fast failures: waits of at least 100+200+400+800 ms fit
-			// at most 6 connections in 4.5 s; slow ones fewer.
-			if len(attempts) > 6 {
-				t.Errorf("%d connections in %s: retrying too fast", len(attempts), window)
+			maxAttempts := 1
+			for sum, d := time.Duration(0), minBackoff; sum+d/2 <= window; d = min(2*d, maxBackoff) {
+				sum += d / 2
+				maxAttempts++
 			}
-			for i, g := range gaps {
-				if g < minBackoff/2 {
-					t.Errorf("gap %d is %s, below the minimum wait %s", i, g, minBackoff/2)
+			if len(attempts) > maxAttempts {
+				t.Errorf("%d connections in %s, at most %d possible with this backoff: retrying too fast", len(attempts), window, maxAttempts)
+			}
+			const slack = 50 * time.Millisecond
+			for i, d := 0, minBackoff; i < len(gaps); i, d = i+1, min(2*d, maxBackoff) {
+				if gaps[i] < d/2-slack {
+					t.Errorf("gap %d is %s, below the least wait %s of its backoff", i, gaps[i], d/2)
 				}
-			}
-			if !sc.slow && len(gaps) >= 2 && gaps[len(gaps)-1] <= gaps[0] {
-				t.Errorf("gaps %v do not grow", gaps)
 			}
 			if status.Reconnects == 0 || status.RetryIn < minBackoff/2 {
 				t.Errorf("status %+v: want reconnects counted and a retry wait", status)
@@ -196,6 +198,70 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 			t.Errorf("status %+v, %d connections: want up on the first connection", s, n)
 		}
 	})
+}
+
+// TestFaultRTSPMalformedServerRecovers: a camera answers garbage for a
+// while, then a real camera takes its address over (a reboot into working
+// firmware): the same supervised source plays without any help, within
+// the backoff in force.
+func TestFaultRTSPMalformedServerRecovers(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	leaktest.Check(t)
+	const maxBackoff = 2 * time.Second
+	bad := rtsptest.StartBad(t, rtsptest.BadSDPGarbage)
+	src, err := New(Config{URL: bad.URL("cam"), Transport: TransportTCP, ReadTimeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := media.NewStream(media.StreamConfig{Name: "recovers"}, nil)
+	defer st.Close()
+	sv := media.NewSupervisor(src, st, media.SupervisorConfig{MinBackoff: 200 * time.Millisecond, MaxBackoff: maxBackoff}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for len(bad.Attempts()) < 3 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	badTries, lastErr := len(bad.Attempts()), sv.Status().LastError
+	port := bad.Port()
+	bad.Close()
+	cam := rtsptest.Start(t, rtsptest.Options{Port: port})
+	t0 := time.Now()
+	for sv.Status().State != media.SourceUp {
+		if time.Since(t0) > maxBackoff+10*time.Second {
+			t.Fatalf("not up %s after the real camera started: %+v", time.Since(t0), sv.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	up := time.Since(t0)
+	// Media flows: a subscriber gets a keyframe from the real camera.
+	sub, err := st.Subscribe("check", media.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	buf := make([]*media.Unit, 64)
+	for key := false; !key; {
+		n, err := sub.Read(rctx, buf)
+		if err != nil {
+			t.Fatalf("no keyframe after recovery: %v", err)
+		}
+		for _, u := range buf[:n] {
+			key = key || u.Keyframe
+		}
+	}
+	s := sv.Status()
+	t.Logf("recovers: %d garbage connections (%.100q), up %s after the real camera started (max backoff %s), reconnects %d, %d AUs sent",
+		badTries, lastErr, up.Round(time.Millisecond), maxBackoff, s.Reconnects, cam.SentAUs())
+	if up > maxBackoff+5*time.Second {
+		t.Errorf("up %s after the camera came back, max backoff %s", up, maxBackoff)
+	}
+	if s.Failed || !s.EverUp {
+		t.Errorf("status %+v after recovery", s)
+	}
 }
 
 func roundAll(ds []time.Duration) []time.Duration {
