@@ -163,11 +163,12 @@ func TestFaultICENeverCompletes(t *testing.T) {
 			t.Errorf("session %+v, want connecting", si)
 		}
 	}
+	during := runtime.NumGoroutine()
 	reapGone := h.checkReaped(t, gone, obs, deadline)
 	reapSilent := h.checkReaped(t, silent, obs, deadline)
 	after := h.checkDrained(t, 2, base)
-	t.Logf("ICE never completes: reaped %s (client gone) and %s (no candidates) after the answer, deadline %s; reason %q; pending 2 -> %d; goroutines %d -> %d",
-		reapGone.Round(time.Millisecond), reapSilent.Round(time.Millisecond), deadline, ReasonOf(gone.s.Err()), h.m.Pending(), base, after)
+	t.Logf("ICE never completes: reaped %s (client gone) and %s (no candidates) after the answer, deadline %s; reason %q; pending 2 -> %d; goroutines %d, %d while pending, %d after",
+		reapGone.Round(time.Millisecond), reapSilent.Round(time.Millisecond), deadline, ReasonOf(gone.s.Err()), h.m.Pending(), base, during, after)
 }
 
 // TestFaultDTLSNeverCompletes: a client completes ICE with the server
@@ -279,6 +280,7 @@ func TestFaultDTLSNeverCompletes(t *testing.T) {
 	if a, _ := h.m.Counts(); a != 0 {
 		t.Errorf("%d active with ICE up and no DTLS", a)
 	}
+	during := runtime.NumGoroutine() // the agent's included
 	reap := h.checkReaped(t, p, obs, deadline)
 	closeAgent()
 	waitChan(t, "agent reader end", readDone, 10*time.Second)
@@ -286,8 +288,8 @@ func TestFaultDTLSNeverCompletes(t *testing.T) {
 		t.Error("the server is the DTLS client but sent no handshake record over the connected ICE pair")
 	}
 	after := h.checkDrained(t, 1, base)
-	t.Logf("DTLS never completes: ICE up %s after the answer, server a=setup:%s sent %d datagrams (%d DTLS handshake records); reaped %s after the answer, deadline %s; reason %q; goroutines %d -> %d",
-		iceAt.Round(time.Millisecond), setup, got.Load(), hellos.Load(), reap.Round(time.Millisecond), deadline, ReasonOf(p.s.Err()), base, after)
+	t.Logf("DTLS never completes: ICE up %s after the answer, server a=setup:%s sent %d datagrams (%d DTLS handshake records); reaped %s after the answer, deadline %s; reason %q; goroutines %d, %d while pending (agent included), %d after",
+		iceAt.Round(time.Millisecond), setup, got.Load(), hellos.Load(), reap.Round(time.Millisecond), deadline, ReasonOf(p.s.Err()), base, during, after)
 }
 
 // stripCandidates removes every candidate line from an SDP.
