@@ -171,7 +171,11 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 	t.Run(string(rtsptest.BadNoCSeq), func(t *testing.T) {
 		t.Parallel()
 		bad := rtsptest.StartBad(t, rtsptest.BadNoCSeq)
-		src, err := New(Config{URL: bad.URL("cam"), Transport: TransportTCP, ReadTimeout: readTimeout}, nil)
+		// gortsplib's TCP read timeout counts whole seconds (the time of
+		// the latest frame is stored as Unix seconds), so a ReadTimeout of
+		// 1 s can fire while frames flow every 100 ms: 3 s cannot.
+		const playTimeout = 3 * time.Second
+		src, err := New(Config{URL: bad.URL("cam"), Transport: TransportTCP, ReadTimeout: playTimeout}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,10 +194,11 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		up := time.Since(t0)
-		time.Sleep(2 * readTimeout) // still up well past the read timeout
+		const hold = 4 * time.Second // still up past the read timeout
+		time.Sleep(hold)
 		s := sv.Status()
 		n := len(bad.Attempts())
-		t.Logf("no-cseq: up after %s, after %s more: state %s, %d connection(s), reconnects %d", up.Round(time.Millisecond), 2*readTimeout, s.State, n, s.Reconnects)
+		t.Logf("no-cseq: up after %s, after %s more: state %s, %d connection(s), reconnects %d", up.Round(time.Millisecond), hold, s.State, n, s.Reconnects)
 		if s.State != media.SourceUp || n != 1 || s.Reconnects != 0 {
 			t.Errorf("status %+v, %d connections: want up on the first connection", s, n)
 		}
@@ -209,7 +214,7 @@ func TestFaultRTSPMalformedServerRecovers(t *testing.T) {
 	leaktest.Check(t)
 	const maxBackoff = 2 * time.Second
 	bad := rtsptest.StartBad(t, rtsptest.BadSDPGarbage)
-	src, err := New(Config{URL: bad.URL("cam"), Transport: TransportTCP, ReadTimeout: time.Second}, nil)
+	src, err := New(Config{URL: bad.URL("cam"), Transport: TransportTCP, ReadTimeout: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
