@@ -128,6 +128,9 @@ func startFaultChild(t *testing.T, mode string, env ...string) *faultChild {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), append([]string{faultChildEnv + "=" + mode}, env...)...)
+	// A frozen child outlives a closed stdin: the kernel kills it if the
+	// test binary dies before its cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	c := &faultChild{cmd: cmd, err: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.err
 	var err error
@@ -570,7 +573,9 @@ func TestFaultAudioOnlyPublisher(t *testing.T) {
 		t.Fatalf("status of an audio-only path: %v", s)
 	}
 	if s["video"] != nil {
-		t.Errorf("status reports video %v for a publisher that sends none (want no video field: audio-only)", s["video"])
+		// media.Stream.SetTracks without video keeps the cached VideoInfo
+		// of the tracks the publish path declared up front.
+		t.Errorf("paths[main].video is %v for a publisher that sends none (want absent: audio-only, as the stream section says)", s["video"])
 	}
 	if n := activeSessions(t, p); n != 3 {
 		t.Fatalf("sessions.active %d, want 3 (2 viewers + the publisher)", n)
@@ -589,7 +594,9 @@ func TestFaultAudioOnlyPublisher(t *testing.T) {
 	if av.video.Load() != 0 || vo.VideoPackets.Load() != 0 {
 		t.Fatalf("video packets from an audio-only publisher: %d / %d", av.video.Load(), vo.VideoPackets.Load())
 	}
+	_, st, _ := p.get(t, "/api/status")
 	_, m := scrape(t, p.base+"/metrics")
+	t.Logf("default path's stream section: video=%v audio=%v", st["stream"].(map[string]any)["video"], st["stream"].(map[string]any)["audio"])
 	t.Logf("audio-only publisher: first 150 audio packets at the viewer after %s; %d packets received, %s decoded by ffmpeg; status %v video=%v audio=%v; video-only viewer connected with %d video packets; goroutines %v idle, %v now",
 		got.Round(10*time.Millisecond), av.audio.Load(), dur.Round(10*time.Millisecond), s["state"], s["video"], s["audio"],
 		vo.VideoPackets.Load(), baseG, metricValue(t, m, "go_goroutines"))
