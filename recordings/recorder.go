@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -87,13 +88,15 @@ type Event struct {
 
 // RecorderStats is a snapshot of a Recorder.
 type RecorderStats struct {
-	// Recording is true while a file is open.
+	// Recording is true while a file is open (after a failure, from its
+	// first fragment on).
 	Recording bool
 	// Name is the file being written (empty when not recording).
 	Name string
 	// Bytes counts the bytes written by this recorder, all files together.
 	Bytes int64
-	// Files counts the files started.
+	// Files counts the files started (after a failure, those that got a
+	// fragment).
 	Files int
 	// Failures counts recording.failed events (repeated failures while
 	// retrying count once, until a file records again).
@@ -129,6 +132,20 @@ type Recorder struct {
 	mu      sync.Mutex
 	stats   RecorderStats
 	failing bool // a failure was reported and nothing recorded since
+
+	// unfinalized are files closed with all their fragments that could not
+	// be renamed (a read-only directory): they are finalized when a new
+	// file records again. Only the run goroutine touches it (sessions run
+	// one after the other); those left at Close stay .part files, which
+	// the next start recovers.
+	unfinalized []closedFile
+}
+
+// closedFile is a closed file waiting for its rename.
+type closedFile struct {
+	name     string
+	bytes    int64
+	duration time.Duration
 }
 
 // NewRecorder returns a stopped recorder. log may be nil.
@@ -353,6 +370,9 @@ type file struct {
 	seq      uint32
 	fragAt   time.Duration // PTS of the first pending sample
 	haveFrag bool
+	// announced: recording.started was emitted (at open, or with the
+	// first fragment after a failure).
+	announced bool
 }
 
 // writer is a session's muxer.
@@ -602,13 +622,51 @@ func (w *writer) open(start time.Duration, sps, pps []byte, opusCh int) error {
 	if err := w.write(); err != nil {
 		return err
 	}
+	// After a failure the file is announced (recording.started, the
+	// status) with its first fragment only: on a full disk each retry
+	// writes an init segment, then fails and discards the file, and must
+	// not announce a recording that is not.
 	r.mu.Lock()
-	r.stats.Recording, r.stats.Name = true, name
-	r.stats.Files++
+	retrying := r.failing
 	r.mu.Unlock()
-	r.log.Info("recording started", "file", name)
-	r.emit(Event{Kind: EventStarted, Name: name})
+	if !retrying {
+		w.announce()
+	}
 	return nil
+}
+
+// announce reports the open file as recording.
+func (w *writer) announce() {
+	r, c := w.r, w.cur
+	c.announced = true
+	r.mu.Lock()
+	r.stats.Recording, r.stats.Name = true, c.name
+	r.stats.Files++
+	r.failing = false // recording works (again)
+	r.mu.Unlock()
+	r.log.Info("recording started", "file", c.name)
+	r.emit(Event{Kind: EventStarted, Name: c.name})
+	r.finalizeLeftovers()
+}
+
+// finalizeLeftovers renames the files a failure left unfinalized, now that
+// the directory takes new files again.
+func (r *Recorder) finalizeLeftovers() {
+	keep := r.unfinalized[:0]
+	for _, f := range r.unfinalized {
+		err := r.cfg.Store.Finalize(f.name)
+		switch {
+		case err == nil:
+			r.log.Info("recording finalized", "file", f.name, "bytes", f.bytes, "duration", f.duration, "late", true)
+			r.emit(Event{Kind: EventFinalized, Name: f.name, Bytes: f.bytes, Duration: f.duration})
+		case errors.Is(err, fs.ErrNotExist):
+			r.log.Warn("unfinalized recording is gone", "file", f.name)
+		default:
+			keep = append(keep, f)
+		}
+	}
+	clear(r.unfinalized[len(keep):])
+	r.unfinalized = keep
 }
 
 // write appends w.buf to the file: complete boxes only, in one write.
@@ -640,7 +698,14 @@ func (w *writer) flush() error {
 	c.seq++
 	part := fmp4.Part{SequenceNumber: c.seq}
 	count := 0
-	for _, t := range []*track{c.video, c.audio} {
+	// The tracks' ends move only once the fragment is on disk: a fragment
+	// lost to a write error (a full disk) must not count in the finalized
+	// file's duration.
+	var (
+		ends  [2]int64
+		moved [2]bool
+	)
+	for k, t := range []*track{c.video, c.audio} {
 		if t == nil || len(t.pending) == 0 {
 			continue
 		}
@@ -655,7 +720,7 @@ func (w *writer) flush() error {
 				t.lastDur = dur
 			}
 			pt.Samples = append(pt.Samples, &fmp4.Sample{Duration: dur, IsNonSyncSample: t.video && !s.sync, Payload: s.payload})
-			t.end = s.t + int64(dur)
+			ends[k], moved[k] = s.t+int64(dur), true
 		}
 		count += len(t.pending)
 		clear(t.pending)
@@ -672,10 +737,15 @@ func (w *writer) flush() error {
 	if err := w.write(); err != nil {
 		return err
 	}
+	for k, t := range []*track{c.video, c.audio} {
+		if moved[k] {
+			t.end = ends[k]
+		}
+	}
 	c.samples += count
-	w.r.mu.Lock()
-	w.r.failing = false // recording works (again)
-	w.r.mu.Unlock()
+	if !c.announced {
+		w.announce()
+	}
 	return nil
 }
 
@@ -729,6 +799,7 @@ func (w *writer) end(cause error) error {
 		r.cfg.Store.Discard(c.name)
 		r.log.Debug("recording discarded: no sample", "file", c.name)
 	} else if ferr := r.cfg.Store.Finalize(c.name); ferr != nil {
+		r.unfinalized = append(r.unfinalized, closedFile{c.name, c.written, c.duration()})
 		if cause == nil {
 			cause = ferr
 		}

@@ -521,9 +521,12 @@ func lastMoof(t *testing.T, b []byte) int64 {
 }
 
 // failingDisk makes files fail with ENOSPC: after limit bytes of the first
-// file, then every write until cleared.
+// file, then every write until cleared (but those of at most fits bytes,
+// as a full filesystem still takes a small init segment into the space a
+// truncated fragment freed).
 type failingDisk struct {
 	limit int64
+	fits  int
 	full  atomic.Bool
 	files atomic.Int32
 }
@@ -536,7 +539,7 @@ type failingFile struct {
 }
 
 func (f *failingFile) Write(p []byte) (int, error) {
-	if f.d.full.Load() {
+	if f.d.full.Load() && len(p) > f.d.fits {
 		return 0, syscall.ENOSPC
 	}
 	if f.limited && f.n+int64(len(p)) > f.d.limit {
@@ -551,12 +554,19 @@ func (f *failingFile) Write(p []byte) (int, error) {
 	return k, err
 }
 
+// A full disk finalizes the file, reports once and retries until space
+// returns; the retries' files (none gets a fragment) are not announced.
 func TestRecorderWriteFailure(t *testing.T) {
+	t.Run("nothing fits", func(t *testing.T) { testRecorderWriteFailure(t, 0) })
+	t.Run("init segment fits", func(t *testing.T) { testRecorderWriteFailure(t, 4096) })
+}
+
+func testRecorderWriteFailure(t *testing.T, fits int) {
 	leaktest.Check(t)
 	c := clip(t, testpeer.ClipOptions{Seconds: 10, GOP: 30})
 	st := newStream(t, c, true)
 	r, store, ev := newRecorder(t, st, RecorderConfig{RetryInterval: 100 * time.Millisecond})
-	d := &failingDisk{limit: 150_000}
+	d := &failingDisk{limit: 150_000, fits: fits}
 	r.create = func(path string, start time.Time) (string, recFile, error) {
 		name, f, err := store.Create(path, start)
 		if err != nil {
@@ -572,12 +582,9 @@ func TestRecorderWriteFailure(t *testing.T) {
 		feed(st, c, 0, 10*time.Second, true, true, 2.5)
 	}()
 	waitFor(t, "recording.failed", func() bool { return ev.count(EventFailed) > 0 })
-	time.Sleep(500 * time.Millisecond) // a few retries on the full disk
-	if s := r.Stats(); s.Failures != 1 || s.Recording {
+	waitFor(t, "retries on the full disk", func() bool { return d.files.Load() >= 3 })
+	if s := r.Stats(); s.Failures != 1 || s.Recording || s.Files != 1 {
 		t.Errorf("stats on a full disk: %+v", s)
-	}
-	if d.files.Load() < 3 {
-		t.Errorf("%d files attempted: no retries", d.files.Load())
 	}
 	d.full.Store(false) // space returns
 	waitFor(t, "recording to resume", func() bool { return ev.count(EventStarted) == 2 })
@@ -609,8 +616,10 @@ func TestRecorderWriteFailure(t *testing.T) {
 	if fi.Size() != list[1].Bytes || fi.Size() > d.limit {
 		t.Errorf("first file: %d bytes, event says %d", fi.Size(), list[1].Bytes)
 	}
-	if p := checkFile(t, files[0], []string{"h264", "opus"}); p.duration() < 0.5 {
-		t.Errorf("first file: %.3f s", p.duration())
+	// Its duration is what the finalized event says: the fragment the
+	// disk refused is not counted.
+	if p := checkFile(t, files[0], []string{"h264", "opus"}); p.duration() < 0.5 || math.Abs(p.duration()-list[1].Duration.Seconds()) > 0.1 {
+		t.Errorf("first file: %.3f s, recording.finalized says %v", p.duration(), list[1].Duration)
 	}
 	if p := checkFile(t, files[1], []string{"h264", "opus"}); p.duration() < 3 {
 		t.Errorf("second file: %.3f s", p.duration())
