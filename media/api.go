@@ -264,7 +264,14 @@ type StreamStats struct {
 	// LastKeyframeAt is when the latest video keyframe was published (zero
 	// before the first).
 	LastKeyframeAt time.Time
-	Viewers        []SubscriberStats
+	// InvalidVideo counts the video access units dropped because no decoder
+	// could decode them (garbage from the source, broken parameter sets or
+	// slice headers, a lost reference picture); video resumed at the next
+	// keyframe after each. LastInvalidVideo says why the latest one was.
+	InvalidVideo       uint64
+	LastInvalidVideo   string
+	LastInvalidVideoAt time.Time
+	Viewers            []SubscriberStats
 }
 
 // SubscriberStats is one subscriber's counters, all in RTP packets (a unit

@@ -58,51 +58,63 @@ func encodeFuzzAUs(aus ...[][]byte) []byte {
 
 // rtpModel is what WriteH264 must emit, computed independently of the
 // packetizer: the latest parameter sets, no video until an IDR with known
-// SPS/PPS (at start and after a Discontinuity), AUD, filler and parameter
-// sets removed from the NALUs, and the unspecified types (0, 24-31) too,
-// SPS+PPS in front of every IDR.
+// SPS/PPS (at start, after a Discontinuity and after an access unit that
+// h264Check rejects), AUD, filler and parameter sets removed from the
+// NALUs, and the unspecified types (0, 24-31) too, SPS+PPS in front of
+// every IDR, and nothing for an access unit without a slice. Which AUs are
+// decodable is h264Check's call (tested on its own in h264check_test.go);
+// the model asks its own instance in the order the hub does.
 type rtpModel struct {
 	sps, pps []byte
 	waitIDR  bool
+	check    h264Check
+	invalid  int
 }
 
 func (m *rtpModel) write(au fuzzAU) (out [][]byte, idr bool) {
 	if au.discontinuity {
 		m.waitIDR = true
+		m.check.reset()
 	}
+	bad := func() ([][]byte, bool) {
+		m.waitIDR = true
+		m.check.reset()
+		m.invalid++
+		return nil, false
+	}
+	waiting := m.waitIDR && !hasIDR(au.nalus)
 	var body [][]byte
+	var pic picture
+	m.check.beginAU()
 	for _, n := range au.nalus {
 		if len(n) == 0 {
 			continue
 		}
-		switch n[0] & 0x1f {
-		case naluSPS:
-			m.sps = n
+		t := n[0] & 0x1f
+		if waiting && t != naluSPS && t != naluPPS {
 			continue
-		case naluPPS:
-			m.pps = n
-			continue
-		case naluAUD, naluFiller:
-			continue
-		case naluIDR:
-			idr = true
 		}
-		if t := n[0] & 0x1f; t == 0 || t >= 24 {
+		if m.check.nalu(n, &pic) != nil {
+			return bad()
+		}
+		switch {
+		case t == naluSPS, t == naluPPS, t == naluAUD, t == naluFiller:
+			continue
+		case t == 0 || t >= 24:
 			continue // unspecified in H.264; RTP payload structures
 		}
 		body = append(body, n)
 	}
-	switch {
-	case len(body) == 0:
+	if waiting || pic.slices == 0 {
 		return nil, false
-	case idr && (m.sps == nil || m.pps == nil):
-		m.waitIDR = true
-		return nil, false
-	case idr:
+	}
+	if m.check.picture(&pic) != nil {
+		return bad()
+	}
+	if pic.idr {
 		m.waitIDR = false
+		m.sps, m.pps = pic.sps.raw, pic.pps.raw
 		return append([][]byte{m.sps, m.pps}, body...), true
-	case m.waitIDR:
-		return nil, false
 	}
 	return body, false
 }
@@ -221,6 +233,10 @@ func FuzzWriteH264(f *testing.F) {
 		if flags&1 != 0 {
 			v.SPS, v.PPS = testSPS, testPPS
 			m.sps, m.pps = testSPS, testPPS
+			m.check.commitParams(testSPS, testPPS)
+			if len(m.check.sps) != 1 || len(m.check.pps) != 1 {
+				t.Fatal("test parameter sets rejected")
+			}
 		}
 		st.SetTracks(Tracks{Video: v})
 		sub, err := st.Subscribe("fuzz", SubscribeOptions{VideoOnly: true, QueuePackets: 2*len(data) + 64})
@@ -295,6 +311,9 @@ func FuzzWriteH264(f *testing.F) {
 		}
 		if s := sub.Stats(); s.Dropped != 0 {
 			t.Fatalf("subscriber dropped %d packets: the check saw a partial stream", s.Dropped)
+		}
+		if n := st.Stats().InvalidVideo; n != uint64(m.invalid) {
+			t.Fatalf("InvalidVideo %d, the model rejected %d access units", n, m.invalid)
 		}
 	})
 }

@@ -46,33 +46,48 @@ type segment struct {
 // unspecified (0, 24-31), puts SPS+PPS in front of every IDR
 // and packetizes to RTP with payloads <= MaxPayload and the marker bit on
 // the last packet. Video before the first IDR (and after a Discontinuity,
-// until the next IDR) is dropped, since no decoder can start from it. The
-// NALU buffers are copied; the caller may reuse them on return.
+// until the next IDR) is dropped, since no decoder can start from it.
+// So is an access unit that is not decodable (see h264Check: broken
+// parameter sets or slice headers, a lost reference picture): it is
+// counted (StreamStats.InvalidVideo), and video resumes at the next IDR.
+// The NALU buffers are copied; the caller may reuse them on return.
 func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
+	if s.writeH264(pts, au) {
+		s.RequestKeyframe() // a publisher can send the IDR now
+	}
+}
+
+// writeH264 is WriteH264 under the lock; it reports whether the access unit
+// was not decodable.
+func (s *Stream) writeH264(pts time.Duration, au [][]byte) (invalid bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
+	// While waiting for an IDR, pictures that are not one are dropped
+	// unchecked: only their parameter sets are learned.
+	waiting := s.waitIDR && !hasIDRNALU(au)
 	// Two slots in front are reserved for SPS and PPS.
 	nalus := append(s.nalus[:0], nil, nil)
-	idr := false
+	var pic picture
+	s.check.beginAU()
 	for _, n := range au {
 		if len(n) == 0 {
 			continue
 		}
-		switch n[0] & 0x1f {
-		case naluSPS:
-			if !bytes.Equal(n, s.sps) {
-				s.sps = clone(n)
-				s.paramsChangedLocked()
-			}
-			continue // re-inserted in front of IDRs only
-		case naluPPS:
-			if !bytes.Equal(n, s.pps) {
-				s.pps = clone(n)
-			}
+		t := n[0] & 0x1f
+		if waiting && t != naluSPS && t != naluPPS {
 			continue
+		}
+		if err := s.check.nalu(n, &pic); err != nil {
+			s.releaseNALUs(nalus)
+			s.invalidVideoLocked(err)
+			return true
+		}
+		switch t {
+		case naluSPS, naluPPS:
+			continue // re-inserted in front of IDRs only, once an IDR used them
 		case naluAUD, naluFiller:
 			continue // useless over RTP, and AUD confuses some decoders mid-AU
 		case 0, naluSTAPA, 25, 26, 27, naluFUA, 29, 30, 31:
@@ -80,25 +95,35 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 			// receiver would read them as aggregation or fragmentation
 			// packets (RFC 6184 §5.2) and mangle the picture.
 			continue
-		case naluIDR:
-			idr = true
 		}
 		nalus = append(nalus, n)
 	}
 	defer s.releaseNALUs(nalus)
-	if len(nalus) == 2 {
-		return // parameter sets only: learned
+	if waiting {
+		// Before the first IDR, or after a discontinuity or an invalid AU:
+		// no decoder can use it (dropped, not counted again).
+		s.notePTSLocked(pts)
+		s.mediaTimeLocked(pts)
+		return false
+	}
+	if pic.slices == 0 {
+		return false // parameter sets, SEI and the like: learned or no picture
+	}
+	if err := s.check.picture(&pic); err != nil {
+		s.invalidVideoLocked(err)
+		return true
 	}
 	s.notePTSLocked(pts)
 	mt := s.mediaTimeLocked(pts)
-	if !idr && s.waitIDR {
-		return
-	}
+	idr := pic.idr
 	if idr {
-		if len(s.sps) == 0 || len(s.pps) == 0 {
-			s.skipNoParams.hit(s.log, "IDR without known SPS/PPS dropped", time.Now())
-			s.waitIDR = true
-			return
+		// The parameter sets this IDR decodes against are the stream's now.
+		if !bytes.Equal(pic.sps.raw, s.sps) {
+			s.sps = clone(pic.sps.raw)
+			s.paramsChangedLocked()
+		}
+		if !bytes.Equal(pic.pps.raw, s.pps) {
+			s.pps = clone(pic.pps.raw)
 		}
 		s.waitIDR = false
 		nalus[0], nalus[1] = s.sps, s.pps
@@ -138,6 +163,17 @@ func (s *Stream) WriteH264(pts time.Duration, au [][]byte) {
 	u.Kind, u.Codec, u.PTS, u.Keyframe = KindVideo, CodecH264, mt, idr
 	u.wire, u.mem = total, len(buf)
 	s.publishLocked(u)
+	return false
+}
+
+// hasIDRNALU reports whether an access unit holds an IDR slice.
+func hasIDRNALU(au [][]byte) bool {
+	for _, n := range au {
+		if len(n) > 0 && n[0]&0x1f == naluIDR {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseNALUs keeps the scratch slice but not the caller's buffers.

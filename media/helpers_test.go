@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,13 +26,23 @@ func checkLeaks(t *testing.T) { t.Helper(); testenv.CheckGoroutines(t) }
 // and returns its access units, NALUs without start codes.
 func makeClip(t *testing.T, size string, seconds, gop int) [][][]byte {
 	t.Helper()
+	return encodeH264(t, size, seconds, "aud=1", "-profile:v", "baseline", "-bf", "0",
+		"-g", strconv.Itoa(gop), "-keyint_min", strconv.Itoa(gop), "-sc_threshold", "0")
+}
+
+// encodeH264 is makeClip with other x264 parameters (x264Params gets
+// aud=1 in front) and encoder arguments.
+func encodeH264(t *testing.T, size string, seconds int, x264Params string, args ...string) [][][]byte {
+	t.Helper()
 	ff := testenv.RequireTool(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), "clip.h264")
-	cmd := exec.Command(ff, "-hide_banner", "-loglevel", "error", "-nostdin",
-		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
-		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0",
-		"-g", strconv.Itoa(gop), "-keyint_min", strconv.Itoa(gop), "-sc_threshold", "0",
-		"-x264-params", "aud=1", "-threads", "1", "-f", "h264", out)
+	if !strings.HasPrefix(x264Params, "aud=1") {
+		x264Params = "aud=1:" + x264Params
+	}
+	cmd := exec.Command(ff, append(append([]string{"-hide_banner", "-loglevel", "error", "-nostdin",
+		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=30",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264"}, args...),
+		"-x264-params", x264Params, "-threads", "1", "-f", "h264", out)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, b)
 	}
@@ -217,23 +228,54 @@ func equalAU(a, b [][]byte) bool {
 	return true
 }
 
-// Hand-built NALUs.
+// Hand-built NALUs: 320x240 Constrained Baseline (log2_max_frame_num 4,
+// POC type 2, CAVLC, deblocking control in the PPS) that h264Check accepts.
 var (
-	testSPS = []byte{0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0xc0, 0x44}
+	testSPS = []byte{0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x20}
 	testPPS = []byte{0x68, 0xce, 0x3c, 0x80}
 )
 
-func nalu(header byte, size int) []byte {
+// nalu returns a NAL unit of size bytes: header, then the given header
+// bits (a string of 0 and 1), then filler bytes with no start code or
+// emulation prevention pattern in them.
+func nalu(header byte, size int, headerBits ...string) []byte {
 	b := make([]byte, size)
 	b[0] = header
 	for i := 1; i < size; i++ {
 		b[i] = byte(i*7 + size)
 	}
+	pos := 8
+	for _, bits := range headerBits {
+		for _, c := range bits {
+			if pos/8 >= size {
+				panic("NALU too small for its header")
+			}
+			mask := byte(0x80) >> (pos % 8)
+			if c == '1' {
+				b[pos/8] |= mask
+			} else {
+				b[pos/8] &^= mask
+			}
+			pos++
+		}
+	}
 	return b
 }
 
-func idr(size int) []byte   { return nalu(0x65, size) }
-func slice(size int) []byte { return nalu(0x41, size) }
+// idr is an IDR picture of one I slice; slice is a non-reference P picture
+// (frame_num 1: valid after any IDR, any number of times).
+func idr(size int) []byte {
+	// first_mb 0, slice_type 7, pps 0, frame_num 0, idr_pic_id 0,
+	// no_output_of_prior_pics 0, long_term_reference 0, qp_delta 0,
+	// disable_deblocking_filter_idc 1.
+	return nalu(0x65, size, "1", "0001000", "1", "0000", "1", "0", "0", "1", "010")
+}
+
+func slice(size int) []byte {
+	// first_mb 0, slice_type 5, pps 0, frame_num 1, no num_ref_idx
+	// override, no list modification, qp_delta 0, deblocking idc 1.
+	return nalu(0x01, size, "1", "00110", "1", "0001", "0", "0", "1", "010")
+}
 
 var (
 	testAUD    = []byte{0x09, 0xf0}

@@ -168,6 +168,14 @@ type Stream struct {
 	auCount     int
 
 	skipNoParams rateWarn
+
+	// check follows H.264 parameter sets and the reference chain, so that
+	// only decodable access units are forwarded (h264check.go).
+	check         h264Check
+	invalidVideo  uint64 // access units dropped as not decodable
+	lastInvalid   string
+	lastInvalidAt time.Time
+	invalidWarn   rateWarn
 }
 
 // NewStream returns an empty stream. log may be nil.
@@ -227,7 +235,18 @@ func (s *Stream) SetTracks(t Tracks) {
 		if len(t.Video.PPS) > 0 {
 			s.pps = clone(t.Video.PPS)
 		}
+		if t.Video.VideoCodec() == CodecH264 {
+			// Out-of-band parameter sets (SDP, avcC) are the ones in use; a
+			// bad one is reported by the slices that need it.
+			s.check.commitParams(s.sps, s.pps)
+		}
 		s.tracks.Video = &VideoParams{Codec: t.Video.VideoCodec(), SPS: s.sps, PPS: s.pps, VPS: s.vps}
+	} else {
+		// No video in this run (an audio-only publisher): what was known
+		// of an earlier one's video is not this run's.
+		s.sps, s.pps, s.vps = nil, nil, nil
+		s.info = VideoInfo{}
+		s.infoStale = false
 	}
 	if t.Audio != nil {
 		a := *t.Audio
@@ -292,7 +311,19 @@ func (s *Stream) Discontinuity() {
 	}
 	s.vHavePTS, s.aHavePTS = false, false
 	s.waitIDR = true
+	s.check.reset()
 	s.ring.dropGOP()
+}
+
+// invalidVideoLocked drops video until the next IDR after an access unit
+// that is not decodable, and counts it.
+func (s *Stream) invalidVideoLocked(err error) {
+	now := s.now()
+	s.invalidVideo++
+	s.lastInvalid, s.lastInvalidAt = err.Error(), now
+	s.waitIDR = true
+	s.check.reset()
+	s.invalidWarn.hit(s.log, "video dropped until the next keyframe: "+err.Error(), now)
 }
 
 // mediaTimeLocked maps a source pts onto the stream's continuous timeline.
@@ -629,6 +660,7 @@ func (s *Stream) Stats() StreamStats {
 	st.BytesIn = s.bytesIn
 	st.LastMediaAt = s.lastMediaAt
 	st.LastKeyframeAt = s.lastKeyAt
+	st.InvalidVideo, st.LastInvalidVideo, st.LastInvalidVideoAt = s.invalidVideo, s.lastInvalid, s.lastInvalidAt
 	st.Viewers = make([]SubscriberStats, 0, len(s.subs))
 	var groups []func() []SubscriberStats
 	for _, sub := range s.subs {

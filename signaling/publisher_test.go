@@ -354,7 +354,14 @@ func TestPublisherDepacketizeLoss(t *testing.T) {
 // keyframe is older than 4 s.
 func TestPublisherRareKeyframes(t *testing.T) {
 	h := relayHarness(t, Config{})
-	pub := startPublisher(t, h, testpeer.PublishOptions{OnlyRequestedKeyframes: true})
+	// One IDR in 12 s: the publisher never skips one of the clip's IDRs
+	// (which would leave the pictures after it without their reference).
+	clip := testpeer.MakeClip(t, testpeer.ClipOptions{GOP: 360, Seconds: 12})
+	pub, err := testpeer.Publish(context.Background(), h.srv.URL+"/whip", clip, testpeer.PublishOptions{OnlyRequestedKeyframes: true})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Cleanup(pub.Close)
 	waitPublishing(t, h)
 	waitFor(t, "the first keyframe", 10*time.Second, func() bool { return !h.st.Stats().LastKeyframeAt.IsZero() })
 	first := h.st.Stats().LastKeyframeAt

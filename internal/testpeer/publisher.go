@@ -39,7 +39,10 @@ type PublishOptions struct {
 	// a keyframe until the clip's next IDR or a PLI.
 	StartFrame int
 	// OnlyRequestedKeyframes sends the clip's IDRs only when asked (the
-	// first one, and after a PLI): an encoder with an endless GOP.
+	// first one, and after a PLI): an encoder with an endless GOP. Give it
+	// a clip with one IDR that does not loop while it matters: the frames
+	// after a skipped IDR reference a picture the receiver never got,
+	// which the server sees as a lost reference (and asks for a keyframe).
 	OnlyRequestedKeyframes bool
 	Timeout                time.Duration // for connecting; default 10 s
 }
