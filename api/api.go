@@ -67,6 +67,9 @@ type StreamDetails struct {
 	Viewers    int        `json:"viewers"`
 	Packets    uint64     `json:"packets"`
 	Bytes      uint64     `json:"bytes"`
+	// InvalidVideo and LastInvalidVideo: as in PathStatus.
+	InvalidVideo     uint64 `json:"invalidVideo"`
+	LastInvalidVideo string `json:"lastInvalidVideo,omitempty"`
 	// Drops is per viewer (opaque ids), shown only when a token protects
 	// the API; DroppedTotal always.
 	Drops        []ViewerDrops  `json:"drops,omitempty"`
@@ -344,6 +347,12 @@ type PathStatus struct {
 	Renditions []renditions.Stats `json:"renditions"`
 	BytesIn    uint64             `json:"bytesIn"`
 	Required   bool               `json:"required"`
+	// InvalidVideo counts the access units of the path's video that no
+	// decoder could decode (garbage from the camera, broken H.264, a lost
+	// reference picture): dropped, not forwarded; video resumes at the
+	// next keyframe. LastInvalidVideo says why the latest one was.
+	InvalidVideo     uint64 `json:"invalidVideo"`
+	LastInvalidVideo string `json:"lastInvalidVideo,omitempty"`
 	// Intelligence is the path's analysis, when enabled.
 	Intelligence *Intelligence `json:"intelligence,omitempty"`
 }

@@ -32,9 +32,11 @@ type PathSnapshot struct {
 	FPS        float64
 	Packets    uint64
 	Bytes      uint64
-	Viewers    int
-	Publisher  bool // a publisher is live on the path
-	OnDemand   bool // carried for callers; not exported as a series
+	// InvalidVideo counts video access units dropped as not decodable.
+	InvalidVideo uint64
+	Viewers      int
+	Publisher    bool // a publisher is live on the path
+	OnDemand     bool // carried for callers; not exported as a series
 	// Recording is true while the path writes a recording; RecordedBytes
 	// and RecordingFailures count its recordings since start.
 	Recording         bool
@@ -280,6 +282,7 @@ var (
 	dSrcFPS       = desc("source_fps", "Measured video frames per second of the path's media, by path.", []string{"path"})
 	dSrcPackets   = desc("source_packets_total", "Normalized RTP packets published into the path, by path.", []string{"path"})
 	dSrcBytes     = desc("source_bytes_total", "Bytes published into the path, by path.", []string{"path"})
+	dSrcInvalid   = desc("source_invalid_video_total", "Video access units from the path's source that no decoder could decode (garbage, broken H.264, a lost reference picture), dropped, by path.", []string{"path"})
 	dPathViewers  = desc("path_viewers", "Viewers reading the path now, by path.", []string{"path"})
 	dPathPub      = desc("path_publisher", "1 while a publisher is live on the path, by path.", []string{"path"})
 	dPathRec      = desc("path_recording", "1 while the path writes a recording, by path.", []string{"path"})
@@ -307,7 +310,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dBuild, dReady, dActive, dTotal, dPending, dMax, dSendMode, dSendDgrams, dSendCalls, dSendSeg, dSendErrs, dRefusals, dPktSent, dBytesSent, dDropped,
-		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dIntelEvents, dIntelDropped, dIntelRestart, dIntelCPU, dIntelLatency, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
+		dViewerDrops, dActivePath, dPathViewers, dPathPub, dPathRec, dRendViewers, dRendRestarts, dRendCPU, dIntelEvents, dIntelDropped, dIntelRestart, dIntelCPU, dIntelLatency, dRecBytes, dRecFailures, dSrcState, dSrcUp, dSrcReconn, dSrcFPS, dSrcPackets, dSrcBytes, dSrcInvalid, dTURNAllocs, dTURNTotal, dTURNRefusals, dRTSPReaders, dRTSPSessions, dRTSPAuthFail} {
 		ch <- d
 	}
 }
@@ -390,6 +393,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		gauge(dSrcFPS, p.FPS, p.Path)
 		counter(dSrcPackets, float64(p.Packets), p.Path)
 		counter(dSrcBytes, float64(p.Bytes), p.Path)
+		counter(dSrcInvalid, float64(p.InvalidVideo), p.Path)
 		gauge(dPathViewers, float64(p.Viewers), p.Path)
 		gauge(dPathPub, b2f(p.Publisher), p.Path)
 		gauge(dPathRec, b2f(p.Recording), p.Path)

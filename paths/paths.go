@@ -616,6 +616,11 @@ type Status struct {
 	Publish    bool               `json:"publish"`
 	// Activations counts on-demand source starts.
 	Activations int `json:"activations,omitempty"`
+	// InvalidVideo counts the video access units the source sent that no
+	// decoder could decode (dropped; video resumed at the next keyframe);
+	// LastInvalidVideo says why the latest was.
+	InvalidVideo     uint64 `json:"invalidVideo"`
+	LastInvalidVideo string `json:"lastInvalidVideo,omitempty"`
 }
 
 // Status snapshots the path.
@@ -629,6 +634,7 @@ func (p *Path) Status() Status {
 	s.State = p.State()
 	s.FPS = float64(int(st.FPS*10)) / 10
 	s.BytesIn = st.BytesIn
+	s.InvalidVideo, s.LastInvalidVideo = st.InvalidVideo, st.LastInvalidVideo
 	if vi := p.st.VideoInfo(); vi.Codec != "" {
 		s.Video = &vi
 	}

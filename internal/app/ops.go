@@ -190,6 +190,7 @@ func (a *app) metricsSources() metrics.Sources {
 				snap := metrics.PathSnapshot{Path: ps.Name, State: string(ps.State), FPS: ps.FPS,
 					Bytes: ps.BytesIn, Viewers: ps.Viewers, Publisher: ps.Publisher, OnDemand: ps.OnDemand}
 				snap.Packets = p.Stream().Stats().PacketsIn
+				snap.InvalidVideo = ps.InvalidVideo
 				if an := a.intel[ps.Name]; an != nil {
 					vs, ss := an.Stats()
 					snap.Intel = &metrics.IntelSnapshot{VisionEvents: vs.DetectorEmitted, SpeechEvents: ss.Emitted,

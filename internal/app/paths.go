@@ -224,7 +224,7 @@ func (a *app) pathStatuses() []api.PathStatus {
 		ps := api.PathStatus{Name: s.Name, Source: s.Source, SourceKind: s.SourceKind,
 			State: string(s.State), OnDemand: s.OnDemand, FPS: s.FPS, Viewers: s.Viewers,
 			Publisher: s.Publisher, Recording: a.recordingOf(s.Name), Video: s.Video, Audio: s.Audio, Renditions: s.Renditions, BytesIn: s.BytesIn,
-			Required: s.Required}
+			Required: s.Required, InvalidVideo: s.InvalidVideo, LastInvalidVideo: s.LastInvalidVideo}
 		if a.intel[s.Name] != nil {
 			in := a.intelligenceOf(s.Name)
 			ps.Intelligence = &in

@@ -749,6 +749,7 @@ func (s streamInfo) StreamDetails() api.StreamDetails {
 	d.FPS = float64(int(st.FPS*10)) / 10
 	d.Viewers = st.Subscribers
 	d.Packets, d.Bytes = st.PacketsIn, st.BytesIn
+	d.InvalidVideo, d.LastInvalidVideo = st.InvalidVideo, st.LastInvalidVideo
 	if st.Tracks.Video != nil {
 		d.Video = media.CodecH264
 	}
