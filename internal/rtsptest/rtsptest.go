@@ -26,6 +26,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os/exec"
@@ -105,6 +106,24 @@ type Options struct {
 	TLS bool
 }
 
+// Fault is what the server does to its H.264 video (SetFault), to test how
+// a client copes with a camera that sends garbage.
+type Fault int32
+
+// Faults.
+const (
+	FaultNone Fault = iota
+	// FaultGarbageRTP replaces the payload of every video RTP packet with
+	// random bytes (the RTP headers stay those of the real stream).
+	FaultGarbageRTP
+	// FaultInvalidH264 breaks every fifth non-IDR video access unit in one of the
+	// ways a decoder notices, in turn: forbidden_zero_bit set, a slice that
+	// names a picture parameter set that does not exist, a slice cut off
+	// inside its header, data partitioning, a reference picture left out
+	// (the next picture's frame_num jumps), a broken SPS in front of it.
+	FaultInvalidH264
+)
+
 // Server is a running test RTSP server.
 type Server struct {
 	tb   testing.TB
@@ -117,6 +136,8 @@ type Server struct {
 
 	paused atomic.Bool
 	sentAU atomic.Uint64
+	fault  atomic.Int32 // a Fault
+	broken atomic.Uint64
 	// conns counts client connections open now; opened, ever opened.
 	conns, opened atomic.Int64
 	// cur is the stream handlers serve; nil while stopped. Handlers must not
@@ -226,6 +247,14 @@ func (s *Server) SDPVPS() []byte { return s.clip.vps }
 
 // SDPPPS: see SDPSPS.
 func (s *Server) SDPPPS() []byte { return s.clip.pps }
+
+// SetFault makes the server send its video broken from now on (FaultNone:
+// as generated again). H.264 only.
+func (s *Server) SetFault(f Fault) { s.fault.Store(int32(f)) }
+
+// Broken is the number of video RTP packets (FaultGarbageRTP) or access
+// units (FaultInvalidH264) sent broken or left out so far.
+func (s *Server) Broken() uint64 { return s.broken.Load() }
 
 // Pause stops sending media while keeping connections open (a stalled
 // camera); Resume continues on the same timeline.
@@ -455,6 +484,8 @@ func (s *Server) feed(ctx context.Context, stream *gortsplib.ServerStream, fm fe
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	start := time.Now()
+	garbage := mrand.NewChaCha8([32]byte{1}) // the same garbage every run
+	brokenAUs := 0
 	for loop := time.Duration(0); ; loop++ {
 		for _, ev := range s.clip.events {
 			at := loop*s.clip.duration + ev.at
@@ -475,7 +506,17 @@ func (s *Server) feed(ctx context.Context, stream *gortsplib.ServerStream, fm fe
 			if enc == nil || s.paused.Load() {
 				continue
 			}
-			pkts, err := enc.encode(ev.data)
+			data := ev.data
+			fault := Fault(s.fault.Load())
+			if ev.video && s.clip.sps != nil && s.clip.vps == nil && fault == FaultInvalidH264 && !hasIDR(data) {
+				if brokenAUs++; brokenAUs%5 == 0 {
+					s.broken.Add(1)
+					if data = breakAU(data, s.clip.sps, brokenAUs/5); data == nil {
+						continue // left out: a lost reference picture
+					}
+				}
+			}
+			pkts, err := enc.encode(data)
 			if err != nil {
 				s.tb.Errorf("rtsptest: encode: %v", err)
 				return
@@ -484,6 +525,12 @@ func (s *Server) feed(ctx context.Context, stream *gortsplib.ServerStream, fm fe
 			ts := base + uint32(int64(pts)*int64(enc.clockRate)/int64(time.Second))
 			for _, p := range pkts {
 				p.Timestamp += ts
+				if ev.video && fault == FaultGarbageRTP {
+					// A new buffer: the payload may share the clip's bytes.
+					p.Payload = make([]byte, len(p.Payload))
+					garbage.Read(p.Payload) // fills it, never fails
+					s.broken.Add(1)
+				}
 				// Errors only mean no reader is set up yet or the stream closed.
 				_ = stream.WritePacketRTP(medi, p)
 			}
