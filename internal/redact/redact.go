@@ -2,7 +2,11 @@
 // an API response or the preflight report.
 package redact
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // URL removes the userinfo (user:pass@) of every URL inside s:
 // `dial rtsp://admin:secret@10.0.0.5/live: timeout` becomes
@@ -49,4 +53,37 @@ func Secrets(s string, secrets ...string) string {
 		}
 	}
 	return s
+}
+
+// MaxText bounds a text from a peer (an error naming what a camera sent)
+// once Printable has made it safe for logs and the API.
+const MaxText = 300
+
+// Printable makes a text that may quote bytes from a peer safe to log and
+// to show: invalid UTF-8 and non-printable characters become '?', and a
+// text longer than MaxText bytes is cut at a character boundary and ends
+// with "… (truncated)". Printable text within the bound is unchanged.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= MaxText {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			r = '?'
+		}
+		if b.Len()+utf8.RuneLen(r) > MaxText {
+			b.WriteString("… (truncated)")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

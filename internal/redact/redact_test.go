@@ -1,6 +1,10 @@
 package redact
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestURL(t *testing.T) {
 	cases := map[string]string{
@@ -27,5 +31,19 @@ func TestSecrets(t *testing.T) {
 	got := Secrets("token=abc123 secret=zzz", "abc123", "", "zzz")
 	if got != "token=[redacted] secret=[redacted]" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if got := Printable("DESCRIBE: invalid SDP: no media"); got != "DESCRIBE: invalid SDP: no media" {
+		t.Errorf("clean text changed: %q", got)
+	}
+	if got := Printable("line: (\x10l\x88\xff)"); got != "line: (?l??)" {
+		t.Errorf("got %q", got)
+	}
+	long := strings.Repeat("é", 1000)
+	got := Printable(long)
+	if len(got) > MaxText+len("… (truncated)") || !strings.HasSuffix(got, "… (truncated)") || !utf8.ValidString(got) {
+		t.Errorf("long text: %d bytes, %q...", len(got), got[:20])
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/icey/icey-server/internal/leaktest"
 	"github.com/icey/icey-server/internal/rtsptest"
@@ -123,6 +125,12 @@ func TestFaultRTSPMalformedServer(t *testing.T) {
 			}
 			if len(sc.anyOf) > 0 && !slices.ContainsFunc(sc.anyOf, func(w string) bool { return strings.Contains(status.LastError, w) }) {
 				t.Errorf("status %q: want one of %q", status.LastError, sc.anyOf)
+			}
+			// What the camera sent reaches the API and the logs printable
+			// and bounded (a bad SDP line is quoted in the error).
+			if len(status.LastError) > 512 || !utf8.ValidString(status.LastError) ||
+				strings.ContainsFunc(status.LastError, func(r rune) bool { return !unicode.IsPrint(r) }) {
+				t.Errorf("status error is not short printable text (%d bytes): %q", len(status.LastError), status.LastError)
 			}
 			if status.State != media.SourceReconnecting || !status.Failed || status.EverUp {
 				t.Errorf("status %+v: want reconnecting, failed, never up", status)

@@ -36,6 +36,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/icey/icey-server/internal/logging"
+	"github.com/icey/icey-server/internal/redact"
 	"github.com/icey/icey-server/media"
 	"github.com/icey/icey-server/media/transcode"
 )
@@ -739,13 +740,14 @@ func (s *Source) unavailable(step string, err error) error {
 	return fmt.Errorf("%w: rtsp %s: %s: %s", media.ErrSourceUnavailable, s.safe, step, s.scrub(err.Error()))
 }
 
-// scrub removes credentials from a text.
+// scrub removes credentials from a text, and makes what a camera put in
+// it (gortsplib quotes a bad SDP line, a bad header) printable and short.
 func (s *Source) scrub(text string) string {
 	text = media.RedactURL(text)
 	if s.pass != "" {
 		text = strings.ReplaceAll(text, s.pass, "***")
 	}
-	return text
+	return redact.Printable(text)
 }
 
 // aggregator turns per-packet problems into one log line per second per
