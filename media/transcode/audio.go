@@ -188,6 +188,8 @@ func StartAudio(ctx context.Context, cfg AudioConfig, log *slog.Logger) (*AudioP
 		switch cause := context.Cause(p.ctx); {
 		case ctx.Err() != nil:
 			p.err = ctx.Err()
+		case errors.Is(cause, ErrPipeClosed):
+			p.err = ErrPipeClosed // the caller's Close: ffmpeg's kill is no failure
 		case cause != nil && !errors.Is(cause, context.Canceled):
 			p.err = fmt.Errorf("%s to Opus: %v%s", what, cause, stderr.summary())
 		case waitErr != nil:
@@ -220,9 +222,12 @@ func (p *AudioPipe) Frames() uint64 { return p.frames.Load() }
 
 // Close stops ffmpeg and waits until it is reaped.
 func (p *AudioPipe) Close() {
-	p.cancel(nil)
+	p.cancel(ErrPipeClosed)
 	<-p.done
 }
+
+// ErrPipeClosed is Err after Close stopped a pipe that was still running.
+var ErrPipeClosed = errors.New("audio pipe closed")
 
 // CloseInput says no more AAC follows (a file ended): what is queued is
 // still written, then ffmpeg's stdin is closed, ffmpeg flushes the last

@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"context"
+	"errors"
 	"syscall"
 	"testing"
 	"time"
@@ -55,4 +56,7 @@ func TestCloseLeaksAudioPipe(t *testing.T) {
 		t.Errorf("%d Opus frames delivered after Close", p.Frames()-frames)
 	}
 	t.Logf("AudioPipe.Close after %d Opus frames: ffmpeg %d reaped in %v (err %v)", frames, pid, took.Round(time.Millisecond), p.Err())
+	if !errors.Is(p.Err(), ErrPipeClosed) {
+		t.Errorf("Err after Close = %v, want ErrPipeClosed (the caller's Close is no failure)", p.Err())
+	}
 }
