@@ -172,7 +172,7 @@ func faultCameraOutage(t *testing.T, onDemand bool) {
 		viewers = 3
 		// The supervisor's retry wait doubles per failure up to
 		// media.DefaultMaxBackoff (10 s) and resets only after a run that
-		// stayed up media.StableAfter (10 s): a camera that flaps every
+		// stayed up media.DefaultStableAfter (10 s): a camera that flaps every
 		// few seconds is retried at most that far apart. Recovery is
 		// bounded by that wait, plus the reconnect and the first keyframe
 		// (1 s GOP).
