@@ -164,6 +164,12 @@ func (t *Table) PlotPNG(file, x, xLabel string, panels []Panel, w, h int) error 
 	if len(panels) == 0 {
 		return errors.New("soakplot: no panel")
 	}
+	xmin, xmax := math.Inf(1), math.Inf(-1)
+	for _, v := range xs {
+		if !math.IsNaN(v) {
+			xmin, xmax = min(xmin, v), max(xmax, v)
+		}
+	}
 	plots := make([][]*plot.Plot, len(panels))
 	for i, pn := range panels {
 		p := plot.New()
@@ -192,6 +198,10 @@ func (t *Table) PlotPNG(file, x, xLabel string, panels []Panel, w, h int) error 
 			if err := plotutil.AddLinePoints(p, lines...); err != nil {
 				return err
 			}
+		}
+		// One time axis for every panel, even where a series has gaps.
+		if xmin < xmax {
+			p.X.Min, p.X.Max = xmin, xmax
 		}
 		p.Legend.Top = true
 		p.Legend.Left = true
