@@ -14,7 +14,7 @@ FUZZTIME  ?= 3s
 # non-root run: the root run already fuzzed the same tree).
 FUZZ      ?= 1
 
-.PHONY: all build run test test-short fuzz deps lint vet fmt bench ops-bench docker clean
+.PHONY: all build run test test-short test-faults soak soak-short fuzz deps lint vet fmt bench ops-bench docker clean
 
 all: build
 
@@ -38,6 +38,29 @@ test: deps
 	cd deploy/k8s/validate && $(GO) mod download && ../../../scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test -count=1 ./...
 	@if [ "$(FUZZ)" != 0 ]; then scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly scripts/fuzz.sh $(FUZZTIME); \
 	else echo "fuzz targets not run (FUZZ=0)"; fi
+
+# The standing fault suite (docs/faults.md): every TestFault* test, the
+# long ones behind the `faults` build tag included, without the race
+# detector (the load faults measure rates; make test runs the short ones
+# with it). As root, or as a normal user where user namespaces are allowed.
+test-faults: deps
+	$(GO) mod download
+	$(GO) vet -tags faults ./...
+	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly $(GO) test -tags faults -count=1 -timeout 30m -run '^TestFault' ./...
+
+# The soak (docs/faults.md): one server, paths of every kind, viewers
+# joining and leaving, a camera dropping, publishers handing over,
+# recording; samples every 10 s to soak.csv and soak.png in SOAK_OUT.
+# make soak runs an hour; make soak-short (in CI) five minutes.
+SOAK_OUT ?= bench-results/soak
+soak: deps
+	$(GO) mod download
+	@mkdir -p $(SOAK_OUT)
+	@scripts/netns.sh env GOPROXY=off GOFLAGS=-mod=readonly SOAK_DURATION=$(or $(SOAK_DURATION),1h) SOAK_OUT=$(abspath $(SOAK_OUT)) \
+		$(GO) test -tags soak -count=1 -timeout $(or $(SOAK_TIMEOUT),90m) -v -run '^TestSoak$$' ./cmd/icey-server/
+
+soak-short:
+	@$(MAKE) --no-print-directory soak SOAK_DURATION=5m SOAK_TIMEOUT=20m SOAK_OUT=$(or $(SOAK_OUT_SHORT),bench-results/soak-short)
 
 # Every fuzz target for longer (FUZZTIME=5m make fuzz for a deeper run).
 fuzz:
