@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/icey/icey-server/internal/testpeer"
@@ -196,16 +195,7 @@ type symViewer struct {
 // waits until the PeerConnection is connected.
 func sympleCall(t *testing.T, c *symClient) *symViewer {
 	t.Helper()
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	reg := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
-		t.Fatal(err)
-	}
-	api := webrtc.NewAPI(webrtc.WithSettingEngine(testpeer.LoopbackSettings()), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := testpeer.NewPeerConnection()
 	if err != nil {
 		t.Fatal(err)
 	}

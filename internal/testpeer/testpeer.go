@@ -218,6 +218,22 @@ func LoopbackSettings() webrtc.SettingEngine {
 	return se
 }
 
+// NewPeerConnection is a bare pion PeerConnection on loopback
+// (LoopbackSettings) with pion's default codecs and interceptors (NACK,
+// RTCP reports, TWCC), for tests that drive the signalling themselves.
+func NewPeerConnection() (*webrtc.PeerConnection, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+		return nil, err
+	}
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(LoopbackSettings()), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg))
+	return api.NewPeerConnection(webrtc.Configuration{})
+}
+
 // RecvOffer adds a recvonly transceiver per kind (video and audio when none
 // are given) and returns the complete offer, candidates included (the
 // non-trickle form WHEP servers answer in one round trip).
