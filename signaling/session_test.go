@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/media"
 )
 
@@ -484,6 +485,7 @@ func TestHandoverToSharedFanout(t *testing.T) {
 	for _, perViewer := range []bool{false, true} {
 		t.Run(map[bool]string{false: "shared", true: "per-viewer"}[perViewer], func(t *testing.T) {
 			const n = 8
+			drops := testenv.UDPReceiveDrops(t)
 			h := newHarness(t, c, Config{MaxPendingPerClient: n, PerViewerPumps: perViewer}, nil)
 			time.Sleep(300 * time.Millisecond)
 			viewers := make([]*testViewer, n)
@@ -520,10 +522,19 @@ func TestHandoverToSharedFanout(t *testing.T) {
 				}
 				for k := 1; k < len(frames); k++ {
 					d := int32(frames[k].ts - frames[k-1].ts)
-					if frames[k].truncated || d < 2990 || d > 3010 {
-						t.Fatalf("viewer %d: frame %d of %d truncated=%v, timestamp step %d (want 3000)",
-							i, k, len(frames), frames[k].truncated, d)
+					if !frames[k].truncated && d >= 2990 && d <= 3010 {
+						continue
 					}
+					// A loaded machine (the race detector, other packages'
+					// tests) can overflow a viewer's socket: the kernel says
+					// so. Without such drops a gap is the handover's.
+					if kernel := testenv.UDPReceiveDrops(t) - drops; kernel > 0 {
+						t.Logf("viewer %d: frame %d of %d truncated=%v, timestamp step %d: lost on the wire (the kernel dropped %d datagrams for full sockets)",
+							i, k, len(frames), frames[k].truncated, d, kernel)
+						break
+					}
+					t.Fatalf("viewer %d: frame %d of %d truncated=%v, timestamp step %d (want 3000)",
+						i, k, len(frames), frames[k].truncated, d)
 				}
 			}
 			for _, v := range viewers[:n/2] {

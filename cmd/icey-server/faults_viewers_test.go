@@ -12,17 +12,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
 
+	"github.com/icey/icey-server/internal/testenv"
 	"github.com/icey/icey-server/internal/testpeer"
 )
 
@@ -73,36 +72,6 @@ func metricOrZero(body, series string) float64 {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		return v
 	}
-	return 0
-}
-
-// udpRcvbufErrors is the namespace's count of UDP datagrams dropped
-// because a socket's receive buffer was full (/proc/net/snmp): the frozen
-// viewers' sockets overflowing shows the fault is real.
-func udpRcvbufErrors(t *testing.T) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var head []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Udp:" {
-			continue
-		}
-		if head == nil {
-			head = f
-			continue
-		}
-		for i, name := range head {
-			if name == "RcvbufErrors" && i < len(f) {
-				n, _ := strconv.ParseInt(f[i], 10, 64)
-				return n
-			}
-		}
-	}
-	t.Fatal("no Udp RcvbufErrors in /proc/net/snmp")
 	return 0
 }
 
@@ -272,17 +241,17 @@ func TestFaultTenViewersStopReading(t *testing.T) {
 	_, m := scrape(t, p.base+"/metrics")
 	gA, rssA := metricValue(t, m, "go_goroutines"), metricValue(t, m, "process_resident_memory_bytes")/1e6
 	endedA := metricOrZero(m, `icey_sessions_ended_total{reason="connection_failed",role="viewer"}`)
-	dropsA := udpRcvbufErrors(t)
+	dropsA := testenv.UDPReceiveDrops(t)
 	a := measurePhase(ctx, t, url, healthy, freshN, window, joinAt)
-	dropsA = udpRcvbufErrors(t) - dropsA
+	dropsA = testenv.UDPReceiveDrops(t) - dropsA
 	t.Logf("phase A (all %d reading): %s; UDP receive-buffer drops %d", healthyN+frozenN, a, dropsA)
 
 	frozen := time.Now()
 	child.freeze(t)
 	time.Sleep(500 * time.Millisecond)
-	dropsB := udpRcvbufErrors(t)
+	dropsB := testenv.UDPReceiveDrops(t)
 	b := measurePhase(ctx, t, url, healthy, freshN, window, joinAt)
-	dropsB = udpRcvbufErrors(t) - dropsB
+	dropsB = testenv.UDPReceiveDrops(t) - dropsB
 	stillCounted := activeSessions(t, p) - healthyN
 	t.Logf("phase B (%d frozen): %s; UDP receive-buffer drops %d (the frozen sockets overflowing); %.1f s after the freeze the server still counts %d of the frozen sessions",
 		frozenN, b, dropsB, time.Since(frozen).Seconds(), stillCounted)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +124,35 @@ func settle(base int, d time.Duration) (int, []byte) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// UDPReceiveDrops is the network namespace's count of UDP datagrams the
+// kernel dropped because a socket's receive buffer was full
+// (/proc/net/snmp, Udp RcvbufErrors): a reader that fell behind, from a
+// frozen peer or a loaded machine.
+func UDPReceiveDrops(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for i, name := range head {
+			if name == "RcvbufErrors" && i < len(f) {
+				n, _ := strconv.ParseInt(f[i], 10, 64)
+				return n
+			}
+		}
+	}
+	t.Fatal("no Udp RcvbufErrors in /proc/net/snmp")
+	return 0
 }
