@@ -82,7 +82,7 @@ func (m *rtpModel) write(au fuzzAU) (out [][]byte, idr bool) {
 		m.invalid++
 		return nil, false
 	}
-	waiting := m.waitIDR && !hasIDR(au.nalus)
+	waiting := m.waitIDR && !hasIDRNALU(au.nalus)
 	var body [][]byte
 	var pic picture
 	m.check.beginAU()

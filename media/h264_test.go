@@ -50,14 +50,14 @@ func TestWriteH264Clip(t *testing.T) {
 				if !equalAU(got[i].nalus, want) {
 					t.Fatalf("AU %d: got types %v, want %v", i, naluTypes(got[i].nalus), naluTypes(want))
 				}
-				if hasIDR(au) {
+				if hasIDRNALU(au) {
 					idrs++
 					if ty := naluTypes(got[i].nalus); ty[0] != naluSPS || ty[1] != naluPPS {
 						t.Fatalf("AU %d: IDR not preceded by SPS, PPS: %v", i, ty)
 					}
 				}
-				if got[i].keyframe != hasIDR(au) {
-					t.Fatalf("AU %d: Keyframe %v, IDR %v", i, got[i].keyframe, hasIDR(au))
+				if got[i].keyframe != hasIDRNALU(au) {
+					t.Fatalf("AU %d: Keyframe %v, IDR %v", i, got[i].keyframe, hasIDRNALU(au))
 				}
 				if d := got[i].ts - got[0].ts; d != uint32(i*3000) {
 					t.Fatalf("AU %d: timestamp +%d, want +%d", i, d, i*3000)
@@ -152,7 +152,7 @@ func TestWriteH264Cases(t *testing.T) {
 				if !equalAU(got[i].nalus, tc.want[i]) {
 					t.Errorf("AU %d: types %v, want %v", i, naluTypes(got[i].nalus), naluTypes(tc.want[i]))
 				}
-				if got[i].keyframe != hasIDR(tc.want[i]) {
+				if got[i].keyframe != hasIDRNALU(tc.want[i]) {
 					t.Errorf("AU %d: Keyframe %v", i, got[i].keyframe)
 				}
 			}

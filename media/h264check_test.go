@@ -104,7 +104,7 @@ func TestWriteH264DropsUndecodableAUs(t *testing.T) {
 	want := map[int]bool{} // AUs that must come out
 	skip := false
 	for i, au := range aus {
-		if hasIDR(au) {
+		if hasIDRNALU(au) {
 			skip = false
 		}
 		b, isBroken := broken[i]

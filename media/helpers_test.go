@@ -190,20 +190,12 @@ func naluTypes(au [][]byte) []byte {
 	return ts
 }
 
-func hasIDR(au [][]byte) bool {
-	for _, n := range au {
-		if n[0]&0x1f == naluIDR {
-			return true
-		}
-	}
-	return false
-}
 
 // expectedAU is what the hub must emit for an input AU, given the latest
 // parameter sets: no AUD/filler/SPS/PPS, and SPS+PPS in front of an IDR.
 func expectedAU(in [][]byte, sps, pps []byte) [][]byte {
 	var out [][]byte
-	if hasIDR(in) {
+	if hasIDRNALU(in) {
 		out = append(out, sps, pps)
 	}
 	for _, n := range in {

@@ -329,7 +329,7 @@ func TestUnitPayload(t *testing.T) {
 				if len(d) != 1 || !equalAU(d[0].nalus, u.Payload) {
 					t.Fatalf("AU %d: packets do not carry Payload", i)
 				}
-				if u.Codec != CodecH264 || u.Keyframe != hasIDR(inputs[i]) || u.PTS != time.Duration(i)*frame30 || u.FromCache {
+				if u.Codec != CodecH264 || u.Keyframe != hasIDRNALU(inputs[i]) || u.PTS != time.Duration(i)*frame30 || u.FromCache {
 					t.Fatalf("AU %d: codec %q keyframe %v PTS %v cached %v", i, u.Codec, u.Keyframe, u.PTS, u.FromCache)
 				}
 			}
