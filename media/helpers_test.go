@@ -190,7 +190,6 @@ func naluTypes(au [][]byte) []byte {
 	return ts
 }
 
-
 // expectedAU is what the hub must emit for an input AU, given the latest
 // parameter sets: no AUD/filler/SPS/PPS, and SPS+PPS in front of an IDR.
 func expectedAU(in [][]byte, sps, pps []byte) [][]byte {
