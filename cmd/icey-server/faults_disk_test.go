@@ -115,6 +115,23 @@ func watchedViewer(t *testing.T, p *proc, path string) (*testpeer.Viewer, *gapWa
 
 // recordingEvents collects the recording.* events of the SSE stream, so
 // that none is lost while the test waits for another.
+// failedOnceThroughRetry waits through a retry of the recorder (every 5 s)
+// and checks that yard's failure was reported once and no recording started
+// since event fi.
+func failedOnceThroughRetry(t *testing.T, p *proc, evs *recordingEvents, fi int, while string) {
+	t.Helper()
+	time.Sleep(7 * time.Second)
+	if n := evs.count("recording.failed", "yard", 0); n != 1 {
+		t.Fatalf("%d recording.failed events %s, want 1", n, while)
+	}
+	if n := evs.count("recording.started", "yard", fi); n != 0 {
+		t.Fatalf("%d recording.started events %s, want none", n, while)
+	}
+	if n := recordingFailures(t, p, "yard"); n != 1 {
+		t.Fatalf("icey_recording_failures_total{path=yard} = %v, want 1", n)
+	}
+}
+
 type recordingEvents struct {
 	mu   sync.Mutex
 	list []sseEvent
@@ -249,16 +266,7 @@ func TestFaultDiskFullDuringRecording(t *testing.T) {
 
 	// Still full through a retry (every 5 s; the retry's file gets its
 	// init segment but no fragment): no new event, one failure.
-	time.Sleep(7 * time.Second)
-	if n := evs.count("recording.failed", "yard", 0); n != 1 {
-		t.Fatalf("%d recording.failed events while the disk stays full, want 1", n)
-	}
-	if n := evs.count("recording.started", "yard", fi); n != 0 {
-		t.Fatalf("%d recording.started events while the disk stays full, want none", n)
-	}
-	if n := recordingFailures(t, p, "yard"); n != 1 {
-		t.Fatalf("icey_recording_failures_total{path=yard} = %v, want 1", n)
-	}
+	failedOnceThroughRetry(t, p, evs, fi, "while the disk stays full")
 	if s := statusPaths(t, p); s["yard"]["recording"] == true || s["yard"]["state"] != "up" {
 		t.Fatalf("yard while the disk is full: %v", s["yard"])
 	}
@@ -427,16 +435,7 @@ func TestFaultUnwritableRecordDir(t *testing.T) {
 		if h := healthComponent(t, p, "recordings"); h != "unhealthy" {
 			t.Fatalf("detailed health recordings while read-only: %v", h)
 		}
-		time.Sleep(7 * time.Second) // through a retry
-		if n := evs.count("recording.failed", "yard", 0); n != 1 {
-			t.Fatalf("%d recording.failed events while read-only, want 1", n)
-		}
-		if n := evs.count("recording.started", "yard", fi); n != 0 {
-			t.Fatalf("%d recording.started events while read-only, want none", n)
-		}
-		if n := recordingFailures(t, p, "yard"); n != 1 {
-			t.Fatalf("icey_recording_failures_total{path=yard} = %v, want 1", n)
-		}
+		failedOnceThroughRetry(t, p, evs, fi, "while read-only")
 
 		// Writable again: recording resumes, the cut file is finalized.
 		inServerNS(t, p, fmt.Sprintf("umount '%s'", dir))
