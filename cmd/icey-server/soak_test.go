@@ -119,6 +119,25 @@ func (s *soakState) outageBegin(path string) {
 	s.mu.Unlock()
 }
 
+// waitPathUp polls /api/status until path is up again, or until deadline.
+func (s *soakState) waitPathUp(path string, deadline time.Time) {
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(s.base + "/api/status"); err == nil {
+			var st struct {
+				Paths []struct{ Name, State string }
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			for _, p := range st.Paths {
+				if err == nil && p.Name == path && p.State == "up" {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (s *soakState) outageEnd(path string, at time.Time) {
 	s.mu.Lock()
 	if l := s.outages[path]; len(l) > 0 && l[len(l)-1].to.IsZero() {
@@ -520,7 +539,11 @@ func TestSoak(t *testing.T) {
 			}
 			cam.Restart()
 			back := time.Now()
-			s.outageEnd("yard", back)
+			// The outage lasts until the server has the camera again (its
+			// reconnect backoff reaches up to 10 s): a join in between is
+			// delayed by the outage, not slow.
+			s.waitPathUp("yard", back.Add(soakRecoveryBound))
+			s.outageEnd("yard", time.Now())
 			drops.Add(1)
 			worst, n := s.videoBack(before, back, "a camera drop")
 			t.Logf("%6.1f s: camera dropped for %v; video back for %d viewers that stayed within %v",
